@@ -1,0 +1,54 @@
+# hnsdpo — set-up, demo, tests. Every target sets up what it needs first.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+VLLM_VENV := .venv-vllm
+PY := $(VENV)/bin/python
+PROFILE ?= conf/tiny.yaml
+# CUDA machines get the CUDA vLLM build; everything else the CPU build.
+HAS_CUDA := $(shell command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1 && echo 1)
+VLLM_REQ := requirements/$(if $(HAS_CUDA),vllm-cuda,vllm-cpu).txt
+export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
+export PIP_DISABLE_PIP_VERSION_CHECK := 1
+
+.PHONY: setup demo test test-fast lint serve stop-serve clean-artifacts
+
+setup: $(VENV)/.stamp $(VLLM_VENV)/.stamp
+
+# The main environment: torch first (exact version, so a CPU machine takes the local CPU wheel
+# and never a CUDA build), then the pinned set, then the project itself in editable mode.
+$(VENV)/.stamp: requirements/main.txt pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade "pip>=24"
+	$(PY) -m pip install -q "torch==$$(sed -n 's/^torch==//p' requirements/main.txt)"
+	$(PY) -m pip install -q -r requirements/main.txt
+	$(PY) -m pip install -q --no-deps -e .
+	touch $@
+
+# The sampling engine in its own environment (vLLM's pins clash with Prefect's).
+$(VLLM_VENV)/.stamp: $(VLLM_REQ)
+	test -x $(VLLM_VENV)/bin/python || $(PYTHON) -m venv $(VLLM_VENV)
+	$(VLLM_VENV)/bin/python -m pip install -q -r $(VLLM_REQ)
+	$(VLLM_VENV)/bin/python -m pip uninstall -q -y torchvision torchaudio torchcodec 2>/dev/null || true
+	touch $@
+
+demo: setup
+	$(VENV)/bin/hnsdpo run -c $(PROFILE)
+
+test: setup
+	bash scripts/run-tests.sh
+
+test-fast: setup
+	bash scripts/run-tests.sh -m "not slow and not integration and not vllm"
+
+lint: $(VENV)/.stamp
+	$(VENV)/bin/ruff check .
+
+serve: setup
+	bash scripts/serve.sh start
+
+stop-serve:
+	bash scripts/serve.sh stop
+
+clean-artifacts:
+	rm -rf artifacts

@@ -1,0 +1,325 @@
+"""The configuration schema: one frozen pydantic model per pipeline stage.
+
+Every profile in ``conf/*.yaml`` validates against :class:`Config`. Models are frozen and forbid
+unknown keys, so a typo fails at load time with the key's dotted path. Example (``conf/tiny.yaml``)::
+
+    name: tiny
+    model: {build_from_scratch: true, quantization: none}
+    dpo: {beta: 0.1}
+
+Paths in a profile are resolved relative to the current working directory, except where a field's
+doc says otherwise. ``${SHARED_DATA}``-style environment variables are expanded by the loader.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+DatasetFormat = Literal["gsm8k", "math", "metamathqa", "synthetic"]
+Strategy = Literal["weighted", "uniform", "random"]
+Engine = Literal["vllm", "hf"]
+STAGES = ("data", "base", "sft", "sample", "verify", "pairs", "dpo", "evaluate", "report")
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+def _looks_local(ref: str) -> bool:
+    """A model/data reference that is clearly a filesystem path (not a hub id like ``org/name``)."""
+    return ref.startswith(("/", "./", "../", "~")) or ref in (".", "..")
+
+
+class DatasetSpec(Section):
+    """One dataset: a local JSONL/Parquet file or a hub dataset id, normalised to ``Problem`` rows."""
+
+    name: str = Field(description="Short name used in artifacts and reports, e.g. 'gsm8k_test'.")
+    format: DatasetFormat
+    path: str | None = Field(None, description="Local .jsonl/.json/.parquet file.")
+    hub_id: str | None = Field(None, description="Hub dataset id, e.g. 'openai/gsm8k'.")
+    hub_config: str | None = None
+    split: str = "train"
+    limit: int | None = Field(None, ge=1, description="Keep the first N rows (after shuffling if seed).")
+
+    @model_validator(mode="after")
+    def _one_source(self) -> DatasetSpec:
+        if self.format != "synthetic" and not (self.path or self.hub_id):
+            raise ValueError(f"dataset {self.name!r}: give 'path' or 'hub_id'")
+        if self.path and self.hub_id:
+            raise ValueError(f"dataset {self.name!r}: give 'path' or 'hub_id', not both")
+        return self
+
+
+class SyntheticConfig(Section):
+    """Seeded GSM8K-style word problems (see ``tasks/synthetic.py``)."""
+
+    seed: int = 1234
+    n_pretrain: int = Field(20000, ge=0, description="Problems rendered as plain text for base pretraining.")
+    n_sft: int = Field(4000, ge=0)
+    n_pool: int = Field(400, ge=0)
+    n_test: int = Field(500, ge=0)
+    min_steps: int = Field(2, ge=1, le=5)
+    max_steps: int = Field(5, ge=1, le=5)
+    step_weights: dict[int, float] | None = Field(
+        None, description="Relative frequency of each step count; None = uniform."
+    )
+
+    @model_validator(mode="after")
+    def _range(self) -> SyntheticConfig:
+        if self.min_steps > self.max_steps:
+            raise ValueError("min_steps must be <= max_steps")
+        return self
+
+
+class DataConfig(Section):
+    on_bad_row: Literal["error", "skip"] = "error"
+    synthetic: SyntheticConfig = SyntheticConfig()
+    sft: list[DatasetSpec] = Field(default_factory=list, description="SFT corpus (CoT solutions).")
+    pool: list[DatasetSpec] = Field(default_factory=list, description="Preference pool problems.")
+    eval: list[DatasetSpec] = Field(default_factory=list, description="Evaluation sets.")
+    seed: int = 0
+
+
+class TinyModelConfig(Section):
+    """The from-scratch Qwen2 model and BPE tokenizer of the tiny profile."""
+
+    vocab_size: int = Field(2048, ge=300)
+    hidden_size: int = 128
+    num_layers: int = 6
+    num_heads: int = 2
+    num_kv_heads: int = 2
+    head_dim: int = Field(64, description="vLLM's CPU attention needs 64 (or another supported size).")
+    intermediate_size: int = 512
+    max_position_embeddings: int = 1024
+    block_size: int = 512
+    batch_size: int = 8
+    lr: float = 3e-3
+    warmup_steps: int = 50
+    max_steps: int = 1200
+    seed: int = 0
+
+    @model_validator(mode="after")
+    def _heads(self) -> TinyModelConfig:
+        if self.num_heads % self.num_kv_heads:
+            raise ValueError("num_heads must be a multiple of num_kv_heads")
+        return self
+
+
+class ModelConfig(Section):
+    name_or_path: str | None = Field(
+        None, description="Hub id or local folder of the base model; None with build_from_scratch."
+    )
+    build_from_scratch: bool = False
+    tiny: TinyModelConfig = TinyModelConfig()
+    quantization: Literal["none", "4bit"] = "none"
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+    revision: str | None = None
+    trust_remote_code: bool = False
+
+    @model_validator(mode="after")
+    def _source(self) -> ModelConfig:
+        if not self.build_from_scratch and not self.name_or_path:
+            raise ValueError("set model.name_or_path or model.build_from_scratch: true")
+        if self.name_or_path and _looks_local(self.name_or_path):
+            p = Path(self.name_or_path).expanduser()
+            if not p.exists():
+                raise ValueError(f"model.name_or_path: local path {str(p)!r} does not exist")
+        return self
+
+
+class LoraConfig(Section):
+    r: int = Field(16, ge=1)
+    alpha: int = 32
+    dropout: float = Field(0.05, ge=0, lt=1)
+    target_modules: list[str] | Literal["all-linear"] = "all-linear"
+
+
+class SFTConfig(Section):
+    lora: LoraConfig = LoraConfig()
+    learning_rate: float = 2e-4
+    epochs: float = 1.0
+    max_steps: int = Field(-1, description="> 0 overrides epochs.")
+    batch_size: int = 4
+    grad_accum: int = 1
+    max_seq_len: int = 1024
+    warmup_ratio: float = 0.03
+    lr_scheduler: Literal["cosine", "linear", "constant", "constant_with_warmup"] = "cosine"
+    save_steps: int = 200
+    logging_steps: int = 10
+    completion_only_loss: bool = True
+    merge: bool = Field(True, description="Also save base+adapter merged weights for the sampler.")
+    gradient_checkpointing: bool = False
+    seed: int = 0
+
+
+class VLLMConfig(Section):
+    python: str = Field(
+        ".venv-vllm/bin/python",
+        description="Interpreter of the environment that has vLLM (relative to the project root).",
+    )
+    gpu_memory_utilization: float = 0.85
+    tensor_parallel_size: int = 1
+    max_model_len: int | None = None
+    enforce_eager: bool = False
+    dtype: str = "auto"
+    max_lora_rank: int = 64
+    env: dict[str, str] = Field(default_factory=dict, description="Extra environment for the subprocess.")
+
+
+class SampleConfig(Section):
+    engine: Engine = "vllm"
+    adapter_mode: Literal["lora", "merged"] = "lora"
+    k: int = Field(8, ge=1)
+    temperature: float = Field(0.7, ge=0)
+    top_p: float = Field(1.0, gt=0, le=1)
+    top_k: int = Field(-1, description="-1 = off (HF would otherwise apply 50).")
+    max_tokens: int = 512
+    seed: int = 0
+    shard_size: int = Field(64, ge=1, description="Problems per output shard.")
+    batch_size: int = Field(16, ge=1, description="HF engine: prompts per generate call.")
+    limit: int | None = Field(None, ge=1, description="Sample only the first N pool problems.")
+    instruction: str = "Please reason step by step, and put your final answer within \\boxed{}."
+    vllm: VLLMConfig = VLLMConfig()
+
+
+class DimensionWeights(Section):
+    semantic_alignment: float = 0.10
+    structural_integrity: float = 0.15
+    step_ordering: float = 0.10
+    logical_consistency: float = 0.15
+    symbolic_validity: float = 0.20
+    answer_correctness: float = 0.30
+
+
+class AbsurdityWeights(Section):
+    semantic_alignment: float = 0.30
+    structural_integrity: float = 0.30
+    step_ordering: float = 0.10
+    logical_consistency: float = 0.15
+    symbolic_validity: float = 0.15
+    answer_correctness: float = 0.0
+
+
+class VerifyConfig(Section):
+    workers: int = Field(2, ge=1)
+    time_budget_s: float = Field(2.0, gt=0)
+    max_error_share: float = Field(0.05, ge=0, le=1)
+    wrongness: DimensionWeights = DimensionWeights()
+    absurdity: AbsurdityWeights = AbsurdityWeights()
+    embedding_model: str | None = Field(
+        None, description="sentence-transformers model for the semantic channel; None = lexical."
+    )
+    max_text_chars: int = 20000
+
+
+class WeightCoefficients(Section):
+    a: float = Field(1.0, description="wrongness of the rejected")
+    b: float = Field(1.0, description="confidence gap max(0, c_r - c_c)")
+    g: float = Field(0.5, description="normalised log perplexity of the rejected")
+
+
+class HardnessCoefficients(Section):
+    confidence: float = 1.0
+    similarity: float = 1.0
+    wrongness: float = 0.5
+    absurdity: float = 0.25
+
+
+class PairsConfig(Section):
+    strategy: Strategy = "weighted"
+    per_problem: int = Field(2, ge=1)
+    weights: WeightCoefficients = WeightCoefficients()
+    hardness: HardnessCoefficients = HardnessCoefficients()
+    w_min: float = 0.2
+    w_max: float = 3.0
+    lam: float = Field(0.3, ge=0, le=1, description="λ: final w = (1 - λ) + λ·w_clipped.")
+    fallback_to_reference: bool = True
+    seed: int = 0
+
+    @model_validator(mode="after")
+    def _clip(self) -> PairsConfig:
+        if not 0 < self.w_min <= 1 <= self.w_max:
+            raise ValueError("need 0 < w_min <= 1 <= w_max")
+        return self
+
+
+class DPOConfig(Section):
+    beta: float = Field(0.1, gt=0)
+    learning_rate: float = 5e-6
+    epochs: float = 1.0
+    max_steps: int = -1
+    batch_size: int = 4
+    grad_accum: int = 1
+    max_length: int = 1024
+    max_prompt_length: int = 512
+    precompute_ref_log_probs: bool = True
+    rpo_alpha: float | None = Field(None, ge=0, description="NLL weight on the chosen response.")
+    lora: LoraConfig = LoraConfig()
+    warmup_ratio: float = 0.1
+    lr_scheduler: Literal["cosine", "linear", "constant", "constant_with_warmup"] = "cosine"
+    save_steps: int = 200
+    logging_steps: int = 10
+    seed: int = 0
+
+
+class EvaluateConfig(Section):
+    engine: Engine = "vllm"
+    datasets: list[str] = Field(default_factory=list, description="Names from data.eval; empty = all.")
+    limit: int | None = Field(None, ge=1)
+    max_tokens: int = 512
+    instruction: str = "Please reason step by step, and put your final answer within \\boxed{}."
+    few_shot: int = Field(0, ge=0)
+    batch_size: int = 32
+    bootstrap_samples: int = 2000
+    seed: int = 0
+    models: list[Literal["base", "sft", "dpo"]] = Field(default_factory=lambda: ["base", "sft", "dpo"])
+
+
+class TrackingConfig(Section):
+    enabled: bool = True
+    uri: str | None = Field(None, description="None = sqlite:///<artifacts_root>/mlflow.db")
+    experiment: str = "hnsdpo"
+    register_model: str | None = Field("hnsdpo-dpo", description="Registered model name; None = off.")
+
+
+class OrchestrationConfig(Section):
+    artifacts_root: str = "artifacts"
+    strategies: list[Strategy] = Field(
+        default_factory=lambda: ["weighted"],
+        description="DPO branches; each shares the upstream artifacts.",
+    )
+    retries: int = Field(2, ge=0, description="Retries of I/O-bound tasks.")
+    retry_delay_s: float = 5.0
+
+    @field_validator("strategies")
+    @classmethod
+    def _non_empty(cls, v: list[str]) -> list[str]:
+        if not v:
+            raise ValueError("at least one strategy")
+        return list(dict.fromkeys(v))
+
+
+class Config(Section):
+    name: str = "unnamed"
+    seed: int = 0
+    data: DataConfig = DataConfig()
+    model: ModelConfig
+    sft: SFTConfig = SFTConfig()
+    sample: SampleConfig = SampleConfig()
+    verify: VerifyConfig = VerifyConfig()
+    pairs: PairsConfig = PairsConfig()
+    dpo: DPOConfig = DPOConfig()
+    evaluate: EvaluateConfig = EvaluateConfig()
+    tracking: TrackingConfig = TrackingConfig()
+    orchestration: OrchestrationConfig = OrchestrationConfig()
+
+    @model_validator(mode="after")
+    def _eval_names(self) -> Config:
+        known = {d.name for d in self.data.eval}
+        unknown = [n for n in self.evaluate.datasets if n not in known]
+        if unknown:
+            raise ValueError(f"evaluate.datasets: {unknown} not in data.eval names {sorted(known)}")
+        return self

@@ -1,0 +1,155 @@
+"""Stage artifacts: content keys, manifests and atomic writes.
+
+Each stage writes ``<root>/<stage>/<key>/`` holding its files and ``manifest.json``::
+
+    {"stage": "verify", "key": "3f2a…", "config": {...}, "inputs": {"sample": "9c1e…"},
+     "files": {"verdicts.jsonl": {"sha256": "…", "rows": 3200}}, "metrics": {"correct_rate": 0.41},
+     "code_version": "3", "created": "2026-11-26T12:00:00+00:00"}
+
+``key`` = hash(stage config, upstream keys, stage ``VERSION``). The folder is built under
+``<root>/<stage>/.tmp-<key>-<pid>`` and renamed into place only when complete, so a killed stage
+leaves nothing that looks finished.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import json
+import os
+import shutil
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from conf import config_hash
+
+MANIFEST = "manifest.json"
+
+
+def stage_key(stage: str, config: Any, inputs: Mapping[str, str], version: str) -> str:
+    """Content key of a stage run: its config, its upstream keys and its code version."""
+    return config_hash({"stage": stage, "config": config, "inputs": dict(sorted(inputs.items())),
+                        "version": str(version)})
+
+
+def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _rows(path: Path) -> int | None:
+    if path.suffix == ".jsonl":
+        with path.open("rb") as f:
+            return sum(1 for line in f if line.strip())
+    if path.suffix == ".parquet":
+        try:
+            import pyarrow.parquet as pq
+
+            return pq.ParquetFile(path).metadata.num_rows
+        except Exception:  # pragma: no cover - pyarrow missing or unreadable file
+            return None
+    return None
+
+
+def describe_files(folder: Path) -> dict[str, dict[str, Any]]:
+    """name -> {sha256, rows, bytes} for every file under ``folder`` except the manifest."""
+    out: dict[str, dict[str, Any]] = {}
+    for p in sorted(folder.rglob("*")):
+        if p.is_file() and p.name != MANIFEST:
+            rel = p.relative_to(folder).as_posix()
+            out[rel] = {"sha256": sha256_file(p), "rows": _rows(p), "bytes": p.stat().st_size}
+    return out
+
+
+@dataclass(frozen=True)
+class Manifest:
+    stage: str
+    key: str
+    path: Path
+    config: Any = None
+    inputs: dict[str, str] = field(default_factory=dict)
+    files: dict[str, Any] = field(default_factory=dict)
+    metrics: dict[str, Any] = field(default_factory=dict)
+    code_version: str = ""
+    created: str = ""
+    cached: bool = False
+
+    def file(self, name: str) -> Path:
+        return self.path / name
+
+    def to_json(self) -> dict[str, Any]:
+        return {"stage": self.stage, "key": self.key, "config": self.config, "inputs": self.inputs,
+                "files": self.files, "metrics": self.metrics, "code_version": self.code_version,
+                "created": self.created}
+
+    @classmethod
+    def load(cls, folder: str | Path) -> Manifest:
+        folder = Path(folder)
+        d = json.loads((folder / MANIFEST).read_text())
+        return cls(path=folder, cached=True, **d)
+
+
+def stage_dir(root: str | Path, stage: str, key: str) -> Path:
+    return Path(root) / stage / key
+
+
+def find_complete(root: str | Path, stage: str, key: str) -> Manifest | None:
+    folder = stage_dir(root, stage, key)
+    if (folder / MANIFEST).is_file():
+        try:
+            return Manifest.load(folder)
+        except (OSError, ValueError, TypeError):
+            return None
+    return None
+
+
+def build_stage(
+    root: str | Path,
+    stage: str,
+    version: str,
+    config: Any,
+    inputs: Mapping[str, Manifest],
+    fn: Callable[[Path], Mapping[str, Any] | None],
+    *,
+    key: str | None = None,
+    resume_dir: bool = False,
+) -> Manifest:
+    """Return the complete artifact for this (config, inputs, version), building it if needed.
+
+    ``fn(workdir)`` writes the stage's files into ``workdir`` and returns its metrics. With
+    ``resume_dir=True`` the work folder has a stable name (``.tmp-<key>``) and is kept when ``fn``
+    fails, so stages that checkpoint (training, sharded sampling) resume from it on the next call.
+    """
+    cfg_json = config.model_dump(mode="json") if hasattr(config, "model_dump") else config
+    input_keys = {name: m.key for name, m in inputs.items()}
+    key = key or stage_key(stage, cfg_json, input_keys, version)
+    done = find_complete(root, stage, key)
+    if done is not None:
+        return done
+    final = stage_dir(root, stage, key)
+    work = final.parent / (f".tmp-{key}" if resume_dir else f".tmp-{key}-{os.getpid()}")
+    if not resume_dir and work.exists():
+        shutil.rmtree(work)
+    work.mkdir(parents=True, exist_ok=True)
+    try:
+        metrics = dict(fn(work) or {})
+    except BaseException:
+        if not resume_dir:
+            shutil.rmtree(work, ignore_errors=True)
+        raise
+    manifest = Manifest(
+        stage=stage, key=key, path=final, config=cfg_json, inputs=input_keys,
+        files=describe_files(work), metrics=metrics, code_version=str(version),
+        created=_dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
+    )
+    (work / MANIFEST).write_text(json.dumps(manifest.to_json(), indent=2, default=str))
+    if final.exists():  # a concurrent run finished first: keep theirs
+        shutil.rmtree(work, ignore_errors=True)
+        return Manifest.load(final)
+    os.replace(work, final)
+    return manifest

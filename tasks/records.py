@@ -1,0 +1,124 @@
+"""Record schemas that flow between stages, one per artifact kind, plus JSONL helpers.
+
+A ``Sample`` as written by the sample stage::
+
+    {"problem_id": "gsm8k_train-17", "index": 3, "text": "...#### 18", "n_tokens": 74,
+     "logprob_sum": -21.3, "logprob_mean": -0.288, "finish_reason": "stop"}
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any, Literal, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field
+
+DIMENSIONS = (
+    "semantic_alignment",
+    "structural_integrity",
+    "step_ordering",
+    "logical_consistency",
+    "symbolic_validity",
+    "answer_correctness",
+)
+
+
+class Record(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Problem(Record):
+    id: str
+    question: str
+    answer: str = Field(description="Gold final answer, as written in the source.")
+    solution: str | None = Field(None, description="Reference chain-of-thought, when the source has one.")
+    source: str
+    split: str
+    meta: dict[str, Any] = Field(default_factory=dict, description="e.g. level, subject, n_steps.")
+
+
+class Sample(Record):
+    problem_id: str
+    index: int
+    text: str
+    n_tokens: int
+    logprob_sum: float
+    logprob_mean: float
+    finish_reason: str
+
+
+class Verdict(Record):
+    problem_id: str = ""
+    index: int = 0
+    dims: dict[str, float]
+    wrongness: float
+    absurdity: float
+    correct: bool
+    first_error_step: int | None = None
+    steps: list[str] = Field(default_factory=list)
+    status: Literal["ok", "unparsed", "timeout", "error"] = "ok"
+    notes: list[str] = Field(default_factory=list)
+
+
+class Pair(Record):
+    problem_id: str
+    prompt: str
+    chosen: str
+    rejected: str
+    weight: float
+    strategy: Literal["weighted", "uniform", "random"]
+    chosen_index: int | None = Field(None, description="Sample index; None = reference solution.")
+    rejected_index: int
+    confidence_chosen: float
+    confidence_rejected: float
+    similarity: float
+    wrongness: float
+    absurdity: float
+    perplexity: float
+    hardness: float
+    weight_raw: float
+    clipped: bool = False
+
+
+R = TypeVar("R", bound=BaseModel)
+
+
+def _clean(obj: Any) -> Any:
+    """JSON has no NaN/inf: write them as null so every reader accepts the file."""
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if isinstance(obj, dict):
+        return {k: _clean(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_clean(v) for v in obj]
+    return obj
+
+
+def write_jsonl(path: str | Path, rows: Iterable[BaseModel | dict]) -> int:
+    """Write rows (records or dicts) as JSONL, atomically; returns the row count."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    n = 0
+    with tmp.open("w", encoding="utf-8") as f:
+        for row in rows:
+            d = row.model_dump(mode="json") if isinstance(row, BaseModel) else row
+            f.write(json.dumps(_clean(d), ensure_ascii=False) + "\n")
+            n += 1
+    os.replace(tmp, path)
+    return n
+
+
+def iter_jsonl(path: str | Path) -> Iterator[dict]:
+    with Path(path).open(encoding="utf-8") as f:
+        for line in f:
+            if line.strip():
+                yield json.loads(line)
+
+
+def read_records(path: str | Path, cls: type[R]) -> list[R]:
+    return [cls.model_validate(d) for d in iter_jsonl(path)]
