@@ -19,7 +19,6 @@ setup: $(VENV)/.stamp $(VLLM_VENV)/.stamp
 # and never a CUDA build), then the pinned set, then the project itself in editable mode.
 $(VENV)/.stamp: requirements/main.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q --upgrade "pip>=24"
 	$(PY) -m pip install -q "torch==$$(sed -n 's/^torch==//p' requirements/main.txt)"
 	$(PY) -m pip install -q -r requirements/main.txt
 	$(PY) -m pip install -q --no-deps -e .

@@ -14,7 +14,7 @@ doc says otherwise. ``${SHARED_DATA}``-style environment variables are expanded 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -66,6 +66,11 @@ class SyntheticConfig(Section):
     step_weights: dict[int, float] | None = Field(
         None, description="Relative frequency of each step count; None = uniform."
     )
+    max_value: int = Field(500, ge=10, description="Largest number (given or intermediate) in a problem.")
+    instruction: str = Field(
+        "Please reason step by step, and put your final answer within \\boxed{}.",
+        description="Instruction appended to the question in pretrain.txt; keep equal to sample.instruction.",
+    )
 
     @model_validator(mode="after")
     def _range(self) -> SyntheticConfig:
@@ -80,7 +85,15 @@ class DataConfig(Section):
     sft: list[DatasetSpec] = Field(default_factory=list, description="SFT corpus (CoT solutions).")
     pool: list[DatasetSpec] = Field(default_factory=list, description="Preference pool problems.")
     eval: list[DatasetSpec] = Field(default_factory=list, description="Evaluation sets.")
-    seed: int = 0
+    seed: int = Field(0, description="Seed of the random subset kept by a dataset's 'limit'.")
+
+    @model_validator(mode="after")
+    def _unique_names(self) -> DataConfig:
+        names = [d.name for d in [*self.sft, *self.pool, *self.eval]]
+        dup = sorted({n for n in names if names.count(n) > 1})
+        if dup:
+            raise ValueError(f"dataset names must be unique across sft/pool/eval (row ids use them): {dup}")
+        return self
 
 
 class TinyModelConfig(Section):
@@ -98,8 +111,12 @@ class TinyModelConfig(Section):
     batch_size: int = 8
     lr: float = 3e-3
     warmup_steps: int = 50
-    max_steps: int = 1200
+    max_steps: int = Field(1200, ge=1, description="Pretraining budget in optimizer steps (not wall time).")
     seed: int = 0
+    threads: int | None = Field(
+        None, ge=1, description="torch threads while pretraining; None = torch's default. 1 is much faster "
+        "than 2 on an oversubscribed CPU (spinning OpenMP threads)."
+    )
 
     @model_validator(mode="after")
     def _heads(self) -> TinyModelConfig:
@@ -145,10 +162,10 @@ class SFTConfig(Section):
     batch_size: int = 4
     grad_accum: int = 1
     max_seq_len: int = 1024
-    warmup_ratio: float = 0.03
+    warmup_ratio: float = Field(0.03, ge=0, lt=1)
     lr_scheduler: Literal["cosine", "linear", "constant", "constant_with_warmup"] = "cosine"
-    save_steps: int = 200
-    logging_steps: int = 10
+    save_steps: int = Field(200, ge=1)
+    logging_steps: int = Field(10, ge=1)
     completion_only_loss: bool = True
     merge: bool = Field(True, description="Also save base+adapter merged weights for the sampler.")
     gradient_checkpointing: bool = False
@@ -165,8 +182,17 @@ class VLLMConfig(Section):
     max_model_len: int | None = None
     enforce_eager: bool = False
     dtype: str = "auto"
-    max_lora_rank: int = 64
-    env: dict[str, str] = Field(default_factory=dict, description="Extra environment for the subprocess.")
+    max_lora_rank: int = Field(64, ge=1, description="vLLM LoRA slots; must be >= the adapter's rank.")
+    env: dict[str, str] = Field(
+        default_factory=dict,
+        description="Extra environment for the subprocess (on CPU VLLM_ENABLE_V1_MULTIPROCESSING=0 is the default).",
+    )
+    per_request_seed: bool = Field(
+        True, description="SamplingParams(seed=...) per prompt, derived from the seed and the prompt's position, "
+                          "so samples do not depend on batching; False = only LLM(seed=...).")
+    chunk_size: int = Field(512, ge=1, description="Prompts per LLM.generate call (progress granularity).")
+    cpu_kvcache_gib: int = Field(2, ge=1, description="CPU only: VLLM_CPU_KVCACHE_SPACE default (GiB).")
+    engine_kwargs: dict[str, Any] = Field(default_factory=dict, description="Extra vllm.LLM(...) arguments.")
 
 
 class SampleConfig(Section):
@@ -178,7 +204,9 @@ class SampleConfig(Section):
     top_k: int = Field(-1, description="-1 = off (HF would otherwise apply 50).")
     max_tokens: int = 512
     seed: int = 0
-    shard_size: int = Field(64, ge=1, description="Problems per output shard.")
+    shard_size: int = Field(
+        256, ge=1, description="Problems per output shard; each shard is one generate call (one vLLM start) "
+                               "and the unit of resuming after a crash.")
     batch_size: int = Field(16, ge=1, description="HF engine: prompts per generate call.")
     limit: int | None = Field(None, ge=1, description="Sample only the first N pool problems.")
     instruction: str = "Please reason step by step, and put your final answer within \\boxed{}."
@@ -216,16 +244,21 @@ class VerifyConfig(Section):
 
 
 class WeightCoefficients(Section):
-    a: float = Field(1.0, description="wrongness of the rejected")
-    b: float = Field(1.0, description="confidence gap max(0, c_r - c_c)")
-    g: float = Field(0.5, description="normalised log perplexity of the rejected")
+    """``w_raw = a·wrongness_r + b·max(0, c_r − c_c) + g·norm(log ppl_r)`` (see ``tasks/pairs.py``)."""
+
+    a: float = Field(1.0, ge=0, description="wrongness of the rejected")
+    b: float = Field(1.0, ge=0, description="confidence gap max(0, c_r - c_c)")
+    g: float = Field(0.5, ge=0, description="normalised log perplexity of the rejected")
 
 
 class HardnessCoefficients(Section):
-    confidence: float = 1.0
-    similarity: float = 1.0
-    wrongness: float = 0.5
-    absurdity: float = 0.25
+    """Hardness of an incorrect candidate = Σ coefficient · term, each term in [0, 1]; a negative
+    coefficient penalises its term (e.g. ``absurdity: -0.5`` to avoid gibberish negatives)."""
+
+    confidence: float = Field(1.0, description="c_r = exp(logprob_mean_r)")
+    similarity: float = Field(1.0, description="similarity to the nearest correct solution")
+    wrongness: float = Field(0.5, description="verifier wrongness of the candidate")
+    absurdity: float = Field(0.25, description="verifier absurdity of the candidate")
 
 
 class PairsConfig(Section):
@@ -237,6 +270,11 @@ class PairsConfig(Section):
     w_max: float = 3.0
     lam: float = Field(0.3, ge=0, le=1, description="λ: final w = (1 - λ) + λ·w_clipped.")
     fallback_to_reference: bool = True
+    fallback_logprob_mean: float = Field(
+        -10.0, le=0,
+        description="Stands in for a NaN/inf logprob_mean when no sample of the problem has a finite one "
+                    "(otherwise the least confident finite value of the problem is used).",
+    )
     seed: int = 0
 
     @model_validator(mode="after")
@@ -258,23 +296,39 @@ class DPOConfig(Section):
     precompute_ref_log_probs: bool = True
     rpo_alpha: float | None = Field(None, ge=0, description="NLL weight on the chosen response.")
     lora: LoraConfig = LoraConfig()
-    warmup_ratio: float = 0.1
+    warmup_ratio: float = Field(0.1, ge=0, lt=1)
     lr_scheduler: Literal["cosine", "linear", "constant", "constant_with_warmup"] = "cosine"
-    save_steps: int = 200
-    logging_steps: int = 10
+    save_steps: int = Field(200, ge=1)
+    logging_steps: int = Field(10, ge=1)
+    gradient_checkpointing: bool = False
+    precompute_ref_batch_size: int | None = Field(None, ge=1, description="None = batch_size.")
     seed: int = 0
+
+    @model_validator(mode="after")
+    def _lengths(self) -> DPOConfig:
+        if self.max_prompt_length >= self.max_length:
+            raise ValueError("dpo.max_prompt_length must be < dpo.max_length")
+        return self
 
 
 class EvaluateConfig(Section):
+    """Greedy evaluation (``tasks/evaluate.py``) and the comparison report (``tasks/report.py``)."""
+
     engine: Engine = "vllm"
+    adapter_mode: Literal["lora", "merged"] = "lora"
     datasets: list[str] = Field(default_factory=list, description="Names from data.eval; empty = all.")
-    limit: int | None = Field(None, ge=1)
-    max_tokens: int = 512
+    limit: int | None = Field(None, ge=1, description="Evaluate only the first N problems of each set.")
+    max_tokens: int = Field(512, ge=1, description="Outputs cut at this length are graded wrong.")
     instruction: str = "Please reason step by step, and put your final answer within \\boxed{}."
-    few_shot: int = Field(0, ge=0)
-    batch_size: int = 32
-    bootstrap_samples: int = 2000
-    seed: int = 0
+    few_shot: int = Field(
+        0, ge=0, description="k worked examples: the first k rows with a solution of the data stage's sft.jsonl."
+    )
+    batch_size: int = Field(32, ge=1, description="HF engine: prompts per generate call.")
+    bootstrap_samples: int = Field(2000, ge=1)
+    seed: int = Field(0, description="Seed of the bootstrap resampling.")
+    reference: str = Field("sft", description="Report: the model label every other model is compared to.")
+    mcnemar: Literal["exact", "chi2"] = Field("exact", description="exact binomial or corrected chi-square.")
+    n_examples: int = Field(3, ge=0, description="Grader-disagreement examples kept per kind.")
     models: list[Literal["base", "sft", "dpo"]] = Field(default_factory=lambda: ["base", "sft", "dpo"])
 
 
@@ -302,6 +356,53 @@ class OrchestrationConfig(Section):
         return list(dict.fromkeys(v))
 
 
+class AblationArm(Section):
+    """One DPO arm of the ablation: a pairs strategy and, for ``weighted``, its λ."""
+
+    name: str = Field(description="Label in the report, e.g. 'weighted-0.3'.")
+    strategy: Strategy
+    lam: float | None = Field(None, ge=0, le=1, description="pairs.lam of a weighted arm; None = pairs.lam.")
+
+    @model_validator(mode="after")
+    def _lam_weighted(self) -> AblationArm:
+        if self.lam is not None and self.strategy != "weighted":
+            raise ValueError(f"ablation arm {self.name!r}: lam only applies to strategy 'weighted'")
+        return self
+
+
+def _default_arms() -> list[AblationArm]:
+    return [AblationArm(name="random", strategy="random"), AblationArm(name="uniform", strategy="uniform"),
+            *(AblationArm(name=f"weighted-{lam}", strategy="weighted", lam=lam) for lam in (0.3, 0.6, 1.0))]
+
+
+class AblationConfig(Section):
+    """The ablation flow (``flows/ablation.py``) and its report (``tasks/ablation.py``): every arm is
+    trained once per seed (``dpo.seed``) on the shared SFT/sample/verify chain and evaluated with the SFT
+    model on one test set."""
+
+    arms: list[AblationArm] = Field(default_factory=_default_arms)
+    seeds: list[int] = Field(default_factory=lambda: [0, 1, 2], description="dpo.seed values.")
+    primary: str = Field("weighted-0.3", description="The arm whose ordering vs random and SFT is tested.")
+    random_arm: str = Field("random", description="The random-pairs baseline arm.")
+    dataset: str | None = Field(None, description="data.eval name of the test set; None = the first.")
+    near_miss_rel: float = Field(0.1, ge=0, description="near miss: |answer - gold| <= max(abs, rel*|gold|)")
+    near_miss_abs: float = Field(1.0, ge=0)
+    alpha: float = Field(0.05, gt=0, lt=1, description="Significance level of the computed reading.")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> AblationConfig:
+        names = [a.name for a in self.arms]
+        if not names:
+            raise ValueError("ablation.arms: at least one arm")
+        if len(set(names)) != len(names) or "sft" in names:
+            raise ValueError(f"ablation.arms: names must be unique and not 'sft': {names}")
+        if self.primary not in names:
+            raise ValueError(f"ablation.primary {self.primary!r} is not an arm name {names}")
+        if not self.seeds or len(set(self.seeds)) != len(self.seeds):
+            raise ValueError(f"ablation.seeds: at least one, no repeats: {self.seeds}")
+        return self
+
+
 class Config(Section):
     name: str = "unnamed"
     seed: int = 0
@@ -315,6 +416,7 @@ class Config(Section):
     evaluate: EvaluateConfig = EvaluateConfig()
     tracking: TrackingConfig = TrackingConfig()
     orchestration: OrchestrationConfig = OrchestrationConfig()
+    ablation: AblationConfig = AblationConfig()
 
     @model_validator(mode="after")
     def _eval_names(self) -> Config:

@@ -51,17 +51,8 @@ class Sample(Record):
     finish_reason: str
 
 
-class Verdict(Record):
-    problem_id: str = ""
-    index: int = 0
-    dims: dict[str, float]
-    wrongness: float
-    absurdity: float
-    correct: bool
-    first_error_step: int | None = None
-    steps: list[str] = Field(default_factory=list)
-    status: Literal["ok", "unparsed", "timeout", "error"] = "ok"
-    notes: list[str] = Field(default_factory=list)
+# The verifier owns this schema; the redundant alias marks an explicit re-export (ruff keeps it).
+from verifier.verdict import Verdict as Verdict  # noqa: E402
 
 
 class Pair(Record):

@@ -38,36 +38,21 @@ TEXTS = [
 
 
 def build_test_model(path: Path, hidden: int = 128, layers: int = 2, vocab: int = 400, seed: int = 0) -> Path:
-    """A random Qwen2ForCausalLM (head_dim 64, ChatML template) saved with save_pretrained."""
-    import torch
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import PreTrainedTokenizerFast, Qwen2Config, Qwen2ForCausalLM
+    """A random Qwen2ForCausalLM (head_dim 64, ChatML template, left padding) saved with save_pretrained.
 
-    specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.Sequence(
-        [pre_tokenizers.Digits(individual_digits=True), pre_tokenizers.ByteLevel(add_prefix_space=False)]
-    )
-    tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=vocab, special_tokens=specials,
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
-    tok.train_from_iterator(TEXTS * 4, trainer)
-    fast = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|im_end|>", pad_token="<|endoftext|>",
-                                   bos_token=None, unk_token=None)
-    fast.chat_template = CHATML
-    fast.padding_side = "left"
-    torch.manual_seed(seed)
-    cfg = Qwen2Config(vocab_size=len(fast), hidden_size=hidden, intermediate_size=hidden * 2,
-                      num_hidden_layers=layers, num_attention_heads=hidden // 64, num_key_value_heads=hidden // 64,
-                      head_dim=64, max_position_embeddings=512, tie_word_embeddings=True,
-                      eos_token_id=fast.convert_tokens_to_ids("<|im_end|>"),
-                      pad_token_id=fast.convert_tokens_to_ids("<|endoftext|>"), bos_token_id=None)
-    model = Qwen2ForCausalLM(cfg)
-    model.generation_config.eos_token_id = cfg.eos_token_id
-    model.generation_config.pad_token_id = cfg.pad_token_id
+    Same tokenizer and model builders as the tiny profile (``training.tiny``), without pretraining.
+    """
+    from conf.schema import TinyModelConfig
+    from training.tiny import build_model, train_tokenizer
+
+    tok = train_tokenizer(TEXTS * 4, vocab)
+    cfg = TinyModelConfig(vocab_size=vocab, hidden_size=hidden, num_layers=layers, num_heads=hidden // 64,
+                          num_kv_heads=hidden // 64, head_dim=64, intermediate_size=hidden * 2,
+                          max_position_embeddings=512, seed=seed)
+    model = build_model(tok, cfg)
     path.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(path)
-    fast.save_pretrained(path)
+    tok.save_pretrained(path)
     return path
 
 

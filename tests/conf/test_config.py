@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from pydantic import ValidationError
 
 from conf import ConfigError, config_hash, load_config
 from conf.schema import STAGES, Config
@@ -43,7 +44,7 @@ def test_overrides_parse_yaml_values() -> None:
 
 def test_config_is_frozen() -> None:
     cfg = load_config(ROOT / "conf/tiny.yaml")
-    with pytest.raises(Exception):
+    with pytest.raises(ValidationError, match="frozen"):
         cfg.dpo.beta = 1.0  # type: ignore[misc]
 
 

@@ -1,0 +1,60 @@
+"""DPO stage: a new LoRA trained with weighted DPO on top of the SFT model's merged weights.
+
+Reads ``<sft>/model.json`` (its ``merged`` folder; when SFT saved none, base + SFT adapter are merged
+into ``out/input_model``) and ``<pairs>/pairs.jsonl`` (``Pair`` rows: ``prompt`` is the user turn —
+question + instruction — and the chat template is applied here), trains with
+:func:`training.dpo.train_dpo`, and writes into ``out``::
+
+    model.json     {"base": "../../sft/9c1e/merged", "adapter": "adapter", "merged": null}
+    adapter/       the DPO LoRA (+ tokenizer)
+    metrics.jsonl  {"step": 10, "loss": 0.62, "rewards/margins": 0.41, "weight/mean": 1.0, ...}
+
+The strategies ``weighted``/``uniform``/``random`` differ only in the pairs and their weights, so
+one trainer serves all three.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from conf import Config
+from tasks.records import Pair, read_records
+from training.dpo import dpo_example, train_dpo
+from training.modelref import read_model_ref, write_model_ref
+from training.models import materialize_ref
+
+VERSION = "1"
+
+
+def dpo_examples(pairs: Sequence[Pair]) -> list[dict]:
+    return [dpo_example(p.prompt, p.chosen, p.rejected, p.weight) for p in pairs]
+
+
+def run_dpo(cfg: Config, sft_dir: Path, pairs_dir: Path, out: Path, callbacks: Sequence[Any] = ()) -> dict:
+    """Train the DPO LoRA into ``out``; returns metrics (losses, rewards, weight stats, steps, seconds)."""
+    out = Path(out)
+    pairs_file = Path(pairs_dir) / "pairs.jsonl"
+    if not pairs_file.is_file():
+        raise FileNotFoundError(f"pairs not found: {pairs_file}")
+    pairs = read_records(pairs_file, Pair)
+    if not pairs:
+        raise ValueError(f"{pairs_file}: no pairs to train on")
+    ref = read_model_ref(sft_dir)
+    model_path = materialize_ref(
+        ref,
+        out / "input_model",
+        dtype=cfg.model.dtype,
+        revision=cfg.model.revision,
+        trust_remote_code=cfg.model.trust_remote_code,
+    )
+    result = train_dpo(model_path, dpo_examples(pairs), cfg.dpo, cfg.model, out, callbacks=callbacks)
+    write_model_ref(out, base=model_path, adapter=result.adapter_dir)
+    strategies = Counter(p.strategy for p in pairs)
+    return {
+        **result.metrics,
+        "strategy": ",".join(sorted(strategies)),
+        "quantization": cfg.model.quantization,
+    }

@@ -1,0 +1,210 @@
+"""The report stage: every model × dataset with confidence intervals and paired tests against a reference.
+
+``run_report(cfg, evals, out)`` takes ``{label: evaluate stage folder}`` (labels such as ``base``,
+``sft``, ``dpo-weighted``, ``dpo-random``, ``dpo-uniform``), reads each folder's ``metrics.json`` and
+``<dataset>.jsonl`` records, and writes ``report.json``, ``report.md`` and ``report.png`` (bars with
+95% CI error bars). Intervals are recomputed here from the per-problem records with the same bootstrap
+(``evaluate.bootstrap_samples``, ``evaluate.seed``) as the evaluate stage. Each model is compared to
+``evaluate.reference`` (default ``sft``) on the problems both answered: the paired difference with
+its bootstrap CI and McNemar's test (``evaluate.mcnemar``). This is the paper's Table 1 (SFT, random
+DPO, weighted DPO; uniform DPO as an ablation). One row of ``report.json``::
+
+    {"model": "dpo-weighted", "dataset": "gsm8k_test", "n": 1319, "correct": 850, "accuracy": 0.6444,
+     "ci_low": 0.6179, "ci_high": 0.6702, "vs": "sft", "n_paired": 1319, "diff": 0.0227,
+     "diff_low": 0.0061, "diff_high": 0.0394, "p_value": 0.0093, "b": 75, "c": 45}
+
+:func:`render_markdown` turns ``report.json`` back into the Markdown (the orchestration publishes it
+as a Prefect artifact).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+from tasks.records import iter_jsonl
+from tasks.stats import accuracy, mcnemar, paired_difference
+
+VERSION = "1"
+DASH = "—"
+
+# label -> dataset -> [(problem id, correct)], in each set's order
+EvalResults = Mapping[str, Mapping[str, Sequence[tuple[str, bool]]]]
+
+
+class ReportError(ValueError):
+    """An evaluate folder that cannot be read; the message names the folder or file."""
+
+
+def load_eval_dir(folder: str | Path) -> dict[str, list[tuple[str, bool]]]:
+    """``dataset -> [(id, correct)]`` of one evaluate stage folder (datasets from its ``metrics.json``)."""
+    folder = Path(folder)
+    metrics = folder / "metrics.json"
+    if not metrics.is_file():
+        raise ReportError(f"{folder}: not an evaluate stage folder (no metrics.json)")
+    datasets = json.loads(metrics.read_text()).get("datasets", {})
+    out: dict[str, list[tuple[str, bool]]] = {}
+    for name in datasets:
+        path = folder / f"{name}.jsonl"
+        if not path.is_file():
+            raise ReportError(f"{path}: listed in metrics.json but missing")
+        rows = []
+        for line_no, row in enumerate(iter_jsonl(path), start=1):
+            if not isinstance(row.get("id"), str) or not isinstance(row.get("correct"), bool):
+                raise ReportError(f"{path}: line {line_no} lacks a string 'id' and a boolean 'correct'")
+            rows.append((row["id"], row["correct"]))
+        out[name] = rows
+    return out
+
+
+def _num(x: float) -> float | None:
+    return None if x is None or (isinstance(x, float) and math.isnan(x)) else float(x)
+
+
+def build_report(results: EvalResults, *, reference: str = "sft", samples: int = 2000, seed: int = 0,
+                 level: float = 0.95, test: Literal["exact", "chi2"] = "exact") -> dict[str, Any]:
+    """The report as JSON-able data: one row per (model, dataset), datasets in first-seen order."""
+    models = list(results)
+    datasets = list(dict.fromkeys(d for label in models for d in results[label]))
+    ref = results.get(reference)
+    rows: list[dict[str, Any]] = []
+    for dataset in datasets:
+        ref_correct = dict(ref[dataset]) if ref is not None and dataset in ref else None
+        for label in models:
+            if dataset not in results[label]:
+                continue
+            pairs = list(results[label][dataset])
+            est = accuracy([c for _, c in pairs], samples=samples, seed=seed, level=level)
+            row: dict[str, Any] = {"model": label, "dataset": dataset, "n": est.n,
+                                   "correct": sum(c for _, c in pairs), "accuracy": _num(est.mean),
+                                   "ci_low": _num(est.low), "ci_high": _num(est.high), "vs": None,
+                                   "n_paired": None, "diff": None, "diff_low": None, "diff_high": None,
+                                   "p_value": None, "b": None, "c": None}
+            if ref_correct is not None and label != reference:
+                common = [(c, ref_correct[i]) for i, c in pairs if i in ref_correct]
+                if common:
+                    a = [x for x, _ in common]
+                    b = [y for _, y in common]
+                    diff = paired_difference(a, b, samples=samples, seed=seed, level=level)
+                    mc = mcnemar(a, b, method=test)
+                    row.update(vs=reference, n_paired=len(common), diff=diff.mean, diff_low=diff.low,
+                               diff_high=diff.high, p_value=mc.p_value, b=mc.b, c=mc.c)
+            rows.append(row)
+    return {"reference": reference if ref is not None else None, "level": level, "bootstrap_samples": samples,
+            "seed": seed, "test": test, "models": models, "datasets": datasets, "rows": rows}
+
+
+def _pct(x: float | None) -> str:
+    return DASH if x is None else f"{100 * x:.1f}"
+
+
+def _signed(x: float | None) -> str:
+    return DASH if x is None else f"{100 * x:+.1f}"
+
+
+def _p(p: float | None) -> str:
+    if p is None:
+        return DASH
+    return "<0.001" if p < 0.001 else f"{p:.3f}"
+
+
+def render_markdown(report: Mapping[str, Any]) -> str:
+    """``report.json`` as Markdown: the full table, then accuracy by model × dataset."""
+    ref = report.get("reference")
+    level = round(100 * report["level"])
+    test = "exact" if report.get("test", "exact") == "exact" else "χ² (continuity-corrected)"
+    lines = ["# Evaluation report", ""]
+    intro = (f"Accuracy in %, with {level}% percentile-bootstrap CI ({report['bootstrap_samples']} "
+             f"resamples, seed {report['seed']}).")
+    if ref:
+        intro += (f" Δ = accuracy − {ref} on the problems both answered, in percentage points, with its "
+                  f"paired bootstrap CI and McNemar's {test} p-value.")
+    lines += [intro, ""]
+    vs = ref or "reference"
+    lines.append(f"| model | dataset | accuracy | {level}% CI | n | Δ vs {vs} | Δ {level}% CI | McNemar p |")
+    lines.append("| --- | --- | ---: | --- | ---: | ---: | --- | ---: |")
+    for r in report["rows"]:
+        ci = DASH if r["ci_low"] is None else f"[{_pct(r['ci_low'])}, {_pct(r['ci_high'])}]"
+        if r["diff"] is None:
+            d = dci = p = DASH
+        else:
+            d = _signed(r["diff"]) + (f" (n={r['n_paired']})" if r["n_paired"] != r["n"] else "")
+            dci = f"[{_signed(r['diff_low'])}, {_signed(r['diff_high'])}]"
+            p = _p(r["p_value"])
+        lines.append(f"| {r['model']} | {r['dataset']} | {_pct(r['accuracy'])} | {ci} | {r['n']} | {d} | {dci} | {p} |")
+    lines += ["", "## Accuracy (%) by model", ""]
+    lines.append("| model | " + " | ".join(report["datasets"]) + " |")
+    lines.append("| --- |" + " ---: |" * len(report["datasets"]))
+    by = {(r["model"], r["dataset"]): r for r in report["rows"]}
+    for m in report["models"]:
+        cells = [_pct(by[(m, d)]["accuracy"]) if (m, d) in by else DASH for d in report["datasets"]]
+        lines.append(f"| {m} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def plot_report(report: Mapping[str, Any], path: str | Path) -> Path:
+    """Grouped bars (datasets on x, one bar per model) with CI error bars."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    models, datasets = report["models"], report["datasets"]
+    by = {(r["model"], r["dataset"]): r for r in report["rows"]}
+    x = np.arange(len(datasets))
+    width = 0.8 / max(len(models), 1)
+    fig, ax = plt.subplots(figsize=(max(5.0, 1.6 * len(datasets) * max(len(models), 1) / 2 + 2), 4))
+    for j, m in enumerate(models):
+        acc, lo, hi = [], [], []
+        for d in datasets:
+            r = by.get((m, d))
+            a = r["accuracy"] if r and r["accuracy"] is not None else float("nan")
+            acc.append(100 * a)
+            lo.append(100 * (a - r["ci_low"]) if r and r["ci_low"] is not None else 0.0)
+            hi.append(100 * (r["ci_high"] - a) if r and r["ci_high"] is not None else 0.0)
+        ax.bar(x + (j - (len(models) - 1) / 2) * width, acc, width, yerr=[lo, hi], capsize=3, label=m)
+    ax.set_xticks(x, datasets)
+    ax.set_ylabel(f"accuracy (%), {round(100 * report['level'])}% CI")
+    ax.set_ylim(0, 100)
+    ax.legend(fontsize="small")
+    ax.set_title("Accuracy by model")
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def flat_metrics(report: Mapping[str, Any]) -> dict[str, float]:
+    """``<model>/<dataset>/accuracy`` (and ``diff``, ``p_value`` against the reference) for MLflow."""
+    out: dict[str, float] = {}
+    for r in report["rows"]:
+        stem = f"{r['model']}/{r['dataset']}"
+        for key in ("accuracy", "ci_low", "ci_high", "diff", "diff_low", "diff_high", "p_value"):
+            if r[key] is not None:
+                out[f"{stem}/{key}"] = r[key]
+    return out
+
+
+def run_report(cfg, evals: Mapping[str, str | Path], out: Path) -> dict[str, Any]:
+    """Write ``report.json``, ``report.md`` and ``report.png`` for ``{label: evaluate folder}``."""
+    if not evals:
+        raise ReportError("run_report: no evaluate folders given")
+    ev = cfg.evaluate
+    results = {label: load_eval_dir(folder) for label, folder in evals.items()}
+    report = build_report(results, reference=ev.reference, samples=ev.bootstrap_samples, seed=ev.seed,
+                          test=ev.mcnemar)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "report.json").write_text(json.dumps(report, indent=2, ensure_ascii=False))
+    (out / "report.md").write_text(render_markdown(report), encoding="utf-8")
+    plot_report(report, out / "report.png")
+    return flat_metrics(report)
+
+
+__all__ = ["VERSION", "ReportError", "build_report", "flat_metrics", "load_eval_dir", "plot_report",
+           "render_markdown", "run_report"]

@@ -1,0 +1,144 @@
+"""Accuracy statistics: bootstrap confidence intervals and paired tests (numpy and ``math`` only).
+
+    >>> est = accuracy([1, 0, 1, 1], samples=2000, seed=0)
+    >>> est.mean, est.n
+    (0.75, 4)
+    >>> mcnemar([1, 1, 0, 1], [0, 1, 0, 0]).p_value   # 2 discordant pairs, both favour a
+    0.5
+
+* :func:`bootstrap_mean` resamples with replacement (percentile interval). A resample of ``n`` values
+  is drawn as multinomial counts over the distinct values, which has exactly the distribution of
+  ``n`` draws with replacement but needs memory ``samples × distinct`` instead of ``samples × n``.
+* :func:`paired_difference` bootstraps ``mean(a - b)`` over problems (pairs are kept together).
+* :func:`mcnemar` tests whether two models on the same problems differ: the exact two-sided
+  binomial test on the discordant pairs (default) or the chi-square with continuity correction.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from typing import Literal
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """A mean with its bootstrap interval at ``level`` (low = high = mean when n = 0 is NaN)."""
+
+    mean: float
+    low: float
+    high: float
+    n: int
+    level: float = 0.95
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class McNemar:
+    """``b`` = pairs where only ``a`` is right, ``c`` = pairs where only ``b`` is right."""
+
+    b: int
+    c: int
+    statistic: float  # exact: min(b, c); chi2: the corrected chi-square
+    p_value: float
+    method: Literal["exact", "chi2"]
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+
+def _as_array(values: Sequence[float] | np.ndarray, name: str) -> np.ndarray:
+    arr = np.asarray(values, dtype=float).reshape(-1)
+    if not np.all(np.isfinite(arr)):
+        raise ValueError(f"{name}: values must be finite")
+    return arr
+
+
+def bootstrap_mean(values: Sequence[float] | np.ndarray, *, samples: int = 2000, seed: int = 0,
+                   level: float = 0.95) -> Estimate:
+    """Mean of ``values`` with a percentile bootstrap interval (``samples`` resamples, seeded)."""
+    if samples < 1:
+        raise ValueError("samples must be >= 1")
+    if not 0 < level < 1:
+        raise ValueError("level must be in (0, 1)")
+    arr = _as_array(values, "values")
+    n = arr.size
+    if n == 0:
+        return Estimate(math.nan, math.nan, math.nan, 0, level)
+    support, counts = np.unique(arr, return_counts=True)
+    mean = float(arr.mean())
+    if support.size == 1:
+        return Estimate(mean, mean, mean, n, level)
+    rng = np.random.default_rng(seed)
+    draws = rng.multinomial(n, counts / n, size=samples)  # (samples, distinct)
+    means = draws @ support / n
+    alpha = (1 - level) / 2
+    low, high = np.quantile(means, [alpha, 1 - alpha])
+    return Estimate(mean, float(low), float(high), n, level)
+
+
+def accuracy(correct: Sequence[bool] | np.ndarray, *, samples: int = 2000, seed: int = 0,
+             level: float = 0.95) -> Estimate:
+    """Share of ``True`` with a bootstrap interval."""
+    return bootstrap_mean(np.asarray(correct, dtype=bool).astype(float), samples=samples, seed=seed,
+                          level=level)
+
+
+def _paired(a: Sequence[bool] | np.ndarray, b: Sequence[bool] | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    x = np.asarray(a, dtype=bool).reshape(-1)
+    y = np.asarray(b, dtype=bool).reshape(-1)
+    if x.size != y.size:
+        raise ValueError(f"paired samples differ in length: {x.size} != {y.size}")
+    return x, y
+
+
+def paired_difference(a: Sequence[bool] | np.ndarray, b: Sequence[bool] | np.ndarray, *,
+                      samples: int = 2000, seed: int = 0, level: float = 0.95) -> Estimate:
+    """``accuracy(a) - accuracy(b)`` on the same problems, bootstrapping problems (pairs stay together)."""
+    x, y = _paired(a, b)
+    return bootstrap_mean(x.astype(float) - y.astype(float), samples=samples, seed=seed, level=level)
+
+
+def binom_two_sided_p(k: int, n: int) -> float:
+    """Exact two-sided p of ``k`` successes in ``n`` fair coin flips: ``2·P(X <= min(k, n-k))``, capped at 1."""
+    if n == 0:
+        return 1.0
+    m = min(k, n - k)
+    tail = sum(math.comb(n, i) for i in range(m + 1))
+    # exact integer arithmetic, one division at the end
+    return min(1.0, 2 * tail / 2**n)
+
+
+def chi2_1df_sf(x: float) -> float:
+    """Survival function of the chi-square distribution with 1 degree of freedom."""
+    return math.erfc(math.sqrt(max(x, 0.0) / 2))
+
+
+def mcnemar(a: Sequence[bool] | np.ndarray, b: Sequence[bool] | np.ndarray, *,
+            method: Literal["exact", "chi2"] = "exact") -> McNemar:
+    """McNemar's test on paired correctness vectors.
+
+    ``exact``: two-sided binomial test of ``b`` successes in ``b + c`` trials with p = 1/2.
+    ``chi2``: ``(|b - c| - 1)² / (b + c)`` (Edwards' continuity correction) against chi-square(1).
+    With no discordant pair the test has nothing to say: p = 1.
+    """
+    x, y = _paired(a, b)
+    nb = int(np.sum(x & ~y))
+    nc = int(np.sum(~x & y))
+    if method == "exact":
+        return McNemar(nb, nc, float(min(nb, nc)), binom_two_sided_p(nb, nb + nc), "exact")
+    if method == "chi2":
+        if nb + nc == 0:
+            return McNemar(nb, nc, 0.0, 1.0, "chi2")
+        stat = (max(abs(nb - nc) - 1, 0)) ** 2 / (nb + nc)
+        return McNemar(nb, nc, float(stat), chi2_1df_sf(stat), "chi2")
+    raise ValueError(f"mcnemar: unknown method {method!r} (exact|chi2)")
+
+
+__all__ = ["Estimate", "McNemar", "accuracy", "binom_two_sided_p", "bootstrap_mean", "chi2_1df_sf",
+           "mcnemar", "paired_difference"]

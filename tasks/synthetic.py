@@ -1,0 +1,363 @@
+"""Seeded GSM8K-style word problems with worked solutions, in disjoint splits.
+
+Each problem is a short story about one person's collection of things, changed by 2–5 arithmetic
+steps (+, −, ×, ÷ with exact integer results); the worked solution carries GSM8K calculator
+annotations and ends with ``#### <answer>``. A generated ``Problem``::
+
+    {"id": "synthetic-test-0", "source": "synthetic", "split": "test", "answer": "40",
+     "question": "Mia has 12 shells. She finds 3 buckets with 6 shells in each. Then she gives away
+                  half of the shells. How many shells does Mia have now?",
+     "solution": "The buckets hold 3*6 = <<3*6=18>>18 shells.\\nMia has 12+18 = <<12+18=30>>30 ...
+                  \\n#### 15",
+     "meta": {"n_steps": 3, "values": [18, 30, 15], "ops": ["*", "+", "/"],
+              "calcs": [[3, "*", 6, 18], [12, "+", 18, 30], [30, "/", 2, 15]], "scenario": "shells"}}
+
+``meta.calcs`` lists every step as ``[a, op, b, result]`` in solution order, so the verifier can
+check each line against known values. Splits (``pretrain``, ``sft``, ``pool``, ``test``) are a
+function of the question text (a sha256 bucket), so no question can occur in two splits.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+from conf.schema import SyntheticConfig
+from tasks.records import Problem
+
+SPLITS = ("test", "pool", "sft", "pretrain")
+SOURCE = "synthetic"
+
+NAMES = [
+    ("Mia", "she"), ("Liam", "he"), ("Ava", "she"), ("Noah", "he"), ("Emma", "she"), ("Omar", "he"),
+    ("Sofia", "she"), ("Lucas", "he"), ("Zoe", "she"), ("Ethan", "he"), ("Lily", "she"), ("Jack", "he"),
+    ("Nora", "she"), ("Ben", "he"), ("Ruby", "she"), ("Leo", "he"), ("Grace", "she"), ("Sam", "he"),
+    ("Hana", "she"), ("Ravi", "he"), ("Chloe", "she"), ("Diego", "he"), ("Ella", "she"), ("Finn", "he"),
+    ("Maya", "she"), ("Owen", "he"), ("Aisha", "she"), ("Kai", "he"), ("Ivy", "she"), ("Tom", "he"),
+]
+
+
+@dataclass(frozen=True)
+class Scenario:
+    unit: str  # plural noun
+    container: str  # plural noun of what holds several units
+    gain: tuple[str, ...]  # verbs (3rd person singular) for getting more
+    lose: tuple[str, ...]  # verbs for losing some
+
+
+SCENARIOS = [
+    Scenario("apples", "bags", ("picks", "buys"), ("eats", "sells", "gives away")),
+    Scenario("stickers", "packs", ("buys", "gets", "wins"), ("uses", "gives away", "loses")),
+    Scenario("marbles", "jars", ("finds", "wins", "buys"), ("loses", "gives away", "trades")),
+    Scenario("cookies", "trays", ("bakes", "buys"), ("eats", "sells", "gives away")),
+    Scenario("pencils", "boxes", ("buys", "gets"), ("loses", "gives away", "breaks")),
+    Scenario("shells", "buckets", ("finds", "collects"), ("gives away", "loses", "sells")),
+    Scenario("books", "boxes", ("buys", "borrows"), ("sells", "donates", "gives away")),
+    Scenario("cards", "decks", ("buys", "wins", "gets"), ("trades", "loses", "gives away")),
+    Scenario("stamps", "sheets", ("buys", "collects"), ("uses", "sells", "gives away")),
+    Scenario("eggs", "cartons", ("collects", "buys"), ("uses", "sells", "eats")),
+    Scenario("flowers", "bunches", ("picks", "buys", "grows"), ("sells", "gives away")),
+    Scenario("beads", "strings", ("buys", "finds"), ("uses", "loses", "gives away")),
+    Scenario("coins", "purses", ("saves", "finds", "earns"), ("spends", "loses", "gives away")),
+    Scenario("toy cars", "crates", ("buys", "wins"), ("sells", "gives away", "loses")),
+    Scenario("candies", "bags", ("buys", "gets"), ("eats", "shares", "gives away")),
+]
+
+THEN = ("Then", "After that", "Later", "Next", "The next day")
+FINAL_Q = (
+    "How many {unit} does {Name} have now?",
+    "How many {unit} does {Name} have at the end?",
+    "How many {unit} does {Name} end up with?",
+    "How many {unit} are left with {Name}?",
+)
+TIMES_WORD = {2: "twice", 3: "three times", 4: "four times", 5: "five times"}
+PART_WORD = {2: "half", 3: "a third", 4: "a quarter", 5: "a fifth"}
+
+
+@dataclass
+class _Story:
+    """The state while one problem is written: sentences, solution lines and the steps taken."""
+
+    rng: random.Random
+    name: str
+    pron: str
+    sc: Scenario
+    value: int
+    max_value: int
+    question: list[str] = field(default_factory=list)
+    lines: list[str] = field(default_factory=list)
+    calcs: list[list] = field(default_factory=list)
+
+    @property
+    def Pron(self) -> str:  # noqa: N802 - capitalised pronoun, reads like the text it makes
+        return self.pron.capitalize()
+
+    def who(self) -> str:
+        return self.rng.choice([self.name, self.Pron])
+
+    def calc(self, a: int, op: str, b: int) -> tuple[int, str]:
+        """Record ``a op b`` and return (result, GSM8K-style ``a op b = <<a op b=r>>r``)."""
+        r = {"+": a + b, "-": a - b, "*": a * b, "/": a // b}[op]
+        if op == "/":
+            assert a % b == 0, (a, b)
+        self.calcs.append([a, op, b, r])
+        return r, f"{a}{op}{b} = <<{a}{op}{b}={r}>>{r}"
+
+
+# An op writes one question sentence and 1–2 solution lines; it returns False when the current
+# value does not allow it (the caller then picks another). ``cost`` = its number of steps.
+OpFn = Callable[[_Story], bool]
+
+
+def _op_add(s: _Story) -> bool:
+    room = s.max_value - s.value
+    if room < 2:
+        return False
+    x = s.rng.randint(2, min(room, 40))
+    verb = s.rng.choice(s.sc.gain)
+    s.question.append(s.rng.choice([
+        f"{s.rng.choice(THEN)}, {s.pron} {verb} {x} more {s.sc.unit}.",
+        f"{s.Pron} {verb} another {x} {s.sc.unit}.",
+        f"{s.rng.choice(THEN)}, {s.name} {verb} {x} {s.sc.unit}.",
+    ]))
+    r, c = s.calc(s.value, "+", x)
+    s.lines.append(f"{s.who()} has {c} {s.sc.unit} after that.")
+    s.value = r
+    return True
+
+
+def _op_sub(s: _Story) -> bool:
+    if s.value < 3:
+        return False
+    x = s.rng.randint(1, min(s.value - 1, 40))
+    verb = s.rng.choice(s.sc.lose)
+    s.question.append(s.rng.choice([
+        f"{s.rng.choice(THEN)}, {s.pron} {verb} {x} of them.",
+        f"{s.Pron} {verb} {x} {s.sc.unit}.",
+        f"{s.rng.choice(THEN)}, {s.name} {verb} {x} {s.sc.unit}.",
+    ]))
+    r, c = s.calc(s.value, "-", x)
+    s.lines.append(f"{s.who()} has {c} {s.sc.unit} left.")
+    s.value = r
+    return True
+
+
+def _op_mul(s: _Story) -> bool:
+    ks = [k for k in (2, 3, 4, 5) if s.value * k <= s.max_value]
+    if not ks:
+        return False
+    k = s.rng.choice(ks)
+    s.question.append(s.rng.choice([
+        f"{s.rng.choice(THEN)}, {s.pron} ends up with {TIMES_WORD[k]} as many {s.sc.unit} as before.",
+        f"{s.Pron} makes the number of {s.sc.unit} {k} times as large.",
+    ]))
+    r, c = s.calc(s.value, "*", k)
+    s.lines.append(f"{s.who()} now has {c} {s.sc.unit}.")
+    s.value = r
+    return True
+
+
+def _op_div(s: _Story) -> bool:
+    ks = [k for k in (2, 3, 4, 5) if s.value % k == 0 and s.value // k >= 1]
+    if not ks:
+        return False
+    k = s.rng.choice(ks)
+    if s.rng.random() < 0.5:
+        s.question.append(f"{s.Pron} puts the {s.sc.unit} into {k} equal piles and keeps one pile.")
+        r, c = s.calc(s.value, "/", k)
+        s.lines.append(f"Each pile has {c} {s.sc.unit}, so {s.pron} keeps {r}.")
+    else:
+        s.question.append(f"{s.rng.choice(THEN)}, {s.pron} keeps only {PART_WORD[k]} of the {s.sc.unit}.")
+        r, c = s.calc(s.value, "/", k)
+        s.lines.append(f"{s.who()} keeps {c} {s.sc.unit}.")
+    s.value = r
+    return True
+
+
+def _op_pack_gain(s: _Story) -> bool:
+    room = s.max_value - s.value
+    pairs = [(a, b) for a in range(2, 7) for b in range(2, 13) if a * b <= room]
+    if not pairs:
+        return False
+    a, b = s.rng.choice(pairs)
+    verb = s.rng.choice(s.sc.gain)
+    s.question.append(s.rng.choice([
+        f"{s.Pron} {verb} {a} {s.sc.container} with {b} {s.sc.unit} in each.",
+        f"{s.rng.choice(THEN)}, {s.name} {verb} {a} {s.sc.container} of {s.sc.unit}, "
+        f"and each holds {b} {s.sc.unit}.",
+    ]))
+    c_val, c = s.calc(a, "*", b)
+    s.lines.append(f"The {s.sc.container} hold {c} {s.sc.unit}.")
+    r, c2 = s.calc(s.value, "+", c_val)
+    s.lines.append(f"{s.who()} has {c2} {s.sc.unit} now.")
+    s.value = r
+    return True
+
+
+def _op_pack_lose(s: _Story) -> bool:
+    pairs = [(a, b) for a in range(2, 7) for b in range(2, 11) if a * b < s.value]
+    if not pairs:
+        return False
+    a, b = s.rng.choice(pairs)
+    s.question.append(s.rng.choice([
+        f"{s.Pron} gives {a} friends {b} {s.sc.unit} each.",
+        f"{s.rng.choice(THEN)}, {s.pron} gives {b} {s.sc.unit} to each of {a} friends.",
+    ]))
+    c_val, c = s.calc(a, "*", b)
+    s.lines.append(f"{s.Pron} gives away {c} {s.sc.unit}.")
+    r, c2 = s.calc(s.value, "-", c_val)
+    s.lines.append(f"{s.who()} has {c2} {s.sc.unit} left.")
+    s.value = r
+    return True
+
+
+ONE_STEP: Sequence[tuple[OpFn, float]] = ((_op_add, 1.0), (_op_sub, 1.0), (_op_mul, 0.6), (_op_div, 0.6))
+TWO_STEP: Sequence[tuple[OpFn, float]] = ((_op_pack_gain, 1.0), (_op_pack_lose, 0.7))
+
+
+def _pick(rng: random.Random, options: Sequence[tuple[OpFn, float]]) -> list[OpFn]:
+    """Options in a weighted random order (each tried until one fits)."""
+    pool = list(options)
+    order: list[OpFn] = []
+    while pool:
+        fn, _ = pick = rng.choices(pool, weights=[w for _, w in pool])[0]
+        order.append(fn)
+        pool.remove(pick)
+    return order
+
+
+@dataclass(frozen=True)
+class Generated:
+    question: str
+    solution: str
+    answer: str
+    meta: dict
+
+
+def generate_problem(rng: random.Random, n_steps: int, max_value: int = 500) -> Generated:
+    """One problem with exactly ``n_steps`` arithmetic steps (every value an integer in [0, max_value])."""
+    if not 1 <= n_steps <= 5:
+        raise ValueError(f"n_steps must be in 1..5, got {n_steps}")
+    name, pron = rng.choice(NAMES)
+    sc = rng.choice(SCENARIOS)
+    start = rng.randint(5, min(60, max_value))
+    together = n_steps >= 3 and max_value >= 60 and rng.random() < 0.2
+    # "together" ends with friend = v ± x and total = v + friend: keep v small enough for both.
+    s = _Story(rng, name, pron, sc, start, (max_value - 20) // 2 if together else max_value)
+    s.value = start = min(start, s.max_value - 2)
+    s.question.append(rng.choice([f"{name} has {start} {sc.unit}.",
+                                  f"{name} starts with {start} {sc.unit}.",
+                                  f"There are {start} {sc.unit} in {name}'s collection."]))
+    remaining = n_steps - (2 if together else 0)
+    while remaining > 0:
+        options = list(ONE_STEP) + (list(TWO_STEP) * (remaining >= 2 and rng.random() < 0.5))
+        for fn in _pick(rng, options):
+            cost = 2 if fn in (_op_pack_gain, _op_pack_lose) else 1
+            if cost <= remaining and fn(s):
+                remaining -= cost
+                break
+        else:  # pragma: no cover - add or sub always fits (value in [3, max-2]) or the other does
+            raise RuntimeError(f"no operation fits value {s.value}")
+    if together:
+        friend, _ = rng.choice([n for n in NAMES if n[0] != name])
+        more = rng.random() < 0.5 or s.value < 3
+        x = rng.randint(1, 20) if more else rng.randint(1, min(s.value - 1, 20))
+        s.question.append(f"{friend} has {x} {'more' if more else 'fewer'} {sc.unit} than {name}. "
+                          f"How many {sc.unit} do {name} and {friend} have together?")
+        fv, c = s.calc(s.value, "+" if more else "-", x)
+        s.lines.append(f"{friend} has {c} {sc.unit}.")
+        total, c2 = s.calc(s.value, "+", fv)
+        s.lines.append(f"Together they have {c2} {sc.unit}.")
+        s.value = total
+    else:
+        s.question.append(rng.choice(FINAL_Q).format(unit=sc.unit, Name=name))
+    answer = str(s.value)
+    solution = "\n".join(s.lines) + f"\n#### {answer}"
+    meta = {"n_steps": len(s.calcs), "values": [c[3] for c in s.calcs], "ops": [c[1] for c in s.calcs],
+            "calcs": s.calcs, "scenario": sc.unit}
+    return Generated(" ".join(s.question), solution, answer, meta)
+
+
+def split_of(question: str, cfg: SyntheticConfig) -> str | None:
+    """The split a question belongs to: a sha256 bucket sized by the requested split counts."""
+    counts = {"test": cfg.n_test, "pool": cfg.n_pool, "sft": cfg.n_sft, "pretrain": cfg.n_pretrain}
+    total = sum(counts.values())
+    if total == 0:
+        return None
+    u = int.from_bytes(hashlib.sha256(question.encode()).digest()[:8], "big") / 2**64
+    edge = 0.0
+    for name in SPLITS:
+        edge += counts[name] / total
+        if u < edge:
+            return name
+    return SPLITS[-1] if counts[SPLITS[-1]] else None
+
+
+def _step_weights(cfg: SyntheticConfig) -> tuple[list[int], list[float]]:
+    steps = list(range(cfg.min_steps, cfg.max_steps + 1))
+    sw = cfg.step_weights or {}
+    weights = [float(sw.get(n, 0.0 if sw else 1.0)) for n in steps]
+    if sum(weights) <= 0:
+        raise ValueError(f"step_weights {cfg.step_weights} give no weight to steps {steps}")
+    return steps, weights
+
+
+def generate_splits(cfg: SyntheticConfig, splits: Sequence[str] = SPLITS) -> dict[str, list[Problem]]:
+    """All requested splits at once (deterministic for a given config).
+
+    Problems are drawn from one seeded stream; each goes to the split its question hashes to, until
+    every split has its count. Duplicated questions are dropped.
+    """
+    unknown = set(splits) - set(SPLITS)
+    if unknown:
+        raise ValueError(f"unknown synthetic split(s) {sorted(unknown)}; expected {SPLITS}")
+    want = {"test": cfg.n_test, "pool": cfg.n_pool, "sft": cfg.n_sft, "pretrain": cfg.n_pretrain}
+    out: dict[str, list[Problem]] = {name: [] for name in SPLITS}
+    seen: set[str] = set()
+    steps, weights = _step_weights(cfg)
+    rng = random.Random(cfg.seed)
+    needed = {name for name in splits if want[name] > 0}
+    tries, max_tries = 0, 50 * sum(want.values()) + 1000
+    while needed:
+        tries += 1
+        if tries > max_tries:
+            raise RuntimeError(f"could not fill synthetic splits {sorted(needed)} after {max_tries} draws")
+        g = generate_problem(rng, rng.choices(steps, weights=weights)[0], cfg.max_value)
+        split = split_of(g.question, cfg)
+        if split is None or g.question in seen or len(out[split]) >= want[split]:
+            continue
+        seen.add(g.question)
+        i = len(out[split])
+        out[split].append(Problem(id=f"{SOURCE}-{split}-{i}", question=g.question, answer=g.answer,
+                                  solution=g.solution, source=SOURCE, split=split, meta=g.meta))
+        if len(out[split]) >= want[split]:
+            needed.discard(split)
+    return {name: out[name] for name in splits}
+
+
+def generate_split(cfg: SyntheticConfig, split: str) -> list[Problem]:
+    """One split; the same problems as ``generate_splits(cfg)[split]``."""
+    return generate_splits(cfg, [split])[split]
+
+
+SEPARATORS = ("\n", "\n\n", " ")
+
+
+def pretrain_documents(problems: Sequence[Problem], instruction: str | None, seed: int = 0) -> list[str]:
+    """Problems as ChatML conversations (user = question + instruction, assistant = solution).
+
+    The separator between question and instruction varies (newline, blank line, space) so the model
+    does not depend on how a later stage joins them.
+    """
+    from training.tiny import render_chat, user_message
+
+    rng = random.Random(seed)
+    docs = []
+    for p in problems:
+        if p.solution is None:
+            raise ValueError(f"problem {p.id}: no solution to pretrain on")
+        user = user_message(p.question, instruction, rng.choice(SEPARATORS))
+        docs.append(render_chat([{"role": "user", "content": user}, {"role": "assistant", "content": p.solution}]))
+    return docs

@@ -1,0 +1,108 @@
+"""Cheap fake stage functions with the real signatures (docs/stages.md) for orchestration tests.
+
+Each appends its node to ``<root>/calls.log`` (``root`` = the artifacts root, two levels above ``out``)
+so tests can see which stages actually executed, and fails when ``<root>/fail-<stage>`` exists.
+Training fakes call their ``callbacks`` like a transformers Trainer would (``on_log``).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from types import SimpleNamespace
+
+VERSION = "1"
+FAKES = {s: f"orch_fakes:run_{s}" for s in
+         ("data", "base", "sft", "sample", "verify", "pairs", "dpo", "evaluate", "report")}
+
+
+def _enter(out: Path, name: str) -> None:
+    root = Path(out).parent.parent
+    with (root / "calls.log").open("a") as f:
+        f.write(name + "\n")
+    flag = root / f"fail-{name.split('/')[0]}"
+    if flag.exists():
+        raise RuntimeError(f"injected failure in {name}")
+
+
+def _train(callbacks, steps: int = 3) -> None:
+    for step in range(1, steps + 1):
+        state = SimpleNamespace(global_step=step, is_world_process_zero=True)
+        for cb in callbacks:
+            cb.on_log(None, state, None, logs={"loss": 1.0 / step, "learning_rate": 1e-3, "note": "x"})
+
+
+def calls(root: Path) -> list[str]:
+    p = Path(root) / "calls.log"
+    return p.read_text().split() if p.exists() else []
+
+
+def run_data(cfg, out):
+    _enter(out, "data")
+    (out / "eval").mkdir()
+    (out / "eval" / "synthetic_test.jsonl").write_text('{"id": "t-0"}\n{"id": "t-1"}\n')
+    (out / "pool.jsonl").write_text('{"id": "p-0"}\n')
+    return {"n_eval": 2, "n_pool": 1}
+
+
+def run_base(cfg, data_dir, out):
+    _enter(out, "base")
+    (out / "model").mkdir()
+    (out / "model" / "weights.bin").write_bytes(b"0" * 64)  # a "full model": never logged to MLflow
+    (out / "model.json").write_text(json.dumps({"base": "model"}))
+    return {"params": 1000}
+
+
+def run_sft(cfg, base_dir, data_dir, out, callbacks=()):
+    _enter(out, "sft")
+    _train(callbacks)
+    (out / "adapter").mkdir()
+    (out / "adapter" / "adapter_model.safetensors").write_bytes(b"1" * 32)
+    (out / "model.json").write_text(json.dumps({"base": str(base_dir / "model"), "adapter": "adapter"}))
+    return {"train_loss": 0.5}
+
+
+def run_sample(cfg, model_dir, data_dir, out):
+    _enter(out, "sample")
+    (out / "samples").mkdir()
+    (out / "samples" / "shard-00000.jsonl").write_text('{"problem_id": "p-0", "index": 0}\n')
+    return {"n_samples": 1}
+
+
+def run_verify(cfg, sample_dir, data_dir, out):
+    _enter(out, "verify")
+    (out / "verdicts.jsonl").write_text('{"problem_id": "p-0", "correct": false}\n')
+    return {"correct_rate": 0.0, "status": {"ok": 1}}
+
+
+def run_pairs(cfg, strategy, sample_dir, verify_dir, data_dir, out):
+    _enter(out, f"pairs/{strategy}")
+    (out / "pairs.jsonl").write_text(json.dumps({"strategy": strategy}) + "\n")
+    return {"n_pairs": 1, "weight_mean": 1.0}
+
+
+def run_dpo(cfg, sft_dir, pairs_dir, out, callbacks=()):
+    strategy = json.loads((pairs_dir / "pairs.jsonl").read_text())["strategy"]
+    _enter(out, f"dpo/{strategy}")
+    _train(callbacks)
+    (out / "adapter").mkdir()
+    (out / "adapter" / "adapter_model.safetensors").write_bytes(b"2" * 32)
+    (out / "model.json").write_text(json.dumps({"base": str(sft_dir), "adapter": "adapter"}))
+    return {"train_loss": 0.25, "beta": cfg.dpo.beta}
+
+
+def run_evaluate(cfg, model_dir, data_dir, out):
+    _enter(out, f"evaluate/{model_dir.parent.name}")
+    acc = {"base": 0.1, "sft": 0.3, "dpo": 0.4}[model_dir.parent.name]
+    (out / "metrics.json").write_text(json.dumps({"synthetic_test": {"accuracy": acc}}))
+    return {"synthetic_test": {"accuracy": acc, "n": 2}}
+
+
+def run_report(cfg, evals, out):
+    _enter(out, "report")
+    rows = ["| model | accuracy |", "| --- | --- |"]
+    for label, folder in evals.items():
+        acc = json.loads((Path(folder) / "metrics.json").read_text())["synthetic_test"]["accuracy"]
+        rows.append(f"| {label} | {acc:.2f} |")
+    (out / "report.md").write_text("\n".join(rows) + "\n")
+    return {"n_models": len(evals)}

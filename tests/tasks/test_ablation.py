@@ -1,0 +1,370 @@
+"""The ablation report generator on fixed inputs: exact tables, classifications and the computed reading."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+
+from conf import load_config
+from conf.schema import AblationConfig
+from tasks.ablation import (
+    AblationError,
+    answer_kind,
+    build_ablation_report,
+    classify_sft,
+    correlation,
+    error_kind,
+    known_arithmetic_slip,
+    render_markdown,
+    run_ablation_report,
+    t_interval,
+    weight_summary,
+)
+from tasks.records import DIMENSIONS, Pair, Problem, write_jsonl
+from tasks.stats import bootstrap_mean
+from verifier.verdict import Verdict
+
+IDS = [f"p{i}" for i in range(6)]
+STEPS = [2, 2, 3, 3, 4, 4]
+SFT = [1, 0, 1, 0, 0, 1]
+RANDOM = {0: [1, 0, 1, 0, 0, 0], 1: [1, 0, 0, 0, 0, 1]}
+WEIGHTED = {0: [1, 1, 1, 0, 1, 1], 1: [1, 1, 1, 1, 0, 1]}
+GOLD = ["10", "10", "20", "40", "5", "30"]
+OUTPUTS = [
+    "3+7 = <<3+7=10>>10\n#### 10",
+    "3+4 = <<3+4=8>>8 and 8+3 = <<8+3=11>>11\n#### 11",  # a known slip (3+4 is 7), answer 1 off
+    "4*5 = <<4*5=20>>20\n#### 20",
+    "5*8 = <<5*8=40>>40 then 40+50 = <<40+50=90>>90\n#### 90",  # calculations right, plan wrong
+    "Mia has 7-2 = <<7-2=5>>5",  # no final answer
+    "6*5 = <<6*5=30>>30\n#### 30",
+]
+EXTRACTED = ["10", "11", "20", "90", None, "30"]
+SYMBOLIC = [0.0, 0.5, 0.0, 0.0, 0.5, 0.0]  # the verifier flags p4 (a false positive)
+VERIFIER_CORRECT = [True, False, True, False, False, False]  # disagrees with the grader on p5
+
+
+def _problems() -> list[Problem]:
+    return [Problem(id=i, question=f"q{i}", answer=g, source="synthetic", split="test", meta={"n_steps": s})
+            for i, g, s in zip(IDS, GOLD, STEPS, strict=True)]
+
+
+def _as_map(vec) -> dict[str, bool]:
+    return {i: bool(c) for i, c in zip(IDS, vec, strict=True)}
+
+
+def _verdict(pid: str, sym: float, correct: bool, index: int = 0) -> Verdict:
+    dims = {d: 0.0 for d in DIMENSIONS}
+    dims["symbolic_validity"] = sym
+    dims["answer_correctness"] = 0.0 if correct else 1.0
+    return Verdict(problem_id=pid, index=index, dims=dims, wrongness=0.3 * (not correct), absurdity=0.0,
+                   correct=correct)
+
+
+def _graded() -> list[dict]:
+    return [{"id": i, "output": o, "gold": g, "extracted": e, "correct": bool(c)}
+            for i, o, g, e, c in zip(IDS, OUTPUTS, GOLD, EXTRACTED, SFT, strict=True)]
+
+
+def _sft_verdicts() -> dict[str, Verdict]:
+    return {i: _verdict(i, s, v) for i, s, v in zip(IDS, SYMBOLIC, VERIFIER_CORRECT, strict=True)}
+
+
+def _pair(pid: str, idx: int, strategy: str, weight: float, wrongness: float, absurdity: float,
+          clipped: bool = False) -> Pair:
+    return Pair(problem_id=pid, prompt="q", chosen="c", rejected="r", weight=weight, strategy=strategy,
+                chosen_index=0, rejected_index=idx, confidence_chosen=0.5, confidence_rejected=0.6,
+                similarity=0.7, wrongness=wrongness, absurdity=absurdity, perplexity=1.5, hardness=1.0,
+                weight_raw=weight, clipped=clipped)
+
+
+WEIGHTED_PAIRS = [
+    _pair("p0", 1, "weighted", 0.8, 0.2, 0.8, clipped=True),
+    _pair("p1", 1, "weighted", 0.9, 0.4, 0.6),
+    _pair("p2", 1, "weighted", 1.1, 0.6, 0.4),
+    _pair("p3", 1, "weighted", 1.2, 0.8, 0.2),
+]
+RANDOM_PAIRS = [_pair("p0", 2, "random", 1.0, 0.5, 0.5), _pair("p1", 2, "random", 1.0, 0.1, 0.9)]
+REJECTED_DIMS = {(p.problem_id, 1): {**{d: 0.0 for d in DIMENSIONS}, "symbolic_validity": s}
+                 for p, s in zip(WEIGHTED_PAIRS, [0.0, 0.5, 0.5, 1.0], strict=True)}
+
+
+@pytest.fixture(scope="module")
+def report() -> dict:
+    kinds = classify_sft(_graded(), _sft_verdicts())
+    return build_ablation_report(
+        _problems(), _as_map(SFT),
+        {"random": {s: _as_map(v) for s, v in RANDOM.items()},
+         "weighted-0.3": {s: _as_map(v) for s, v in WEIGHTED.items()}},
+        arm_meta={"random": {"strategy": "random", "lam": None},
+                  "weighted-0.3": {"strategy": "weighted", "lam": 0.3}},
+        sft_kinds=kinds, pairs={"random": RANDOM_PAIRS, "weighted-0.3": WEIGHTED_PAIRS},
+        rejected_dims=REJECTED_DIMS, primary="weighted-0.3", random_arm="random", samples=500, seed=0)
+
+
+def _boot_ci(values) -> str:
+    est = bootstrap_mean(values, samples=500, seed=0)
+    return f"[{100 * est.low:.1f}, {100 * est.high:.1f}]"
+
+
+def _boot_ci_signed(values) -> str:
+    est = bootstrap_mean(values, samples=500, seed=0)
+    return f"[{100 * est.low:+.1f}, {100 * est.high:+.1f}]"
+
+
+# ---------------------------------------------------------------- classification
+
+
+@pytest.mark.parametrize(("text", "slip"), [
+    ("12+18 = <<12+18=30>>30 shells", False),
+    ("12+18 = <<12+18=31>>31 shells", True),
+    ("12+18 = <<12+18=30>>31 shells", True),  # the shown value differs from the annotation
+    ("30/5 = <<30/5=6>>6", False),
+    ("30/4 = 7", True),
+    ("3 x 4 = 12 and 12 - 5 = 7", False),
+    ("12 - 5 = 8", True),
+    ("no calculation here, #### 12", False),
+    ("", False),
+])
+def test_known_arithmetic_slip(text, slip):
+    assert known_arithmetic_slip(text) is slip
+
+
+@pytest.mark.parametrize(("extracted", "gold", "correct", "kind"), [
+    ("40", "40", True, "correct"),
+    ("41", "40", False, "near_miss"),  # within max(1, 4)
+    ("44", "40", False, "near_miss"),
+    ("45", "40", False, "far_off"),
+    ("2", "1", False, "near_miss"),  # the absolute floor of 1
+    ("3", "1", False, "far_off"),
+    ("seven", "40", False, "far_off"),  # not a number
+    (None, "40", False, "no_answer"),
+    ("  ", "40", False, "no_answer"),
+])
+def test_answer_kind(extracted, gold, correct, kind):
+    assert answer_kind(extracted, gold, correct) == kind
+
+
+def test_error_kind():
+    assert error_kind(True, {"symbolic_validity": 1.0}) == "correct"
+    assert error_kind(False, {"symbolic_validity": 0.5}) == "arithmetic"
+    assert error_kind(False, {"symbolic_validity": 0.0, "structural_integrity": 1.0}) == "structural"
+    assert error_kind(False, None) == "structural"
+
+
+def test_classify_sft():
+    kinds = classify_sft(_graded(), _sft_verdicts())
+    assert [kinds[i]["answer"] for i in IDS] == ["correct", "near_miss", "correct", "far_off", "no_answer",
+                                                 "correct"]
+    assert [kinds[i]["error"] for i in IDS] == ["correct", "arithmetic", "correct", "structural", "arithmetic",
+                                                "correct"]
+    assert [kinds[i]["known"] for i in IDS] == ["correct", "arithmetic", "correct", "structural", "structural",
+                                                "correct"]
+
+
+# ---------------------------------------------------------------- statistics helpers
+
+
+def test_t_interval():
+    mean, lo, hi = t_interval([0.4, 0.5, 0.6])
+    half = 4.302652729911275 * 0.1 / math.sqrt(3)  # t(0.975, df=2)
+    assert mean == pytest.approx(0.5)
+    assert (lo, hi) == (pytest.approx(0.5 - half), pytest.approx(0.5 + half))
+    assert t_interval([0.7]) == (0.7, None, None)
+    assert t_interval([]) == (None, None, None)
+
+
+def test_correlation():
+    assert correlation([1, 2, 3], [2, 4, 6]) == {"pearson": pytest.approx(1.0), "spearman": pytest.approx(1.0),
+                                                 "n": 3}
+    assert correlation([1, 1, 1], [1, 2, 3]) == {"pearson": None, "spearman": None, "n": 3}
+    assert correlation([1, 2, float("nan"), 4], [4, 3, 0, 1])["n"] == 3
+
+
+# ---------------------------------------------------------------- the report
+
+
+def test_arm_rows(report):
+    rows = {r["arm"]: r for r in report["arms"]}
+    assert list(rows) == ["sft", "random", "weighted-0.3"]
+    assert rows["sft"]["accuracy"] == 0.5 and rows["sft"]["seeds"] == [] and rows["sft"]["seed_low"] is None
+    assert rows["random"]["per_seed"] == [pytest.approx(2 / 6), pytest.approx(2 / 6)]
+    assert rows["weighted-0.3"]["accuracy"] == pytest.approx(5 / 6)
+    assert rows["weighted-0.3"]["seed_low"] == pytest.approx(5 / 6)  # identical seeds: zero-width interval
+
+
+def test_accuracy_table(report):
+    md = render_markdown(report)
+    weighted_avg = [(a + b) / 2 for a, b in zip(WEIGHTED[0], WEIGHTED[1], strict=True)]
+    random_avg = [(a + b) / 2 for a, b in zip(RANDOM[0], RANDOM[1], strict=True)]
+    assert f"| sft | — | — | — | 50.0 | — | {_boot_ci(SFT)} | — |" in md
+    assert f"| random | random | — | 2 | 33.3 | [33.3, 33.3] | {_boot_ci(random_avg)} | 33.3, 33.3 |" in md
+    assert (f"| weighted-0.3 | weighted | 0.3 | 2 | 83.3 | [83.3, 83.3] | {_boot_ci(weighted_avg)} "
+            "| 83.3, 83.3 |") in md
+
+
+def test_paired_differences_table(report):
+    md = render_markdown(report)
+    w_avg = [(a + b) / 2 for a, b in zip(WEIGHTED[0], WEIGHTED[1], strict=True)]
+    r_avg = [(a + b) / 2 for a, b in zip(RANDOM[0], RANDOM[1], strict=True)]
+    # pooled over two seeds: weighted is alone right 2+2 times vs SFT (p = 2/2^4), 3+3 times vs random
+    assert (f"| weighted-0.3 | sft | +33.3 | {_boot_ci_signed([w - s for w, s in zip(w_avg, SFT, strict=True)])} "
+            "| [+33.3, +33.3] | 2/2 | 4 / 0 | 0.125 | 0.500, 0.500 | better, not significant |") in md
+    assert (f"| weighted-0.3 | random | +50.0 | {_boot_ci_signed([w - r for w, r in zip(w_avg, r_avg, strict=True)])} "
+            "| [+50.0, +50.0] | 2/2 | 6 / 0 | 0.031 | 0.250, 0.250 | holds |") in md
+    assert (f"| random | sft | -16.7 | {_boot_ci_signed([r - s for r, s in zip(r_avg, SFT, strict=True)])} "
+            "| [-16.7, -16.7] | 0/2 | 0 / 2 | 0.500 | 1.000, 1.000 | worse, not significant |") in md
+    assert [(c["arm"], c["vs"]) for c in report["comparisons"]] == [
+        ("random", "sft"), ("weighted-0.3", "sft"), ("weighted-0.3", "random")]
+
+
+def test_breakdown_tables(report):
+    md = render_markdown(report)
+    assert "| steps | n | sft | random | weighted-0.3 |" in md
+    assert "| 2 | 2 | 50.0 | 50.0 | 100.0 |" in md
+    assert "| 3 | 2 | 50.0 | 25.0 | 75.0 |" in md
+    assert "| 4 | 2 | 50.0 | 25.0 | 75.0 |" in md
+    assert "| SFT's final answer | correct | 3 | 100.0 | 66.7 | 100.0 |" in md
+    assert "| SFT's final answer | near_miss | 1 | 0.0 | 0.0 | 100.0 |" in md
+    assert "| SFT's final answer | far_off | 1 | 0.0 | 0.0 | 50.0 |" in md
+    assert "| SFT's final answer | no_answer | 1 | 0.0 | 0.0 | 50.0 |" in md
+    assert "| SFT's error (verifier) | arithmetic | 2 | 0.0 | 0.0 | 75.0 |" in md
+    assert "| SFT's error (verifier) | structural | 1 | 0.0 | 0.0 | 50.0 |" in md
+    assert "| SFT's error (known, synthetic) | arithmetic | 1 | 0.0 | 0.0 | 100.0 |" in md
+    assert "| SFT's error (known, synthetic) | structural | 2 | 0.0 | 0.0 | 50.0 |" in md
+
+
+def test_weight_tables(report):
+    md = render_markdown(report)
+    assert "| random | 2 | 1.000 | 0.000 | 1.000 | 1.000 | 1.000 | 1.000 | 1.000 | 0.0% | — |" in md
+    assert "| weighted-0.3 | 4 | 1.000 | 0.158 | 0.800 | 0.830 | 1.000 | 1.170 | 1.200 | 25.0% | no |" in md
+    w = {x["arm"]: x for x in report["weights"]}["weighted-0.3"]
+    assert w["correlations"]["wrongness"]["spearman"] == pytest.approx(1.0)
+    assert w["correlations"]["absurdity"]["spearman"] == pytest.approx(-1.0)
+    # ranks of [0, .5, .5, 1] against [1, 2, 3, 4]: 4.5 / sqrt(4.5 * 5)
+    assert w["correlations"]["symbolic_validity"]["spearman"] == pytest.approx(4.5 / math.sqrt(22.5))
+    assert w["correlations"]["step_ordering"]["spearman"] is None  # constant dimension
+    assert "| symbolic_validity | +0.95 (" in md
+    assert "| weighted-0.3 |" in md.split("Spearman (Pearson)")[1].splitlines()[2]  # only the varying arm
+
+
+def test_verifier_check_and_reading(report):
+    chk = report["verifier_check"]
+    assert (chk["tp"], chk["fp"], chk["fn"], chk["tn"]) == (1, 1, 0, 1)
+    assert chk["agreement"] == pytest.approx(2 / 3) and chk["precision"] == 0.5 and chk["recall"] == 1.0
+    assert chk["correct_agreement"] == pytest.approx(5 / 6)
+    r = report["reading"]
+    assert r["verdict"] == "same direction, not significant" and r["holds"] is False
+    assert r["sentences"][0] == ("The paper's ordering (weighted-0.3 > random and > SFT) at this scale (n = 6 "
+                                 "problems, α = 0.05): **same direction, not significant**.")
+    assert "Ranking by mean accuracy: weighted-0.3 (83.3%) > sft (50.0%) > random (33.3%)." in r["sentences"]
+    assert any(d.startswith("Does random DPO degrade? random DPO is below SFT, not significantly") for d in
+               r["diagnostics"])
+    assert any("agrees with the known slips on 66.7% (precision 50.0%, recall 100.0%" in d for d in r["diagnostics"])
+
+
+def test_reading_holds_and_degenerate():
+    n = 40
+    problems = [Problem(id=f"q{i}", question="q", answer="1", source="s", split="test", meta={"n_steps": 2})
+                for i in range(n)]
+    sft = {p.id: i < 10 for i, p in enumerate(problems)}
+    rnd = {p.id: i < 12 for i, p in enumerate(problems)}
+    w = {p.id: i < 30 for i, p in enumerate(problems)}
+    flat = [_pair("q0", i, "weighted", 1.0, 0.5, 0.5) for i in range(5)]
+    rep = build_ablation_report(problems, sft, {"random": {0: rnd}, "w": {0: w}}, primary="w",
+                                pairs={"w": flat}, samples=300)
+    assert rep["reading"]["verdict"] == "holds" and rep["reading"]["holds"] is True
+    assert any(d.startswith("Degenerate weights in w: std 0.000") for d in rep["reading"]["diagnostics"])
+    worse = build_ablation_report(problems, w, {"random": {0: rnd}, "w": {0: sft}}, primary="w", samples=300)
+    assert worse["reading"]["verdict"] == "does not hold"
+    assert {(c["arm"], c["vs"]): c["reading"] for c in worse["comparisons"]}[("w", "sft")] == "worse"
+
+
+def test_weight_summary_empty_and_uniform():
+    assert weight_summary("uniform", [], {})["n_pairs"] == 0
+    u = weight_summary("uniform", [_pair("p0", 1, "uniform", 1.0, 0.3, 0.1)], {})
+    assert u["constant"] is True and u["degenerate"] is None
+
+
+def test_errors_name_the_culprit():
+    problems = _problems()
+    with pytest.raises(AblationError, match=r"arm 'w' seed 1: no result for 1 test problem\(s\), e.g. \['p5'\]"):
+        build_ablation_report(problems, _as_map(SFT), {"w": {1: {i: True for i in IDS[:5]}}}, primary="w")
+    with pytest.raises(AblationError, match="primary arm 'x' not among"):
+        build_ablation_report(problems, _as_map(SFT), {"w": {0: _as_map(SFT)}}, primary="x")
+    with pytest.raises(AblationError, match="sft: no result"):
+        build_ablation_report(problems, {}, {"w": {0: _as_map(SFT)}}, primary="w")
+
+
+def test_ablation_config_validation():
+    cfg = AblationConfig()
+    assert [a.name for a in cfg.arms] == ["random", "uniform", "weighted-0.3", "weighted-0.6", "weighted-1.0"]
+    with pytest.raises(ValueError, match="lam only applies"):
+        AblationConfig(arms=[{"name": "r", "strategy": "random", "lam": 0.3}], primary="r")
+    with pytest.raises(ValueError, match="primary"):
+        AblationConfig(arms=[{"name": "r", "strategy": "random"}])
+    with pytest.raises(ValueError, match="no repeats"):
+        AblationConfig(seeds=[0, 0])
+
+
+# ---------------------------------------------------------------- the shell
+
+
+class FakeVerifier:
+    """Returns the fixed SFT verdicts in item order (no worker processes)."""
+
+    def score_batch(self, items, workers=None, progress=True):
+        verdicts = _sft_verdicts()
+        return [verdicts[it["problem_id"]] for it in items]
+
+
+def test_run_ablation_report(tmp_path):
+    from tasks.grading import Graded
+
+    cfg = load_config("conf/tiny.yaml", ["evaluate.bootstrap_samples=200"])
+    name = cfg.data.eval[0].name
+    data = tmp_path / "data"
+    write_jsonl(data / "eval" / f"{name}.jsonl", _problems())
+
+    def evaluate_dir(label: str, vec) -> str:
+        folder = tmp_path / label
+        rows = [Graded(id=i, prompt="p", output=o, gold=g, extracted=e, answer_matches=bool(c), correct=bool(c),
+                       reason_if_wrong=None if c else "wrong", finish_reason="stop", n_tokens=5)
+                for i, o, g, e, c in zip(IDS, OUTPUTS, GOLD, EXTRACTED, vec, strict=True)]
+        write_jsonl(folder / f"{name}.jsonl", rows)
+        (folder / "metrics.json").write_text(json.dumps({"datasets": {name: {}}}))
+        return str(folder)
+
+    pairs_dir = {"random": tmp_path / "pairs-random", "weighted-0.3": tmp_path / "pairs-weighted"}
+    write_jsonl(pairs_dir["random"] / "pairs.jsonl", RANDOM_PAIRS)
+    write_jsonl(pairs_dir["weighted-0.3"] / "pairs.jsonl", WEIGHTED_PAIRS)
+    verify = tmp_path / "verify"
+    write_jsonl(verify / "verdicts.jsonl", [_verdict(pid, dims["symbolic_validity"], False, idx)
+                                            for (pid, idx), dims in REJECTED_DIMS.items()])
+    out = tmp_path / "out"
+    metrics = run_ablation_report(
+        cfg, evaluate_dir("sft", SFT),
+        {"random": {s: evaluate_dir(f"random-{s}", v) for s, v in RANDOM.items()},
+         "weighted-0.3": {s: evaluate_dir(f"weighted-{s}", v) for s, v in WEIGHTED.items()}},
+        pairs_dir, verify, data, out, command="hnsdpo ablation -c conf/ablation-tiny.yaml",
+        arm_meta={"weighted-0.3": {"strategy": "weighted", "lam": 0.3}}, verifier=FakeVerifier())
+    assert sorted(p.name for p in out.iterdir()) == ["ablation.json", "ablation.md", "ablation.png",
+                                                     "sft_verdicts.jsonl"]
+    md = (out / "ablation.md").read_text()
+    assert md.startswith(f"# Ablation: tiny on {name}\n\nRegenerate with:\n\n```bash\n"
+                         "hnsdpo ablation -c conf/ablation-tiny.yaml\n```")
+    assert "| 3 | 2 | 50.0 | 25.0 | 75.0 |" in md
+    assert "| symbolic_validity | +0.95 (" in md  # dims joined from verdicts.jsonl
+    assert metrics["weighted-0.3-random/diff"] == pytest.approx(0.5)
+    assert metrics["holds"] == 0.0
+    saved = json.loads((out / "ablation.json").read_text())
+    assert saved["dataset"] == name and saved["verifier_check"]["tp"] == 1
+
+
+def test_run_ablation_report_missing_eval(tmp_path):
+    cfg = load_config("conf/tiny.yaml", [])
+    name = cfg.data.eval[0].name
+    write_jsonl(tmp_path / "data" / "eval" / f"{name}.jsonl", _problems())
+    with pytest.raises(AblationError, match=f"evaluation records not found: .*sft/{name}.jsonl"):
+        run_ablation_report(cfg, tmp_path / "sft", {}, {}, tmp_path, tmp_path / "data", tmp_path / "out")

@@ -1,0 +1,111 @@
+"""The synthetic generator: determinism, exact arithmetic, split disjointness, metadata."""
+
+from __future__ import annotations
+
+import random
+import re
+from collections import Counter
+from fractions import Fraction
+
+import pytest
+
+from conf.schema import SyntheticConfig
+from tasks.synthetic import (
+    SPLITS,
+    generate_problem,
+    generate_split,
+    generate_splits,
+    pretrain_documents,
+    split_of,
+)
+
+SMALL = SyntheticConfig(seed=7, n_pretrain=300, n_sft=120, n_pool=40, n_test=40)
+ANNOT = re.compile(r"<<(\d+)([+\-*/])(\d+)=(\d+)>>(\d+)")
+
+
+def check_calc(a: str, op: str, b: str, r: str) -> bool:
+    """Exact evaluation of one ``a op b = r`` annotation with Fraction (no eval)."""
+    x, y = Fraction(a), Fraction(b)
+    value = {"+": x + y, "-": x - y, "*": x * y, "/": x / y if y else None}[op]
+    return value == Fraction(r)
+
+
+@pytest.fixture(scope="module")
+def splits():
+    return generate_splits(SMALL)
+
+
+def test_counts_and_determinism(splits):
+    assert {k: len(v) for k, v in splits.items()} == {"test": 40, "pool": 40, "sft": 120, "pretrain": 300}
+    again = generate_splits(SMALL)
+    assert [p.model_dump() for p in again["test"]] == [p.model_dump() for p in splits["test"]]
+    other = generate_splits(SMALL.model_copy(update={"seed": 8}))
+    assert [p.question for p in other["test"]] != [p.question for p in splits["test"]]
+
+
+def test_generate_split_matches_generate_splits(splits):
+    assert generate_split(SMALL, "pool") == splits["pool"]
+    with pytest.raises(ValueError, match="unknown synthetic split"):
+        generate_split(SMALL, "train")
+
+
+def test_splits_are_disjoint_and_follow_the_hash(splits):
+    seen: dict[str, str] = {}
+    for name, problems in splits.items():
+        for p in problems:
+            assert p.split == name and p.source == "synthetic"
+            assert split_of(p.question, SMALL) == name
+            assert p.question not in seen, f"{p.question!r} in {seen.get(p.question)} and {name}"
+            seen[p.question] = name
+    # a bigger pretraining split does not move test problems into another split
+    assert all(split_of(p.question, SMALL) == "test" for p in splits["test"])
+
+
+def test_every_annotation_checks_out_and_meta_matches(splits):
+    for p in [q for name in SPLITS for q in splits[name]]:
+        calcs = ANNOT.findall(p.solution)
+        assert calcs, p.solution
+        for a, op, b, r, shown in calcs:
+            assert r == shown and check_calc(a, op, b, r), (p.id, a, op, b, r)
+            if op == "/":
+                assert int(a) % int(b) == 0
+        assert p.meta["n_steps"] == len(calcs) == len(p.meta["values"]) == len(p.meta["ops"])
+        assert [[int(a), op, int(b), int(r)] for a, op, b, r, _ in calcs] == p.meta["calcs"]
+        assert p.meta["values"] == [int(r) for *_, r, _ in calcs]
+        assert p.solution.endswith(f"#### {p.answer}")
+        assert p.answer == str(p.meta["values"][-1])
+        assert all(0 <= v <= SMALL.max_value for v in p.meta["values"])
+        assert SMALL.min_steps <= p.meta["n_steps"] <= SMALL.max_steps
+
+
+def test_variety(splits):
+    problems = splits["pretrain"]
+    assert len(Counter(p.meta["scenario"] for p in problems)) >= 10
+    assert len({p.question.split()[0] for p in problems}) >= 15  # names / openings
+    ops = Counter(op for p in problems for op in p.meta["ops"])
+    assert all(ops[o] > 10 for o in "+-*/"), ops
+    assert set(Counter(p.meta["n_steps"] for p in problems)) == {2, 3, 4, 5}
+
+
+@pytest.mark.parametrize("n", [1, 2, 3, 4, 5])
+def test_generate_problem_has_exact_step_count(n):
+    rng = random.Random(n)
+    for _ in range(50):
+        g = generate_problem(rng, n, max_value=120)
+        assert g.meta["n_steps"] == n and max(g.meta["values"]) <= 120
+
+
+def test_step_weights_steer_the_mix():
+    cfg = SyntheticConfig(seed=1, n_pretrain=200, n_sft=0, n_pool=0, n_test=0, step_weights={4: 3.0, 2: 1.0})
+    mix = Counter(p.meta["n_steps"] for p in generate_split(cfg, "pretrain"))
+    assert set(mix) == {2, 4} and mix[4] > 2 * mix[2]
+    with pytest.raises(ValueError, match="no weight"):
+        generate_split(cfg.model_copy(update={"step_weights": {1: 1.0}}), "pretrain")
+
+
+def test_pretrain_documents_are_chatml(splits):
+    docs = pretrain_documents(splits["sft"][:20], "Please reason step by step.", seed=0)
+    for doc, p in zip(docs, splits["sft"][:20], strict=True):
+        assert doc.startswith("<|im_start|>user\n" + p.question)
+        assert "Please reason step by step.<|im_end|>\n<|im_start|>assistant\n" in doc
+        assert doc.endswith(p.solution + "<|im_end|>\n")

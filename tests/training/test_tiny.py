@@ -1,0 +1,167 @@
+"""The from-scratch tiny model: tokenizer, chat template, save/load round trip, pretraining, base stage."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+
+from conf import config_from_dict
+from conf.schema import SyntheticConfig, TinyModelConfig
+from tasks.synthetic import generate_split, pretrain_documents
+from training.modelref import read_model_ref
+from training.tiny import (
+    DOC_SEPARATOR,
+    IM_END,
+    build_tiny_model,
+    lr_at,
+    pack_blocks,
+    render_chat,
+    split_documents,
+    train_tokenizer,
+)
+
+SMALL = TinyModelConfig(vocab_size=400, hidden_size=64, num_layers=1, num_heads=1, num_kv_heads=1,
+                        intermediate_size=128, max_position_embeddings=256, block_size=64, batch_size=4,
+                        lr=3e-3, warmup_steps=5, max_steps=30, seed=0)
+INSTRUCTION = "Please reason step by step, and put your final answer within \\boxed{}."
+
+
+@pytest.fixture(scope="module")
+def docs():
+    cfg = SyntheticConfig(seed=5, n_pretrain=60, n_sft=0, n_pool=0, n_test=0, min_steps=2, max_steps=3)
+    return pretrain_documents(generate_split(cfg, "pretrain"), INSTRUCTION, seed=0)
+
+
+@pytest.fixture(scope="module")
+def built(docs, tmp_path_factory):
+    out = tmp_path_factory.mktemp("tiny") / "model"
+    logs: list[dict] = []
+    metrics = build_tiny_model(docs, SMALL, out, log=logs.append)
+    return out, metrics, logs
+
+
+def test_tokenizer_digits_and_specials(docs):
+    tok = train_tokenizer(docs, 400)
+    ids = tok("Mia has 1234 apples", add_special_tokens=False)["input_ids"]
+    pieces = [tok.decode([i]) for i in ids]
+    assert [p for p in pieces if p.strip().isdigit()] == ["1", "2", "3", "4"]
+    assert tok.decode(ids) == "Mia has 1234 apples"
+    for special in ("<|im_start|>", "<|im_end|>", "<|endoftext|>"):
+        assert len(tok(special, add_special_tokens=False)["input_ids"]) == 1
+    assert tok.eos_token == IM_END and tok.pad_token == "<|endoftext|>" and tok.padding_side == "left"
+
+
+def test_render_chat_matches_template(docs):
+    tok = train_tokenizer(docs, 400)
+    msgs = [{"role": "user", "content": "Q?\n" + INSTRUCTION}, {"role": "assistant", "content": "1+1 = 2\n#### 2"}]
+    assert tok.apply_chat_template(msgs, tokenize=False) == render_chat(msgs)
+    assert tok.apply_chat_template(msgs[:1], tokenize=False, add_generation_prompt=True) == \
+        render_chat(msgs[:1], add_generation_prompt=True)
+
+
+def test_pack_blocks_and_documents(docs):
+    tok = train_tokenizer(docs, 400)
+    blocks = pack_blocks(tok, docs, 64)
+    total = sum(len(tok(d, add_special_tokens=False)["input_ids"]) for d in docs)
+    assert blocks.shape == (total // 64, 64)
+    assert split_documents(DOC_SEPARATOR.join(docs)) == docs
+    with pytest.raises(ValueError, match="fewer than one block"):
+        pack_blocks(tok, ["hi"], 64)
+
+
+def test_lr_schedule():
+    assert lr_at(0, SMALL) == pytest.approx(SMALL.lr / 5)
+    assert lr_at(4, SMALL) == pytest.approx(SMALL.lr)
+    assert lr_at(29, SMALL) < lr_at(15, SMALL) < lr_at(5, SMALL)
+    assert lr_at(SMALL.max_steps, SMALL) == pytest.approx(0.1 * SMALL.lr)
+
+
+def test_build_trains_and_round_trips(built):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    out, metrics, logs = built
+    assert metrics["steps"] == 30 and metrics["final_loss"] < metrics["first_loss"] - 1.0
+    assert math.isfinite(metrics["final_loss"]) and metrics["params"] > 0 and metrics["cpu_seconds"] > 0
+    assert logs[0]["params"] == metrics["params"] and any("loss" in r for r in logs)
+    tok = AutoTokenizer.from_pretrained(out)
+    model = AutoModelForCausalLM.from_pretrained(out).eval()
+    eos = tok.convert_tokens_to_ids(IM_END)
+    assert model.config.head_dim == 64 and model.config.model_type == "qwen2"
+    assert model.generation_config.eos_token_id == eos == model.config.eos_token_id
+    assert model.generation_config.pad_token_id == tok.pad_token_id
+    assert tok.padding_side == "left" and tok.chat_template
+    # batched generation with left padding gives the same greedy tokens as one prompt alone
+    prompts = [render_chat([{"role": "user", "content": q}], add_generation_prompt=True)
+               for q in ("Mia has 3 apples.", "Ben has 12 cards. He buys 4 more cards. How many?")]
+    enc = tok(prompts, return_tensors="pt", padding=True, add_special_tokens=False)
+    assert enc["input_ids"][0, 0] == tok.pad_token_id  # left padded
+    with torch.no_grad():
+        both = model.generate(**enc, max_new_tokens=8, do_sample=False)
+        one = model.generate(**tok(prompts[1:], return_tensors="pt", add_special_tokens=False),
+                             max_new_tokens=8, do_sample=False)
+    assert both[1, enc["input_ids"].shape[1]:].tolist() == one[0, -8:].tolist()[: both.shape[1] - enc["input_ids"].shape[1]]
+
+
+def test_training_is_seeded(docs, built, tmp_path):
+    _, metrics, _ = built
+    cfg = SMALL.model_copy(update={"max_steps": 3})
+    a = build_tiny_model(docs, cfg, tmp_path / "a")
+    b = build_tiny_model(docs, cfg, tmp_path / "b")
+    assert a["final_loss"] == b["final_loss"]
+
+
+def test_pretrain_resumes_from_checkpoint(docs, tmp_path):
+    from training.tiny import build_model, pretrain
+
+    cfg = SMALL.model_copy(update={"max_steps": 4, "warmup_steps": 1})
+    tok = train_tokenizer(docs, 400)
+    blocks = pack_blocks(tok, docs, cfg.block_size)
+    full = pretrain(build_model(tok, cfg), blocks, cfg)
+
+    def crash(row):
+        if row["step"] == 2:
+            raise KeyboardInterrupt
+
+    ckpt = tmp_path / "ckpt.pt"
+    with pytest.raises(KeyboardInterrupt):
+        pretrain(build_model(tok, cfg), blocks, cfg, log=crash, log_every=1, checkpoint=ckpt, save_every=2)
+    assert ckpt.is_file()
+    resumed = pretrain(build_model(tok, cfg), blocks, cfg, checkpoint=ckpt, save_every=2)
+    assert resumed["resumed_from"] == 2 and resumed["final_loss"] == pytest.approx(full["final_loss"], rel=1e-5)
+
+
+def test_run_base_both_modes(tmp_path, docs):
+    from tasks.base import run_base
+
+    hub = config_from_dict({"model": {"name_or_path": "Qwen/Qwen2.5-1.5B-Instruct"}})
+    (tmp_path / "hub").mkdir()
+    assert run_base(hub, None, tmp_path / "hub") == {"built": 0}
+    assert read_model_ref(tmp_path / "hub").base == "Qwen/Qwen2.5-1.5B-Instruct"
+
+    cfg = config_from_dict({"model": {"build_from_scratch": True, "tiny": {**SMALL.model_dump(), "max_steps": 4}}})
+    data = tmp_path / "data"
+    data.mkdir()
+    out = tmp_path / "base"
+    out.mkdir()
+    with pytest.raises(FileNotFoundError, match="pretrain.txt"):
+        run_base(cfg, data, out)
+    (data / "pretrain.txt").write_text(DOC_SEPARATOR.join(docs))
+    m = run_base(cfg, data, out)
+    assert m["built"] == 1 and m["steps"] == 4
+    ref = read_model_ref(out)
+    assert ref.base == str((out / "model").resolve()) and ref.adapter is None
+    assert json.loads((out / "model.json").read_text())["base"] == "model"
+    assert (out / "model" / "config.json").is_file() and (out / "model" / "tokenizer.json").is_file()
+    assert len((out / "pretrain_log.jsonl").read_text().splitlines()) >= 1
+
+
+def test_shared_fixture_model_loads_left_padded(tiny_model_dir):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    assert tok.padding_side == "left" and tok.eos_token == IM_END
+    assert model.generation_config.eos_token_id == tok.eos_token_id and model.config.num_hidden_layers == 2

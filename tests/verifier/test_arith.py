@@ -1,0 +1,56 @@
+"""The safe evaluator and calculation extraction."""
+
+from __future__ import annotations
+
+from fractions import Fraction
+
+import pytest
+
+from verifier.arith import EvalError, evaluate, extract_calculations
+
+CALCS = [  # (step text, [(ok, result)])
+    ("Natalia sold 48/2 = <<48/2=24>>24 clips in May.", [(True, 24), (True, 24)]),
+    ("She has 16 - 3 - 4 = 9 eggs left.", [(True, 9)]),
+    ("She has 16 - 3 - 4 = 8 eggs left.", [(False, 8)]),
+    ("So $x = 3 \\cdot 4 = 12$.", [(True, 12)]),
+    ("We get $\\frac{10}{2} = 5$ and $\\dfrac{3}{4}\\times 8 = 6$.", [(True, 5), (True, 6)]),
+    ("Each friend pays 10/3 = 3.33 dollars.", [(True, Fraction(333, 100))]),
+    ("Each friend pays 10/3 = 3.5 dollars.", [(False, Fraction(7, 2))]),
+    ("She earns 0.2 x 50 = $10.", [(True, 10)]),
+    ("Two bikes cost $1,200 * 2 = $2,400.", [(True, 2400)]),
+    ("The tip is 20% of 50 = 10 dollars.", [(True, 10)]),
+    ("He bought 48 clips + 24 clips = 72 clips.", [(True, 72)]),
+    ("$\\sqrt{16} = 4$ and $2^{10} = 1024$", [(True, 4), (True, 1024)]),
+    ("5 - 8 = -3", [(True, -3)]),
+    ("8 x 1 1/2 = 12 rolls", [(True, 12)]),
+    ("$5! = 120$ and $\\binom{5}{2} = 10$", [(True, 120), (True, 10)]),
+    ("3 + 4 = 7 + 2 = 9", [(True, 9)]),  # running total: sloppy but not a wrong result
+    ("half of 50 = 25", []),  # the left operand is only part of the expression
+    ("the 4th turn = <<5+8+0=13>>13 meters", [(True, 13)]),
+    ("2x + 3 = 7", []),
+    ("10/3 ≈ 3.3", [(True, Fraction(33, 10))]),
+    ("Then 0.2 * 100 = 20%", [(True, Fraction(1, 5))]),
+]
+
+
+@pytest.mark.parametrize(("step", "expected"), CALCS)
+def test_extract_calculations(step, expected):
+    got = [(c.ok, c.result) for c in extract_calculations(step)]
+    assert got == [(ok, Fraction(r)) for ok, r in expected]
+
+
+@pytest.mark.parametrize(("expr", "value"), [
+    ("1 + 2 * 3", 7), ("(1 + 2) * 3", 9), ("2^3^2", 512), ("-2^2", -4), ("\\frac{1}{2} + \\frac13", Fraction(5, 6)),
+    ("\\sqrt[3]{27}", 3), ("2\\sqrt{9}", 6), ("1,000 + 1", 1001), ("50\\%", Fraction(1, 2)), ("٣ + ٤", 7),
+])
+def test_evaluate(expr, value):
+    assert evaluate(expr) == value
+
+
+@pytest.mark.parametrize("expr", [
+    "9**9**9", "10^{10^{10}}", "2^100000", "(" * 10000 + "1" + ")" * 10000, "1/0", "300!", "9" * 500,
+    "__import__('os').system('echo')", "x + 1", "nan", "", "(-8)^{1/3}",
+])
+def test_evaluate_refuses(expr):
+    with pytest.raises(EvalError):
+        evaluate(expr)

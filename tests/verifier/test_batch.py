@@ -1,0 +1,126 @@
+"""score_batch: input order, pass-through ids, bad rows, stuck workers replaced, slow starts tolerated."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+from conf.schema import VerifyConfig
+from verifier import MathVerifier
+from verifier import batch as batch_mod
+from verifier import core as core_mod
+
+Q = "Natalia sold clips to 48 of her friends in April, and then she sold half as many clips in May. How many in all?"
+GOOD = "Natalia sold 48/2 = <<48/2=24>>24 clips in May.\nNatalia sold 48+24 = <<48+24=72>>72 clips.\n#### 72"
+BAD = "Natalia sold 48/2 = 26 clips in May.\nShe sold 48+26 = 74 clips.\n#### 74"
+
+
+def test_batch_matches_score_and_keeps_order():
+    v = MathVerifier()
+    items = [{"problem_id": f"p{i}", "index": i, "question": Q, "solution": GOOD if i % 2 else BAD, "gold": "72"}
+             for i in range(12)]
+    items.append({"question": Q, "solution": GOOD.split("\n"), "gold": "72", "reference": GOOD})
+    out = v.score_batch(items, workers=2, progress=False)
+    assert [o.problem_id for o in out[:12]] == [f"p{i}" for i in range(12)]
+    assert [o.index for o in out] == list(range(13))
+    assert [o.correct for o in out[:12]] == [bool(i % 2) for i in range(12)]
+    assert out[0] == v.score(Q, BAD, "72", problem_id="p0", index=0)
+    assert out[12].correct and out[12].steps == GOOD.split("\n")
+
+
+def test_bad_rows_become_error_verdicts():
+    out = MathVerifier().score_batch([{"question": Q, "gold": "72"}, "not a mapping", {"question": Q,
+                                      "solution": GOOD, "gold": "72"}], workers=1, progress=False)
+    assert out[0].status == "error" and "solution" in out[0].notes[0]
+    assert out[1].status == "error"
+    assert out[2].status == "ok" and out[2].correct
+
+
+def test_stuck_worker_is_killed_and_replaced(monkeypatch):
+    real = core_mod.MathVerifier.analyze
+
+    def analyze(self, question, solution, gold, reference=None, budget=None):
+        if solution == "STALL":
+            time.sleep(60)  # blocks without using CPU: only the parent's wall-clock backstop can end it
+        return real(self, question, solution, gold, reference, budget)
+
+    monkeypatch.setattr(core_mod.MathVerifier, "analyze", analyze)
+    v = MathVerifier(VerifyConfig(time_budget_s=0.5))
+    items = [{"question": Q, "solution": s, "gold": "72"} for s in (GOOD, "STALL", GOOD, BAD, GOOD)]
+    t0 = time.perf_counter()
+    out = batch_mod.score_batch(v, items, workers=2, progress=False, start_method="fork", wall_limit_s=3.0)
+    assert time.perf_counter() - t0 < 20
+    assert [o.status for o in out] == ["ok", "timeout", "ok", "ok", "ok"]
+    assert [o.correct for o in out] == [True, False, True, False, True]
+    assert "worker killed" in out[1].notes[0]
+
+
+def test_cpu_bound_stall_that_ignores_signals_is_killed(monkeypatch):
+    real = core_mod.MathVerifier.analyze
+
+    def analyze(self, question, solution, gold, reference=None, budget=None):
+        if solution == "SPIN":
+            sum(range(10**13))  # C loop: the in-worker timer signal cannot interrupt it; the parent's CPU watch can
+        return real(self, question, solution, gold, reference, budget)
+
+    monkeypatch.setattr(core_mod.MathVerifier, "analyze", analyze)
+    v = MathVerifier(VerifyConfig(time_budget_s=0.5))
+    items = [{"question": Q, "solution": s, "gold": "72"} for s in (GOOD, "SPIN", BAD)]
+    out = batch_mod.score_batch(v, items, workers=1, progress=False, start_method="fork", wall_limit_s=60)
+    assert [o.status for o in out] == ["ok", "timeout", "ok"]
+    assert "CPU" in out[1].notes[0]
+
+
+def test_slow_worker_start_does_not_time_items_out(monkeypatch):
+    """Workers that take longer to start than the budget (imports on a loaded machine) time nothing out."""
+    monkeypatch.setenv(batch_mod.INIT_DELAY_ENV, "3.0")
+    v = MathVerifier(VerifyConfig(time_budget_s=0.3))
+    items = [{"problem_id": f"p{i}", "question": Q, "solution": GOOD if i % 2 else BAD, "gold": "72"}
+             for i in range(24)]
+    out = batch_mod.score_batch(v, items, workers=2, progress=False, start_method="fork")
+    assert [o.status for o in out] == ["ok"] * 24
+    assert [o.correct for o in out] == [bool(i % 2) for i in range(24)]
+
+
+def test_exec_workers_do_not_rerun_an_unguarded_main(tmp_path):
+    """A script without a __main__ guard, calling score_batch from a thread (as a Prefect task does): the
+    workers are fresh interpreters that import only verifier, so the script's body runs exactly once."""
+    log = tmp_path / "runs.txt"
+    script = tmp_path / "unguarded.py"
+    script.write_text(textwrap.dedent(f"""
+        import threading
+        from verifier import MathVerifier
+        with open({str(log)!r}, "a") as f:
+            f.write("run\\n")
+        items = [{{"question": {Q!r}, "solution": {GOOD!r}, "gold": "72", "index": i}} for i in range(6)]
+        res = []
+        t = threading.Thread(target=lambda: res.extend(MathVerifier().score_batch(items, workers=2, progress=False)))
+        t.start()
+        t.join()
+        print("STATUS", [r.status for r in res], [r.correct for r in res], [r.index for r in res])
+    """))
+    root = Path(__file__).resolve().parents[2]
+    p = subprocess.run([sys.executable, str(script)], cwd=root, capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stderr[-2000:]
+    assert log.read_text().splitlines() == ["run"]
+    assert f"STATUS {['ok'] * 6} {[True] * 6} {list(range(6))}" in p.stdout
+
+
+def test_worker_that_cannot_start_gives_error_verdicts(monkeypatch):
+    monkeypatch.setattr(batch_mod, "MAX_START_FAILURES", 2)
+    monkeypatch.setattr(batch_mod, "_serve", lambda conn, config_json: sys.exit(3))
+    out = batch_mod.score_batch(MathVerifier(), [{"question": Q, "solution": GOOD, "gold": "72"}] * 3,
+                                workers=2, progress=False, start_method="fork")
+    assert [o.status for o in out] == ["error"] * 3
+    assert "exit code 3" in out[0].notes[0]
+
+
+@pytest.mark.parametrize("workers", [1, 3])
+def test_worker_counts(workers):
+    items = [{"question": Q, "solution": GOOD, "gold": "72"}] * 4
+    assert all(o.correct for o in MathVerifier().score_batch(items, workers=workers, progress=False))

