@@ -109,17 +109,19 @@ def pipeline(cfg: Config, until: str | None = None) -> list[Node]:
 def stage_config(cfg: Config, stage: str, strategy: str | None = None) -> dict[str, Any]:
     """The config sections that feed ``stage``'s key (docs/stages.md)."""
     d = cfg.model_dump(mode="json")
-    quant = {"quantization": d["model"]["quantization"]}
+    # How weights are loaded changes every stage that trains or generates.
+    precision = {"quantization": d["model"]["quantization"], "dtype": d["model"]["dtype"]}
     evaluate = {k: v for k, v in d["evaluate"].items() if k != "models"}  # which models: flow-level
     by_stage: dict[str, dict[str, Any]] = {
         "data": {"data": d["data"]},
         "base": {"model": d["model"]},
-        "sft": {"sft": d["sft"], "model": quant},
-        "sample": {"sample": d["sample"]},
+        # SFT prompts are built with the sampling instruction, so the model learns the prompt it samples with.
+        "sft": {"sft": d["sft"], "model": precision, "instruction": d["sample"]["instruction"]},
+        "sample": {"sample": d["sample"], "model": precision},
         "verify": {"verify": d["verify"]},
         "pairs": {"pairs": {**d["pairs"], "strategy": strategy or d["pairs"]["strategy"]}},
-        "dpo": {"dpo": d["dpo"], "model": quant},
-        "evaluate": {"evaluate": evaluate},
+        "dpo": {"dpo": d["dpo"], "model": precision, "instruction": d["sample"]["instruction"]},
+        "evaluate": {"evaluate": evaluate, "model": precision, "vllm": d["sample"]["vllm"]},
         "report": {"evaluate": evaluate},
     }
     if stage not in by_stage:
