@@ -34,10 +34,13 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
+from accelerate.utils import is_peft_model
 from transformers import TrainerCallback
 from trl import DPOConfig as TrlDPOConfig
 from trl import DPOTrainer
+from trl.models.utils import disable_gradient_checkpointing
 from trl.trainer.dpo_trainer import DataCollatorForPreference
+from trl.trainer.utils import use_adapter
 
 from training.models import load_model, load_tokenizer, peft_lora_config, resolve_dtype
 from training.sft import METRICS_FILE, JsonlMetricsCallback, TrainResult, common_args, run_trainer
@@ -206,17 +209,16 @@ class WeightedDPOTrainer(DPOTrainer):
         model_kwargs["use_cache"] = False
         completion_mask = inputs["completion_mask"]
         shift_mask = completion_mask[..., 1:]
+        seq_len = shift_mask.size(1)
         labels = inputs["input_ids"].masked_fill(completion_mask == 0, -100)
         outputs = model(**model_kwargs, labels=labels, fused_lm_head=True)
-        per_token_logps = outputs.log_probs[:, -shift_mask.size(1) :]
+        per_token_logps = outputs.log_probs[:, -seq_len:]
         chosen_logps, rejected_logps = per_token_logps.sum(dim=1).chunk(2, dim=0)
 
         if self.precompute_ref_logps:
             ref_chosen_logps, ref_rejected_logps = inputs["ref_chosen_logps"], inputs["ref_rejected_logps"]
         else:
-            ref_chosen_logps, ref_rejected_logps = self.compute_ref_log_probs(
-                self.ref_model if self.ref_model is not None else model, inputs
-            )
+            ref_chosen_logps, ref_rejected_logps = self._reference_logps(model_kwargs, labels, seq_len)
 
         losses = sigmoid_dpo_losses(
             chosen_logps, rejected_logps, ref_chosen_logps, ref_rejected_logps, self.beta
@@ -225,60 +227,111 @@ class WeightedDPOTrainer(DPOTrainer):
         loss = weighted_mean(losses, weights)
         nll = None
         if self.rpo_alpha:
+            # TRL's "sft" term, -mean of the chosen tokens' log-probs, without boolean indexing (a host sync)
             chosen_mask = shift_mask.chunk(2, dim=0)[0].bool()
-            nll = -per_token_logps.chunk(2, dim=0)[0][chosen_mask].mean()
+            chosen_token_logps = per_token_logps.chunk(2, dim=0)[0]
+            nll = -torch.where(chosen_mask, chosen_token_logps, 0.0).sum() / chosen_mask.sum()
             loss = loss + self.rpo_alpha * nll
 
-        self._log_batch(
-            mode,
-            inputs,
-            losses,
-            weights,
-            chosen_logps,
-            rejected_logps,
-            ref_chosen_logps,
-            ref_rejected_logps,
-            nll,
-        )
+        with torch.no_grad():
+            self._log_batch(
+                mode,
+                inputs,
+                outputs,
+                shift_mask,
+                losses,
+                weights,
+                (chosen_logps, rejected_logps, ref_chosen_logps, ref_rejected_logps),
+                nll,
+            )
         if return_outputs:
             with torch.no_grad():
                 outputs = model(**model_kwargs)
             return loss, outputs
         return loss
 
-    def _log_batch(
-        self,
-        mode,
-        inputs,
-        losses,
-        weights,
-        chosen_logps,
-        rejected_logps,
-        ref_chosen_logps,
-        ref_rejected_logps,
-        nll,
-    ):
+    def _reference_logps(self, model_kwargs, labels, seq_len):
+        """One no-grad forward of the concatenated [chosen; rejected] batch through the reference: TRL 1.16's
+        on-the-fly branch of ``_compute_loss`` (the adapter disabled, or the ``ref`` adapter, for PEFT)."""
+        with (
+            torch.no_grad(),
+            disable_gradient_checkpointing(self.model, self.args.gradient_checkpointing_kwargs),
+        ):
+            if self.ref_model is None and is_peft_model(self.model):
+                unwrapped = self.accelerator.unwrap_model(self.model)
+                with use_adapter(unwrapped, adapter_name="ref" if "ref" in unwrapped.peft_config else None):
+                    ref_outputs = self.model(**model_kwargs, labels=labels, fused_lm_head=True)
+            else:
+                ref = self.ref_model if self.ref_model is not None else self.model
+                ref_outputs = ref(**model_kwargs, labels=labels, fused_lm_head=True)
+        return ref_outputs.log_probs[:, -seq_len:].sum(dim=1).chunk(2, dim=0)
+
+    def _log_batch(self, mode, inputs, outputs, shift_mask, losses, weights, logps, nll):
+        """Every metric TRL 1.16's ``_compute_loss`` logs, plus the unweighted loss, the weight statistics and
+        the NLL, stored as device tensors: no host sync per step (``log`` converts them all at once)."""
         gather = self.accelerator.gather_for_metrics
         m = self._metrics[mode]
-        chosen_rewards = self.beta * (chosen_logps - ref_chosen_logps).detach()
-        rejected_rewards = self.beta * (rejected_logps - ref_rejected_logps).detach()
+        chosen_logps, rejected_logps, ref_chosen_logps, ref_rejected_logps = (x.detach() for x in logps)
+        seq_len = shift_mask.size(1)
+        chosen_mask, rejected_mask = shift_mask.bool().chunk(2, dim=0)
+
+        def token_mean(values, mask):  # Σ over masked tokens / their count, gathered; 0 without tokens (TRL)
+            num = gather(torch.where(mask, values, 0).sum().float()).sum()
+            den = gather(mask.sum()).sum()
+            return torch.where(den > 0, num / den.clamp_min(1), torch.zeros_like(num))
+
+        if outputs.entropy is not None:
+            m["entropy"].append(token_mean(outputs.entropy[:, -seq_len:], shift_mask.bool()))
+        if mode == "train":
+            n_tokens = gather(inputs["attention_mask"].sum()).sum() // self._tp_size
+            self._total_train_tokens = self._total_train_tokens + n_tokens  # a device tensor after one step
+        m["num_tokens"] = [self._total_train_tokens]
+        if outputs.mean_logits is not None:
+            chosen_logits, rejected_logits = outputs.mean_logits[:, -seq_len:].chunk(2, dim=0)
+            m["logits/chosen"].append(token_mean(chosen_logits, chosen_mask))
+            m["logits/rejected"].append(token_mean(rejected_logits, rejected_mask))
+        if outputs.is_top1 is not None:
+            m["mean_token_accuracy"].append(
+                token_mean(outputs.is_top1[:, -seq_len:].chunk(2)[0], chosen_mask)
+            )
+        chosen_rewards = self.beta * (chosen_logps - ref_chosen_logps)
+        rejected_rewards = self.beta * (rejected_logps - ref_rejected_logps)
         margins = gather(chosen_rewards - rejected_rewards)
         w = gather(weights.detach().float())
-        m["rewards/chosen"].append(gather(chosen_rewards).mean().item())
-        m["rewards/rejected"].append(gather(rejected_rewards).mean().item())
-        m["rewards/margins"].append(margins.mean().item())
-        m["rewards/accuracies"].append((margins > 0).float().mean().item())
-        m["logps/chosen"].append(gather(chosen_logps.detach()).mean().item())
-        m["logps/rejected"].append(gather(rejected_logps.detach()).mean().item())
-        m["loss/unweighted"].append(gather(losses.detach()).mean().item())
-        m["weight/mean"].append(w.mean().item())
-        m["weight/min"].append(w.min().item())
-        m["weight/max"].append(w.max().item())
+        m["rewards/chosen"].append(gather(chosen_rewards).mean())
+        m["rewards/rejected"].append(gather(rejected_rewards).mean())
+        m["rewards/accuracies"].append((margins > 0).float().mean())
+        m["rewards/margins"].append(margins.mean())
+        m["logps/chosen"].append(gather(chosen_logps).mean())
+        m["logps/rejected"].append(gather(rejected_logps).mean())
+        m["loss/unweighted"].append(gather(losses.detach()).mean())
+        m["weight/mean"].append(w.mean())
+        m["weight/min"].append(w.min())
+        m["weight/max"].append(w.max())
         if nll is not None:
-            m["nll"].append(gather(nll.detach()).mean().item())
-        if mode == "train":
-            self._total_train_tokens += gather(inputs["attention_mask"].sum()).sum().item()
-        m["num_tokens"] = [self._total_train_tokens]
+            m["nll"].append(gather(nll.detach()).mean())
+
+    def metrics_to_host(self) -> dict[str, dict[str, list[float]]]:
+        """Turn the stored metric tensors into Python numbers, one transfer per dtype; returns ``_metrics``."""
+        pending = [
+            (values, i, v)
+            for metrics in self._metrics.values()
+            for values in metrics.values()
+            for i, v in enumerate(values)
+            if isinstance(v, torch.Tensor)
+        ]
+        for is_float in (True, False):
+            group = [(values, i, v) for values, i, v in pending if v.is_floating_point() == is_float]
+            if group:
+                stacked = torch.stack([v.reshape(()) for _, _, v in group])
+                host = stacked.float().tolist() if is_float else stacked.long().tolist()
+                for (values, i, _), x in zip(group, host, strict=True):
+                    values[i] = x
+        return self._metrics
+
+    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+        self.metrics_to_host()
+        super().log(logs, start_time)
 
 
 def dpo_args(

@@ -167,7 +167,7 @@ def test_unit_weights_equal_trl_sigmoid_loss_and_grads(tiny_model_dir, tmp_path,
     for name in g_ref:
         torch.testing.assert_close(g_ours[name], g_ref[name], atol=1e-5, rtol=1e-5, msg=name)
     assert ref._metrics["train"]["rewards/margins"][0] == pytest.approx(
-        ours._metrics["train"]["rewards/margins"][0], abs=1e-5
+        ours.metrics_to_host()["train"]["rewards/margins"][0], abs=1e-5
     )
 
 
@@ -191,8 +191,96 @@ def test_doubling_one_weight_scales_its_gradient(tiny_model_dir, tmp_path):
     for name, g in grads.items():
         want = sum(wi * gi[name] for wi, (_, gi) in zip(w, singles, strict=False)) / total
         torch.testing.assert_close(g, want, atol=1e-5, rtol=1e-4, msg=name)
-    logged = trainer._metrics["train"]
+    logged = trainer.metrics_to_host()["train"]
     assert logged["weight/mean"][0] == pytest.approx(1.25) and logged["weight/max"][0] == 2.0
+
+
+HOST_SYNCS = ("item", "tolist", "__bool__", "__float__", "__int__")
+
+
+def train_counting(trainer, monkeypatch, steps=2):
+    """Train ``steps`` steps; per step, count the backbone forwards by kind (policy: with grad and the adapter
+    on; reference: no grad, adapter off) and the tensor-to-host conversions made by ``compute_loss`` outside
+    the model's forward (each is a device sync on a GPU)."""
+    peft_model = trainer.model
+    lora = next(m for m in peft_model.modules() if hasattr(m, "lora_A") and hasattr(m, "disable_adapters"))
+    state = {"loss": False, "model": 0}
+    forwards, syncs = [], []
+
+    def on_backbone(module, args, kwargs):
+        grad, off = torch.is_grad_enabled(), lora.disable_adapters
+        kind = "policy" if grad and not off else "reference" if not grad and off else f"grad={grad},off={off}"
+        forwards[-1][kind] = forwards[-1].get(kind, 0) + 1
+
+    def enter(module, args, kwargs):
+        state["model"] += 1
+
+    def leave(module, args, kwargs, output):
+        state["model"] -= 1
+
+    for name in HOST_SYNCS:
+        original = getattr(torch.Tensor, name)
+
+        def counted(self, *a, _original=original, **kw):
+            if state["loss"] and not state["model"]:
+                syncs[-1] += 1
+            return _original(self, *a, **kw)
+
+        monkeypatch.setattr(torch.Tensor, name, counted)
+    compute_loss = trainer.compute_loss
+
+    def compute_loss_counted(*a, **kw):
+        forwards.append({})
+        syncs.append(0)
+        state["loss"] = True
+        try:
+            return compute_loss(*a, **kw)
+        finally:
+            state["loss"] = False
+
+    monkeypatch.setattr(trainer, "compute_loss", compute_loss_counted)
+    hooks = [
+        peft_model.get_base_model().model.register_forward_pre_hook(on_backbone, with_kwargs=True),
+        peft_model.register_forward_pre_hook(enter, with_kwargs=True),
+        peft_model.register_forward_hook(leave, with_kwargs=True),
+    ]
+    try:
+        trainer.train()
+    finally:
+        for h in hooks:
+            h.remove()
+        monkeypatch.undo()
+    assert len(forwards) == steps
+    return forwards, syncs, [r for r in trainer.state.log_history if "loss" in r]
+
+
+@pytest.mark.parametrize("precompute", [False, True])
+def test_same_forwards_and_metrics_as_trl_without_host_syncs(
+    tiny_model_dir, tmp_path, precompute, monkeypatch
+):
+    kw = dict(
+        precompute_ref_log_probs=precompute, per_device_train_batch_size=2, max_steps=2, save_strategy="no"
+    )
+    trl = make_trainer(DPOTrainer, tiny_model_dir, tmp_path / "trl", rows(), TrlDPOConfig, **kw)
+    ours = make_trainer(
+        WeightedDPOTrainer, tiny_model_dir, tmp_path / "ours", rows(), WeightedDPOConfig, **kw
+    )
+    trl_fwd, trl_syncs, trl_logs = train_counting(trl, monkeypatch)
+    our_fwd, our_syncs, our_logs = train_counting(ours, monkeypatch)
+    # one policy pass of the concatenated [chosen; rejected] batch, plus one reference pass unless precomputed
+    want = {"policy": 1} if precompute else {"policy": 1, "reference": 1}
+    assert trl_fwd == [want, want] and our_fwd == trl_fwd
+    # TRL converts its metrics every step (the counter works); ours stay on the device until `log`
+    assert min(trl_syncs) >= 10 and our_syncs == [0, 0]
+    # same logged metrics as TRL (plus ours), with equal values for unit weights
+    assert len(our_logs) == len(trl_logs) == 2
+    for trl_row, our_row in zip(trl_logs, our_logs, strict=True):
+        assert trl_row.keys() <= our_row.keys()
+        assert {"loss/unweighted", "weight/mean", "weight/min", "weight/max"} <= our_row.keys()
+        for key, value in trl_row.items():
+            assert isinstance(our_row[key], (int, float)), key
+            assert our_row[key] == pytest.approx(value, rel=1e-4, abs=1e-5), key
+    assert {"entropy", "logits/chosen", "mean_token_accuracy", "num_tokens"} <= trl_logs[0].keys()
 
 
 def test_trainer_requires_weight_column_and_sigmoid(tiny_model_dir, tmp_path):
