@@ -6,6 +6,12 @@ subprocess, so the CPU peak (``resource.getrusage`` max RSS) belongs to that con
 GPU the peak is ``torch.cuda.max_memory_allocated``. The step time is the median over the timed steps
 (after warm-up); with ``--repeats`` the best median of the repeats is kept (the runs of one row are
 interleaved TRL/weighted, so machine load hits both alike). Target: weighted/TRL <= 1.05.
+``cpu_ratio`` is the same ratio of process CPU seconds per step (best of the repeats), which a loaded,
+shared CPU disturbs less than wall time.
+
+Like with like: both trainers log every step; ``fwd_per_step`` is policy+reference backbone passes per
+step (TRL/weighted, counted by a forward hook), ``logs`` the logged rows and ``logs_trl_metrics`` whether
+the weighted trainer logs every metric TRL logs.
 
     python benchmarks/dpo_step.py                      # tiny + small models, CPU
     python benchmarks/dpo_step.py --models small --steps 12 --repeats 3
@@ -61,6 +67,7 @@ def one(a) -> dict:
     import torch
     from datasets import Dataset
     from peft import LoraConfig
+    from transformers import TrainerCallback
     from trl import DPOConfig, DPOTrainer
 
     from training.dpo import WeightedDPOConfig, WeightedDPOTrainer
@@ -92,6 +99,15 @@ def one(a) -> dict:
         (WeightedDPOTrainer, WeightedDPOConfig) if a.trainer == "weighted" else (DPOTrainer, DPOConfig)
     )
     timer = StepTimer()
+    cpu_times: list[float] = []  # process CPU seconds per step: less sensitive than wall time to other load
+
+    class CpuTimer(TrainerCallback):
+        def on_step_begin(self, args, state, control, **kw):
+            self.t = time.process_time()
+
+        def on_step_end(self, args, state, control, **kw):
+            cpu_times.append(time.process_time() - self.t)
+
     if device == "cuda":
         torch.cuda.reset_peak_memory_stats()
     t0 = time.perf_counter()
@@ -100,22 +116,34 @@ def one(a) -> dict:
         args=args_cls(**args),
         train_dataset=Dataset.from_list(rows),
         processing_class=build_tokenizer(),
-        callbacks=[timer.callback],
+        callbacks=[timer.callback, CpuTimer()],
         peft_config=LoraConfig(
             r=16, lora_alpha=32, lora_dropout=0.0, target_modules="all-linear", task_type="CAUSAL_LM"
         ),
     )
     setup_s = time.perf_counter() - t0
+    forwards = {"policy": 0, "reference": 0}  # backbone passes with / without grad (like-with-like check)
+
+    def count(module, args, kwargs):
+        forwards["policy" if torch.is_grad_enabled() else "reference"] += 1
+
+    trainer.model.get_base_model().model.register_forward_pre_hook(count, with_kwargs=True)
     trainer.train()
     timed = timer.times[a.warmup :]
+    logged = [r for r in trainer.state.log_history if "loss" in r]
     return {
         "model": a.model,
         "trainer": a.trainer,
         "precompute": a.precompute,
         "device": device,
         "s_per_step": statistics.median(timed),
+        "cpu_s_per_step": statistics.median(cpu_times[a.warmup :]),
         "setup_s": setup_s,
         "peak_mem_gib": peak_memory_gib(device),
+        "policy_fwd_per_step": forwards["policy"] / len(timer.times),
+        "ref_fwd_per_step": forwards["reference"] / len(timer.times),
+        "logged_steps": len(logged),
+        "metrics": sorted(set().union(*(r.keys() for r in logged))),
     }
 
 
@@ -194,15 +222,27 @@ def main(argv: list[str] | None = None) -> int:
                     "trl_s_per_step": round(best["trl"]["s_per_step"], 4),
                     "weighted_s_per_step": round(best["weighted"]["s_per_step"], 4),
                     "ratio": round(best["weighted"]["s_per_step"] / best["trl"]["s_per_step"], 3),
+                    "cpu_ratio": round(
+                        min(r["cpu_s_per_step"] for r in runs["weighted"])
+                        / min(r["cpu_s_per_step"] for r in runs["trl"]),
+                        3,
+                    ),
                     "trl_peak_gib": round(best["trl"]["peak_mem_gib"], 3),
                     "weighted_peak_gib": round(best["weighted"]["peak_mem_gib"], 3),
+                    # like with like: forwards per step (policy+reference) and logged rows, trl/weighted
+                    "fwd_per_step": "/".join(
+                        f"{best[t]['policy_fwd_per_step']:g}+{best[t]['ref_fwd_per_step']:g}" for t in best
+                    ),
+                    "logs": "/".join(str(best[t]["logged_steps"]) for t in best),
+                    "logs_trl_metrics": set(best["trl"]["metrics"]) <= set(best["weighted"]["metrics"]),
                 }
                 table.append(row)
                 print(json.dumps(row), flush=True)
     mem = "torch.cuda.max_memory_allocated" if device == "cuda" else "max RSS of the run's process"
     print(
         f"\ndevice: {device} | seq {a.seq} | {a.batch} pairs/step | {a.steps} timed steps after {a.warmup} "
-        f"warm-up | best of {a.repeats} | peak = {mem} | LoRA r=16 all-linear | weights ~ U{{0.7, 1, 1.6}}"
+        f"warm-up | best of {a.repeats} | peak = {mem} | LoRA r=16 all-linear | weights ~ U{{0.7, 1, 1.6}} | "
+        f"load average at the end {' '.join(f'{x:.2f}' for x in os.getloadavg())}"
     )
     cols = list(table[0])
     widths = [max(len(c), *(len(str(r[c])) for r in table)) for c in cols]

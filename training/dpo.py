@@ -19,9 +19,14 @@ with gradient accumulation the micro-batch losses are averaged as in TRL. Strate
 
 What the subclass changes in TRL 1.16 and nothing else: the ``weight`` column survives column
 pruning (``_set_signature_columns_if_needed``), the collator stacks it into a ``weight`` tensor, the
-reference pass ignores it (``compute_ref_log_probs``), and ``_compute_loss`` reduces the per-pair loss
-with the weights and logs weight statistics. Tokenisation, the chat template, the fused LM head,
-precomputed reference log-probs and the reference-by-disabled-adapter logic are TRL's own.
+precomputing reference pass ignores it (``compute_ref_log_probs``), and ``_compute_loss`` reduces the
+per-pair loss with the weights. A step does what TRL's does: one policy forward of the concatenated
+[chosen; rejected] batch and, unless precomputed, one no-grad reference forward (TRL's own on-the-fly
+branch), and it logs every metric TRL logs (entropy, logits, token accuracy, rewards, log-probs,
+num_tokens) plus ``loss/unweighted``, ``weight/{mean,min,max}`` and ``nll``. Unlike TRL, the metrics are
+kept as device tensors and converted to numbers once per ``log`` (``metrics_to_host``), so a step makes
+no host sync of its own. Tokenisation, the chat template, the fused LM head, precomputed reference
+log-probs and the reference-by-disabled-adapter logic are TRL's own.
 """
 
 from __future__ import annotations
