@@ -48,6 +48,7 @@ from typing import Any
 import numpy as np
 
 from tasks.records import DIMENSIONS, Pair, Problem, iter_jsonl
+from tasks.report import format_p
 from tasks.stats import bootstrap_mean, mcnemar
 from verifier.answers import parse_number
 from verifier.verdict import Verdict
@@ -398,15 +399,9 @@ def _pp(x: float | None) -> str:
     return DASH if x is None else f"{100 * x:+.1f} pp"
 
 
-def _p(p: float | None) -> str:
-    if p is None:
-        return DASH
-    return "<0.001" if p < 0.001 else f"{p:.3f}"
-
-
 def _describe(c: Mapping[str, Any], level: float) -> str:
     ci = f"[{_pp(c['diff_low'])}, {_pp(c['diff_high'])}]"
-    return (f"Δ = {_pp(c['diff'])} ({round(100 * level)}% CI over problems {ci}; McNemar p = {_p(c['p_value'])}; "
+    return (f"Δ = {_pp(c['diff'])} ({round(100 * level)}% CI over problems {ci}; McNemar p = {format_p(c['p_value'])}; "
             f"better in {c['wins']}/{len(c['seeds'])} seeds) → {c['reading']}")
 
 
@@ -516,7 +511,7 @@ def render_markdown(report: Mapping[str, Any], command: str | None = None, title
     for c in report["comparisons"]:
         lines.append(f"| {c['arm']} | {c['vs']} | {100 * c['diff']:+.1f} | {_ci(c['diff_low'], c['diff_high'], True)} "
                      f"| {_ci(c['seed_low'], c['seed_high'], True)} | {c['wins']}/{len(c['seeds'])} | "
-                     f"{c['b']} / {c['c']} | {_p(c['p_value'])} | {', '.join(_p(p) for p in c['p_per_seed'])} "
+                     f"{c['b']} / {c['c']} | {format_p(c['p_value'])} | {', '.join(format_p(p) for p in c['p_per_seed'])} "
                      f"| {c['reading']} |")
 
     arms = [r["arm"] for r in report["arms"]]

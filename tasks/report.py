@@ -105,7 +105,8 @@ def _signed(x: float | None) -> str:
     return DASH if x is None else f"{100 * x:+.1f}"
 
 
-def _p(p: float | None) -> str:
+def format_p(p: float | None) -> str:
+    """A p-value for a table: 3 decimals, ``<0.001`` below that, a dash when missing."""
     if p is None:
         return DASH
     return "<0.001" if p < 0.001 else f"{p:.3f}"
@@ -133,7 +134,7 @@ def render_markdown(report: Mapping[str, Any]) -> str:
         else:
             d = _signed(r["diff"]) + (f" (n={r['n_paired']})" if r["n_paired"] != r["n"] else "")
             dci = f"[{_signed(r['diff_low'])}, {_signed(r['diff_high'])}]"
-            p = _p(r["p_value"])
+            p = format_p(r["p_value"])
         lines.append(f"| {r['model']} | {r['dataset']} | {_pct(r['accuracy'])} | {ci} | {r['n']} | {d} | {dci} | {p} |")
     lines += ["", "## Accuracy (%) by model", ""]
     lines.append("| model | " + " | ".join(report["datasets"]) + " |")
