@@ -6,6 +6,10 @@
 
 Override values are parsed as YAML (``true``, ``0.2``, ``[a, b]``, ``null``). Any error — missing
 file, bad YAML, unknown key, wrong type — raises :class:`ConfigError` naming the file and the key.
+
+A profile may start from another one: ``extends: tiny.yaml`` (a path relative to the profile) loads
+that file first and deep-merges this one over it: mappings merge key by key, anything else (lists,
+scalars) replaces. Chains are allowed; cycles are an error.
 """
 
 from __future__ import annotations
@@ -88,17 +92,44 @@ def config_from_dict(data: Mapping[str, Any], source: str = "<dict>") -> Config:
         raise ConfigError(_format_validation(e, source)) from None
 
 
-def load_config(path: str | Path, overrides: Iterable[str] = ()) -> Config:
-    """Read ``path`` (YAML), apply overrides, validate. Raises :class:`ConfigError`."""
+def deep_merge(base: Mapping[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
+    """``over`` merged onto ``base``: mappings merge recursively, other values replace."""
+    out = copy.deepcopy(dict(base))
+    for key, value in over.items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
+            out[key] = deep_merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def read_profile(path: str | Path, _chain: tuple[Path, ...] = ()) -> dict[str, Any]:
+    """The raw mapping of a profile with its ``extends`` chain resolved (not validated)."""
     path = Path(path)
     if not path.is_file():
-        raise ConfigError(f"config file not found: {path}")
+        where = f" (extended by {_chain[-1]})" if _chain else ""
+        raise ConfigError(f"config file not found: {path}{where}")
+    if path.resolve() in _chain:
+        cycle = " -> ".join(str(p) for p in (*_chain, path.resolve()))
+        raise ConfigError(f"{path}: 'extends' cycle: {cycle}")
     try:
         raw = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as e:
         raise ConfigError(f"{path}: not valid YAML: {e}") from None
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: top level must be a mapping, got {type(raw).__name__}")
+    parent = raw.pop("extends", None)
+    if parent is None:
+        return raw
+    if not isinstance(parent, str) or not parent.strip():
+        raise ConfigError(f"{path}: extends: expected a profile path, got {parent!r}")
+    return deep_merge(read_profile(path.parent / parent, (*_chain, path.resolve())), raw)
+
+
+def load_config(path: str | Path, overrides: Iterable[str] = ()) -> Config:
+    """Read ``path`` (YAML, following ``extends``), apply overrides, validate. Raises :class:`ConfigError`."""
+    path = Path(path)
+    raw = read_profile(path)
     overrides = list(overrides)
     data = apply_overrides(raw, overrides)
     source = str(path) + (f" with overrides {overrides}" if overrides else "")

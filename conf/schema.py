@@ -113,6 +113,10 @@ class TinyModelConfig(Section):
     warmup_steps: int = 50
     max_steps: int = Field(1200, ge=1, description="Pretraining budget in optimizer steps (not wall time).")
     seed: int = 0
+    loss_on: Literal["all", "assistant"] = Field(
+        "all", description="Pretraining loss on every token, or only on assistant turns (the worked "
+        "solutions; questions are still read). 'assistant' spends the whole gradient on solving."
+    )
     threads: int | None = Field(
         None, ge=1, description="torch threads while pretraining; None = torch's default. 1 is much faster "
         "than 2 on an oversubscribed CPU (spinning OpenMP threads)."

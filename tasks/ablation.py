@@ -479,8 +479,9 @@ def _corr(x: float | None) -> str:
 
 
 def render_markdown(report: Mapping[str, Any], command: str | None = None, title: str = "Ablation report",
-                    image: str | None = "ablation.png") -> str:
-    """``ablation.json`` as Markdown (the tables and the computed reading); ``image``: the plot's link."""
+                    image: str | None = "ablation.png", notes: str | None = None) -> str:
+    """``ablation.json`` as Markdown (the tables and the computed reading); ``image``: the plot's link;
+    ``notes``: Markdown written by a person after reading the results, placed after the computed reading."""
     level = round(100 * report["level"])
     lines = [f"# {title}", ""]
     if command:
@@ -488,6 +489,8 @@ def render_markdown(report: Mapping[str, Any], command: str | None = None, title
     lines += ["## Reading", "", *(f"- {x}" for x in report["reading"]["sentences"]), ""]
     if report["reading"]["diagnostics"]:
         lines += ["Diagnostics:", ""] + [f"- {d}" for d in report["reading"]["diagnostics"]] + [""]
+    if notes and notes.strip():
+        lines += [notes.strip(), ""]
 
     lines += ["## Accuracy per arm", "",
               f"Accuracy in %: mean over seeds; {level}% CI over seeds (Student t) and over problems "
@@ -705,16 +708,22 @@ def score_sft_outputs(cfg, problems: Mapping[str, Problem], records: Sequence[Ma
 
 def publish(report_dir: str | Path, dest: str | Path, command: str | None = None) -> Path:
     """Write ``dest`` (e.g. ``docs/results/tiny.md``) from ``report_dir/ablation.json``, with ``command`` as
-    the line that regenerates it, and copy the plot beside it as ``<stem>.png``."""
+    the line that regenerates it, and copy the plot beside it as ``<stem>.png``.
+
+    A hand-written analysis kept beside it as ``<stem>.notes.md`` (e.g. ``docs/results/tiny.notes.md``)
+    is included after the computed reading, so regenerating the report keeps it."""
     import shutil
 
     report_dir, dest = Path(report_dir), Path(dest)
+    notes_file = dest.with_name(dest.stem + ".notes.md")
+    notes = notes_file.read_text(encoding="utf-8") if notes_file.is_file() else None
     report = json.loads((report_dir / "ablation.json").read_text())
     dest.parent.mkdir(parents=True, exist_ok=True)
     image = dest.with_suffix(".png")
     shutil.copyfile(report_dir / "ablation.png", image)
     title = f"Ablation: {report.get('profile') or ''} on {report.get('dataset') or ''}"
-    dest.write_text(render_markdown(report, command or report.get("command"), title, image.name), encoding="utf-8")
+    dest.write_text(render_markdown(report, command or report.get("command"), title, image.name, notes),
+                    encoding="utf-8")
     return dest
 
 

@@ -20,7 +20,7 @@ from conf.schema import Config
 from tasks.data import PRETRAIN_FILE
 from training.modelref import write_model_ref
 
-VERSION = "1"
+VERSION = "2"
 
 
 def run_base(cfg: Config, data_dir: Path | None, out: Path) -> dict[str, Any]:

@@ -99,17 +99,58 @@ def build_model(tokenizer, cfg: TinyModelConfig):
     return model
 
 
-def pack_blocks(tokenizer, documents: Sequence[str], block_size: int):
-    """Tokenise documents, concatenate them and cut into ``[n_blocks, block_size]`` (tail dropped)."""
+ASSISTANT_HEADER = f"{IM_START}assistant\n"
+
+
+def pack_blocks(tokenizer, documents: Sequence[str], block_size: int, assistant_only: bool = False):
+    """Tokenise documents, concatenate them and cut into ``[n_blocks, block_size]`` (tail dropped).
+
+    With ``assistant_only`` it returns ``(ids, labels)``: labels are -100 outside assistant turns (the
+    text of a turn after ``<|im_start|>assistant\n``, its ``<|im_end|>`` included), so the loss is on
+    the solutions only. A document without an assistant turn is all masked, and so is the part of a
+    document cut off at the start of a block: its solution would be learnt without its question.
+    """
     import torch
 
     ids: list[int] = []
-    for enc in tokenizer(list(documents), add_special_tokens=False)["input_ids"]:
-        ids.extend(enc)
+    labels: list[int] = []
+    if not assistant_only:
+        for enc in tokenizer(list(documents), add_special_tokens=False)["input_ids"]:
+            ids.extend(enc)
+    else:
+        pieces: list[tuple[str, bool]] = []
+        first_piece: set[int] = set()
+        for doc in documents:
+            parts = doc.split(ASSISTANT_HEADER)
+            first_piece.add(len(pieces))
+            pieces.append((parts[0] + (ASSISTANT_HEADER if len(parts) > 1 else ""), False))
+            for j, part in enumerate(parts[1:], start=1):
+                reply, sep, rest = part.partition(IM_END)
+                pieces.append((reply + sep, True))
+                tail = rest + (ASSISTANT_HEADER if j < len(parts) - 1 else "")
+                if tail:
+                    pieces.append((tail, False))
+        encs = tokenizer([t for t, _ in pieces], add_special_tokens=False)["input_ids"]
+        doc_starts: list[int] = []
+        for i, (enc, (_, train)) in enumerate(zip(encs, pieces, strict=True)):
+            if i in first_piece:
+                doc_starts.append(len(ids))
+            ids.extend(enc)
+            labels.extend(enc if train else [-100] * len(enc))
+        # mask each block's head up to its first document start (a document cut in two)
+        doc_starts.append(len(ids))
+        d = 0
+        for b0 in range(0, len(ids) - block_size + 1, block_size):
+            while doc_starts[d] < b0:
+                d += 1
+            labels[b0: min(doc_starts[d], b0 + block_size)] = [-100] * (min(doc_starts[d], b0 + block_size) - b0)
     n = len(ids) // block_size
     if n == 0:
         raise ValueError(f"corpus has {len(ids)} tokens, fewer than one block of {block_size}")
-    return torch.tensor(ids[: n * block_size], dtype=torch.long).view(n, block_size)
+    blocks = torch.tensor(ids[: n * block_size], dtype=torch.long).view(n, block_size)
+    if not assistant_only:
+        return blocks
+    return blocks, torch.tensor(labels[: n * block_size], dtype=torch.long).view(n, block_size)
 
 
 def lr_at(step: int, cfg: TinyModelConfig, min_ratio: float = 0.1) -> float:
@@ -123,8 +164,10 @@ def lr_at(step: int, cfg: TinyModelConfig, min_ratio: float = 0.1) -> float:
 
 def pretrain(model, blocks, cfg: TinyModelConfig, log: Callable[[dict[str, Any]], None] | None = None,
              log_every: int | None = None, checkpoint: str | Path | None = None,
-             save_every: int = 100) -> dict[str, Any]:
-    """Train ``model`` on packed ``blocks`` for ``cfg.max_steps`` steps (all tokens in the loss).
+             save_every: int = 100, labels=None) -> dict[str, Any]:
+    """Train ``model`` on packed ``blocks`` for ``cfg.max_steps`` steps.
+
+    ``labels`` (same shape as ``blocks``, -100 = no loss) selects the tokens in the loss; by default all.
 
     With ``checkpoint``, the model, optimizer and data order are saved there every ``save_every`` steps,
     and a run that finds the file resumes from it (the result equals an uninterrupted run's).
@@ -148,11 +191,12 @@ def pretrain(model, blocks, cfg: TinyModelConfig, log: Callable[[dict[str, Any]]
     for step in range(start, cfg.max_steps):
         if pos + cfg.batch_size > len(order):
             order, pos = torch.randperm(len(blocks), generator=gen), 0
-        batch = blocks[order[pos: pos + cfg.batch_size]]
+        idx = order[pos: pos + cfg.batch_size]
+        batch = blocks[idx]
         pos += cfg.batch_size
         for g in opt.param_groups:
             g["lr"] = lr_at(step, cfg)
-        loss = model(input_ids=batch, labels=batch).loss
+        loss = model(input_ids=batch, labels=batch if labels is None else labels[idx]).loss
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -189,7 +233,8 @@ def build_tiny_model(documents: Sequence[str], cfg: TinyModelConfig, out: str | 
     torch.manual_seed(cfg.seed)
     t0 = time.time()
     tok = train_tokenizer(documents, cfg.vocab_size)
-    blocks = pack_blocks(tok, documents, cfg.block_size)
+    packed = pack_blocks(tok, documents, cfg.block_size, assistant_only=cfg.loss_on == "assistant")
+    blocks, labels = packed if isinstance(packed, tuple) else (packed, None)
     model = build_model(tok, cfg)
     n_params = sum(p.numel() for p in model.parameters())
     if log:
@@ -198,7 +243,7 @@ def build_tiny_model(documents: Sequence[str], cfg: TinyModelConfig, out: str | 
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     try:
-        metrics = pretrain(model, blocks, cfg, log=log, checkpoint=checkpoint)
+        metrics = pretrain(model, blocks, cfg, log=log, checkpoint=checkpoint, labels=labels)
     finally:
         torch.set_num_threads(threads)
     out = Path(out)

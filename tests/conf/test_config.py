@@ -128,3 +128,23 @@ def test_hash_is_stable_and_sensitive() -> None:
 
 def test_stage_names() -> None:
     assert STAGES[0] == "data" and "dpo" in STAGES
+
+
+def test_extends_deep_merges_and_detects_cycles(tmp_path: Path) -> None:
+    base = tmp_path / "base.yaml"
+    base.write_text((ROOT / "conf/tiny.yaml").read_text())
+    child = tmp_path / "sub" / "child.yaml"
+    child.parent.mkdir()
+    child.write_text("extends: ../base.yaml\nname: child\ndpo: {beta: 0.3}\norchestration: {strategies: [uniform]}\n")
+    cfg = load_config(child, ["dpo.max_steps=7"])
+    tiny = load_config(ROOT / "conf/tiny.yaml")
+    assert cfg.name == "child" and cfg.dpo.beta == 0.3 and cfg.dpo.max_steps == 7
+    assert cfg.dpo.learning_rate == tiny.dpo.learning_rate  # merged, not replaced
+    assert cfg.model.tiny == tiny.model.tiny
+    assert cfg.orchestration.strategies == ["uniform"]  # lists replace
+    base.write_text("extends: sub/child.yaml\n")
+    with pytest.raises(ConfigError, match="cycle"):
+        load_config(child)
+    child.write_text("extends: ../missing.yaml\n")
+    with pytest.raises(ConfigError, match="missing.yaml.*extended by"):
+        load_config(child)

@@ -101,3 +101,7 @@ def test_ablation_flow_end_to_end(tmp_path):
     dest = publish(again["report_dir"], tmp_path / "docs" / "tiny.md", "make ablation")
     assert "make ablation" in dest.read_text() and (tmp_path / "docs" / "tiny.png").is_file()
     assert "![ablation plot](tiny.png)" in dest.read_text()
+    # a hand-written analysis beside it survives regeneration, after the computed reading
+    (tmp_path / "docs" / "tiny.notes.md").write_text("## Analysis\n\nWritten by hand.\n")
+    text = publish(again["report_dir"], dest, "make ablation").read_text()
+    assert text.index("## Reading") < text.index("Written by hand.") < text.index("## Accuracy per arm")

@@ -72,6 +72,29 @@ def test_pack_blocks_and_documents(docs):
         pack_blocks(tok, ["hi"], 64)
 
 
+def test_assistant_only_labels_mask_the_questions(docs):
+    tok = train_tokenizer(docs, 400)
+    blocks, labels = pack_blocks(tok, docs, 256, assistant_only=True)
+    assert torch.equal(blocks, pack_blocks(tok, docs, 256))  # same tokens, only the labels differ
+    flat_ids, flat_labels = blocks.flatten().tolist(), labels.flatten().tolist()
+    trained = tok.decode([i for i, lab in zip(flat_ids, flat_labels, strict=True) if lab != -100])
+    masked = tok.decode([i for i, lab in zip(flat_ids, flat_labels, strict=True) if lab == -100])
+    assert all(lab in (-100, i) for i, lab in zip(flat_ids, flat_labels, strict=True))
+    assert "####" in trained and IM_END in trained  # the solutions and their end-of-turn are learnt
+    assert "<|im_start|>" not in trained and "Please reason" not in trained  # the questions are not
+    assert "Please reason" in masked
+    # a block that starts inside a document learns nothing before its first document start
+    start = tok.convert_tokens_to_ids("<|im_start|>")
+    for row_ids, row_labels in zip(blocks.tolist(), labels.tolist(), strict=True):
+        head = row_ids.index(start) if start in row_ids else len(row_ids)
+        assert all(lab == -100 for lab in row_labels[:head])
+    assert any(row[0] != start for row in blocks.tolist())  # the corpus does cut documents
+    # a document without an assistant turn is all masked
+    _, lab = pack_blocks(tok, ["<|im_start|>user\nonly a question here, no reply at all<|im_end|>\n"] * 8, 16,
+                         assistant_only=True)
+    assert (lab == -100).all()
+
+
 def test_lr_schedule():
     assert lr_at(0, SMALL) == pytest.approx(SMALL.lr / 5)
     assert lr_at(4, SMALL) == pytest.approx(SMALL.lr)
