@@ -11,7 +11,7 @@ VLLM_REQ := requirements/$(if $(HAS_CUDA),vllm-cuda,vllm-cpu).txt
 export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: setup demo test test-fast lint serve stop-serve clean-artifacts
+.PHONY: setup demo ablation test test-fast lint serve stop-serve clean-artifacts
 
 setup: $(VENV)/.stamp $(VLLM_VENV)/.stamp
 
@@ -33,6 +33,10 @@ $(VLLM_VENV)/.stamp: $(VLLM_REQ)
 
 demo: setup
 	$(VENV)/bin/hnsdpo run -c $(PROFILE)
+
+# The tiny-scale reproduction of the paper's comparison; rewrites docs/results/tiny.md (+ .png).
+ablation: setup
+	$(PY) -m flows.ablation -c conf/ablation-tiny.yaml --publish docs/results/tiny.md
 
 test: setup
 	bash scripts/run-tests.sh
