@@ -20,6 +20,7 @@ and loads like any hub model: ``AutoModelForCausalLM.from_pretrained(path)``.
 
 from __future__ import annotations
 
+import bisect
 import math
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -103,53 +104,50 @@ ASSISTANT_HEADER = f"{IM_START}assistant\n"
 
 
 def pack_blocks(tokenizer, documents: Sequence[str], block_size: int, assistant_only: bool = False):
-    """Tokenise documents, concatenate them and cut into ``[n_blocks, block_size]`` (tail dropped).
+    """Tokenise documents, concatenate them and cut into ``(ids, labels)``, each ``[n_blocks, block_size]``
+    (tail dropped).
 
-    With ``assistant_only`` it returns ``(ids, labels)``: labels are -100 outside assistant turns (the
-    text of a turn after ``<|im_start|>assistant\n``, its ``<|im_end|>`` included), so the loss is on
-    the solutions only. A document without an assistant turn is all masked, and so is the part of a
-    document cut off at the start of a block: its solution would be learnt without its question.
+    ``labels`` is ``ids`` itself (every token in the loss) unless ``assistant_only``: then it is -100
+    outside assistant turns (the text of a turn after ``<|im_start|>assistant\n``, its ``<|im_end|>``
+    included), so the loss is on the solutions only. A document without an assistant turn is all masked,
+    and so is the part of a document cut off at the start of a block: its solution would be learnt
+    without its question.
     """
     import torch
 
+    # (text, in the loss, starts a document); without assistant_only each document is one trained piece
+    pieces: list[tuple[str, bool, bool]] = []
+    for doc in documents:
+        if not assistant_only:
+            pieces.append((doc, True, True))
+            continue
+        parts = doc.split(ASSISTANT_HEADER)
+        pieces.append((parts[0] + (ASSISTANT_HEADER if len(parts) > 1 else ""), False, True))
+        for j, part in enumerate(parts[1:], start=1):
+            reply, sep, rest = part.partition(IM_END)
+            pieces.append((reply + sep, True, False))
+            tail = rest + (ASSISTANT_HEADER if j < len(parts) - 1 else "")
+            if tail:
+                pieces.append((tail, False, False))
     ids: list[int] = []
     labels: list[int] = []
-    if not assistant_only:
-        for enc in tokenizer(list(documents), add_special_tokens=False)["input_ids"]:
-            ids.extend(enc)
-    else:
-        pieces: list[tuple[str, bool]] = []
-        first_piece: set[int] = set()
-        for doc in documents:
-            parts = doc.split(ASSISTANT_HEADER)
-            first_piece.add(len(pieces))
-            pieces.append((parts[0] + (ASSISTANT_HEADER if len(parts) > 1 else ""), False))
-            for j, part in enumerate(parts[1:], start=1):
-                reply, sep, rest = part.partition(IM_END)
-                pieces.append((reply + sep, True))
-                tail = rest + (ASSISTANT_HEADER if j < len(parts) - 1 else "")
-                if tail:
-                    pieces.append((tail, False))
-        encs = tokenizer([t for t, _ in pieces], add_special_tokens=False)["input_ids"]
-        doc_starts: list[int] = []
-        for i, (enc, (_, train)) in enumerate(zip(encs, pieces, strict=True)):
-            if i in first_piece:
-                doc_starts.append(len(ids))
-            ids.extend(enc)
-            labels.extend(enc if train else [-100] * len(enc))
-        # mask each block's head up to its first document start (a document cut in two)
-        doc_starts.append(len(ids))
-        d = 0
-        for b0 in range(0, len(ids) - block_size + 1, block_size):
-            while doc_starts[d] < b0:
-                d += 1
-            labels[b0: min(doc_starts[d], b0 + block_size)] = [-100] * (min(doc_starts[d], b0 + block_size) - b0)
+    doc_starts: list[int] = []
+    encs = tokenizer([text for text, _, _ in pieces], add_special_tokens=False)["input_ids"]
+    for enc, (_, train, starts_doc) in zip(encs, pieces, strict=True):
+        if starts_doc:
+            doc_starts.append(len(ids))
+        ids.extend(enc)
+        labels.extend(enc if train else [-100] * len(enc))
     n = len(ids) // block_size
     if n == 0:
         raise ValueError(f"corpus has {len(ids)} tokens, fewer than one block of {block_size}")
     blocks = torch.tensor(ids[: n * block_size], dtype=torch.long).view(n, block_size)
     if not assistant_only:
-        return blocks
+        return blocks, blocks
+    for b0 in range(0, n * block_size, block_size):  # mask each block's head up to its first document start
+        d = bisect.bisect_left(doc_starts, b0)
+        end = min(doc_starts[d] if d < len(doc_starts) else len(ids), b0 + block_size)
+        labels[b0:end] = [-100] * (end - b0)
     return blocks, torch.tensor(labels[: n * block_size], dtype=torch.long).view(n, block_size)
 
 
@@ -233,8 +231,7 @@ def build_tiny_model(documents: Sequence[str], cfg: TinyModelConfig, out: str | 
     torch.manual_seed(cfg.seed)
     t0 = time.time()
     tok = train_tokenizer(documents, cfg.vocab_size)
-    packed = pack_blocks(tok, documents, cfg.block_size, assistant_only=cfg.loss_on == "assistant")
-    blocks, labels = packed if isinstance(packed, tuple) else (packed, None)
+    blocks, labels = pack_blocks(tok, documents, cfg.block_size, assistant_only=cfg.loss_on == "assistant")
     model = build_model(tok, cfg)
     n_params = sum(p.numel() for p in model.parameters())
     if log:

@@ -64,9 +64,9 @@ def test_render_chat_matches_template(docs):
 
 def test_pack_blocks_and_documents(docs):
     tok = train_tokenizer(docs, 400)
-    blocks = pack_blocks(tok, docs, 64)
+    blocks, labels = pack_blocks(tok, docs, 64)
     total = sum(len(tok(d, add_special_tokens=False)["input_ids"]) for d in docs)
-    assert blocks.shape == (total // 64, 64)
+    assert blocks.shape == (total // 64, 64) and labels is blocks  # every token in the loss
     assert split_documents(DOC_SEPARATOR.join(docs)) == docs
     with pytest.raises(ValueError, match="fewer than one block"):
         pack_blocks(tok, ["hi"], 64)
@@ -75,7 +75,7 @@ def test_pack_blocks_and_documents(docs):
 def test_assistant_only_labels_mask_the_questions(docs):
     tok = train_tokenizer(docs, 400)
     blocks, labels = pack_blocks(tok, docs, 256, assistant_only=True)
-    assert torch.equal(blocks, pack_blocks(tok, docs, 256))  # same tokens, only the labels differ
+    assert torch.equal(blocks, pack_blocks(tok, docs, 256)[0])  # same tokens, only the labels differ
     flat_ids, flat_labels = blocks.flatten().tolist(), labels.flatten().tolist()
     trained = tok.decode([i for i, lab in zip(flat_ids, flat_labels, strict=True) if lab != -100])
     masked = tok.decode([i for i, lab in zip(flat_ids, flat_labels, strict=True) if lab == -100])
@@ -141,7 +141,7 @@ def test_pretrain_resumes_from_checkpoint(docs, tmp_path):
 
     cfg = SMALL.model_copy(update={"max_steps": 4, "warmup_steps": 1})
     tok = train_tokenizer(docs, 400)
-    blocks = pack_blocks(tok, docs, cfg.block_size)
+    blocks, _ = pack_blocks(tok, docs, cfg.block_size)
     full = pretrain(build_model(tok, cfg), blocks, cfg)
 
     def crash(row):
