@@ -80,15 +80,18 @@ class Tok(NamedTuple):
     approx: bool = False
 
 
-_NUM = r"(?:\d{1,3}(?:(?:,|\{,\})\d{3})+(?:\.\d+)?|\d+(?:\.\d+)?|\.\d+)"
+_NUM = r"(?:\d{1,3}(?:(?:,|\{,\}|,\\!)\d{3})+(?:\.\d+)?|\d+(?:\.\d+)?|\.\d+)"
 _TOKEN_RE = re.compile(
-    r"(?P<ws>\s+|\\[,;:! ]|~|\\quad|\\qquad|\\left|\\right|\\big|\\Big|\\bigg|\\Bigg|\\displaystyle|\\\$|\$)"
+    r"(?P<ws>\s+|\\[,;:! ]|~|&|\\quad|\\qquad|\\left|\\right|\\[bB]igg?[lr]?|\\displaystyle|\\boxed|\\\$|\$)"
     r"|(?P<ann><<[^<>]{0,400}>>)"
+    r"|(?P<sub>(?:[A-Za-z]|\\[A-Za-z]+)_(?:\{[^{}]{0,40}\}|[A-Za-z0-9]))"
+    r"|(?P<base>\d+_(?:\{\d{1,3}\}|\d))"
     r"|(?P<frac12>\\[dt]?frac\s*(?P<fa>\d)\s*(?P<fb>\d))"
     r"|(?P<ordinal>\d+(?:st|nd|rd|th)\b)"
     r"|(?P<mixed>(?<![\d.,/*^])(?P<mw>\d+) (?P<mn>\d+)/(?P<md>\d+)(?![\d.]|\s*[*/^(]))"
     rf"|(?P<number>(?P<num>{_NUM})(?P<pct>\s*\\?%)?)"
-    r"|(?P<text>\\(?:text|mathrm|textbf|mbox|operatorname|mathbf|textit)\s*\{[^{}]{0,80}\})"
+    r"|(?P<text>\\(?:text|mathrm|textbf|textrm|textsf|texttt|mbox|operatorname|mathbf|mathit|textit)\s*"
+    r"\{[^{}]{0,80}\})"
     r"|(?P<cmd>\\[A-Za-z]+)"
     r"|(?P<pow>\*\*)"
     r"|(?P<op>[-+*/^])"
@@ -105,12 +108,16 @@ _CMD_KIND = {
     "\\cdot": "op*", "\\times": "op*", "\\ast": "op*", "\\div": "op/",
     "\\approx": "eqa", "\\simeq": "eqa",
 }
+# commands that name functions (everything else after a backslash that is not an operator is a symbol)
+FUNCTIONS = frozenset("\\" + f for f in (
+    "sin cos tan cot sec csc arcsin arccos arctan sinh cosh tanh log ln lg exp lim max min gcd lcm det deg "
+    "sum prod int mod bmod pmod operatorname floor ceil lfloor rfloor lceil rceil arg dim ker Pr").split())
 _WORD_OPS = {"times": "*", "plus": "+", "minus": "-", "x": "*", "X": "*"}
 UNIT_BRIDGE_MAX = 2
 
 
 def _num_tok(text: str, pct: bool) -> Tok:
-    clean = text.replace("{,}", "").replace(",", "")
+    clean = text.replace("{,}", "").replace("\\!", "").replace(",", "")
     digits = len(clean.replace(".", ""))
     if digits > MAX_LITERAL_DIGITS:
         return Tok("brk", text)
@@ -156,6 +163,10 @@ def _tokenize(text: str) -> list[Tok]:
                 out.append(Tok("num", s, Fraction(w) + Fraction(nn, dd)))
         elif kind == "ordinal":
             out.append(Tok("word", s))
+        elif kind == "sub":  # x_1, a_{n+1}, \alpha_2: a symbol (\log_2: a function), never a number
+            out.append(Tok("var" if not s.startswith("\\") or s.split("_")[0] not in FUNCTIONS else "cmd", s))
+        elif kind == "base":  # 1011_2: a numeral in another base
+            out.append(Tok("cmd", s))
         elif kind == "frac12":
             out += [Tok("frac", "\\frac"), Tok("lb", "{"), _num_tok(m.group("fa"), False), Tok("rb", "}"),
                     Tok("lb", "{"), _num_tok(m.group("fb"), False), Tok("rb", "}")]
@@ -278,11 +289,12 @@ def _binom(n: Value, k: Value) -> Value:
 class _Parser:
     """Recursive descent over tokens; ``pct_plain`` reads ``20%`` as 20 instead of 1/5."""
 
-    def __init__(self, toks: list[Tok], pct_plain: bool = False):
+    def __init__(self, toks: list[Tok], pct_plain: bool = False, mixed: bool = False):
         self.t = toks
         self.i = 0
         self.depth = 0
         self.pct_plain = pct_plain
+        self.mixed = mixed  # read "3\frac{1}{4}" as the mixed number 3 1/4 instead of a product
 
     def peek(self) -> Tok | None:
         return self.t[self.i] if self.i < len(self.t) else None
@@ -331,7 +343,12 @@ class _Parser:
             elif tok.kind in ("lp", "frac", "sqrt", "binom", "var", "cmd") or (
                 tok.kind == "lb" and self.i > 0 and self.t[self.i - 1].kind == "rb"
             ):
-                v = _mul(v, self.unary())  # implicit product: 2(3+4), 2\sqrt{3}
+                mixed = self.mixed and tok.kind == "frac" and self.t[self.i - 1].kind == "num"
+                r = self.unary()
+                if mixed and isinstance(r, Fraction) and 0 < r < 1:
+                    v = _add(v, r)  # 1785\frac{1}{16}: a mixed number
+                else:
+                    v = _mul(v, r)  # implicit product: 2(3+4), 2\sqrt{3}
             else:
                 break
         return v
@@ -416,8 +433,8 @@ class _Parser:
         raise EvalError(f"unexpected {tok.text!r}")
 
 
-def evaluate_tokens(toks: list[Tok], pct_plain: bool = False) -> Value:
-    return _Parser(toks, pct_plain).parse()
+def evaluate_tokens(toks: list[Tok], pct_plain: bool = False, mixed: bool = False) -> Value:
+    return _Parser(toks, pct_plain, mixed).parse()
 
 
 def evaluate(text: str) -> Value:
@@ -449,10 +466,14 @@ _MODIFIERS = {"half", "twice", "thrice", "double", "triple", "quarter", "third",
 _MATH_KINDS = {"num", "op", "lp", "rp", "lb", "rb", "frac", "sqrt", "binom", "fact", "eq", "var", "cmd"}
 
 
-def _with_vars(toks: list[Tok]) -> list[Tok]:
-    """Single letters become variables, except ``x`` between two operands (``0.2 x 50``)."""
+def _with_vars(toks: list[Tok], latex: bool = False) -> list[Tok]:
+    """Single letters become variables, except ``x`` between two operands (``0.2 x 50``; not in LaTeX math,
+    where ``3 x`` is a product). In LaTeX math a short word such as ``xy`` is a product of variables."""
     out: list[Tok] = []
     for j, t in enumerate(toks):
+        if t.kind == "word" and latex and t.text.isalpha() and len(t.text) <= 3 and not t.text.startswith("\\"):
+            out += [Tok("var", ch) for ch in t.text]
+            continue
         if t.kind == "word":
             low = t.text.lower()
             prev = toks[j - 1] if j else None
@@ -522,9 +543,9 @@ def _split_eq(run: list[Tok]) -> tuple[list[list[Tok]], bool]:
     return sides, approx
 
 
-def _try(toks: list[Tok], pct_plain: bool = False) -> Value | None | EvalError:
+def _try(toks: list[Tok], pct_plain: bool = False, mixed: bool = False) -> Value | None | EvalError:
     try:
-        return evaluate_tokens(toks, pct_plain)
+        return evaluate_tokens(toks, pct_plain, mixed)
     except NotNumeric:
         return None
     except (EvalError, ZeroDivisionError, OverflowError, ValueError) as exc:
@@ -562,20 +583,83 @@ def _decimals(toks: list[Tok]) -> int:
     return max((t.decimals for t in toks if t.kind == "num"), default=0)
 
 
-def values_match(lhs: Value, rhs: Value, shown_decimals: int = 0, lhs_decimals: int = 0,
-                 approx: bool = False) -> bool:
-    """Equality up to the rounding that the text shows (``10/3 = 3.33``, ``≈``)."""
+ROUNDING_SLACK = 1.1  # a shown result may be off by half a unit in its last place, times this slack
+
+
+def values_match(lhs: Value, rhs: Value, shown_decimals: int = 0, lhs_decimals: int = 0,  # noqa: ARG001
+                 approx: bool = False, lhs_error: float = 0.0, precision: float | None = None) -> bool:
+    """Equality up to the rounding that the text shows.
+
+    ``rhs`` shown with ``shown_decimals`` decimals may differ from the exact ``lhs`` by half a unit in its
+    last place (``10/3 = 3.33``; times :data:`ROUNDING_SLACK`), plus ``lhs_error``, how far the lhs can move
+    when its own rounded-looking literals are off by their rounding (``0.33 * 90 = 30``; see
+    :func:`rounding_error`). ``12 * 12.50 = 150.60`` is wrong: 150 is far outside 150.60 ± 0.0055.
+    ``approx`` (``≈``, "about", "rounded") widens this to 1% of the value, the precision the shown digits
+    imply (trailing zeros of an integer count: "about 1,500" is to the nearest hundred) and ``precision``
+    (stated: "to the nearest tenth" -> 0.05). ``lhs_decimals`` is accepted for compatibility, unused.
+    """
     if isinstance(lhs, Fraction) and isinstance(rhs, Fraction) and lhs == rhs:
         return True
     a, b = float(lhs), float(rhs)
     tol = 1e-9 * max(1.0, abs(a), abs(b))
     if shown_decimals:
-        tol = max(tol, 10.0**-shown_decimals * 1.0001)
-    if lhs_decimals >= 2:
-        tol = max(tol, 0.005 * max(abs(a), abs(b)))
+        tol = max(tol, 0.5 * 10.0**-shown_decimals * ROUNDING_SLACK)
+    tol += lhs_error * ROUNDING_SLACK
     if approx:
-        tol = max(tol, 0.01 * max(abs(a), abs(b)), 0.5 * 10.0**-shown_decimals if shown_decimals else 0.5)
+        unit = 10.0**-shown_decimals
+        if not shown_decimals and b == int(b) and b:
+            n = abs(int(b))
+            while n % 10 == 0 and unit < 1e6:
+                n //= 10
+                unit *= 10
+        tol = max(tol, 0.01 * max(abs(a), abs(b)), 0.5 * unit * ROUNDING_SLACK,
+                  (precision or 0.0) * ROUNDING_SLACK)
     return abs(a - b) <= tol
+
+
+def _rounded_looking(t: Tok) -> bool:
+    """A literal that may itself be a rounding (0.33 for 1/3, 3.14 for pi): two or more decimals, not
+    ending in 0 and not a multiple of 1/4 (prices such as 12.50 and 0.25 are exact)."""
+    return (t.kind == "num" and t.decimals >= 2 and not t.text.rstrip("%").endswith("0")
+            and (t.value * 4).denominator != 1)
+
+
+def rounding_error(side: list[Tok], value: Value) -> float:
+    """How far ``side`` moves when each rounded-looking literal moves by half a unit of its last place
+    (first order, at most six literals); 0 when it has none."""
+    idx = [k for k, t in enumerate(side) if _rounded_looking(t)][:6]
+    err = 0.0
+    for k in idx:
+        t = side[k]
+        h = Fraction(1, 2 * 10**t.decimals) * (Fraction(1, 100) if t.pct else 1)
+        moved = side[:k] + [t._replace(value=t.value + h)] + side[k + 1:]
+        w = _try(moved)
+        if w is None or isinstance(w, EvalError):
+            continue
+        err += abs(float(w) - float(value))
+    return err
+
+
+_APPROX_RE = re.compile(r"\\approx|≈|\\sim\b|(?<![\\\w])~\s*\$?\d|\b(?:round(?:s|ed|ing)?|nearest|estimated?)\b|"
+                        r"\b(?:approx\w*|about|around|roughly|nearly|almost|close to)[\s$\\(]{0,4}[-\d.]",
+                        re.IGNORECASE)
+_PRECISION_WORDS = {"tenth": 0.05, "hundredth": 0.005, "thousandth": 0.0005, "ten-thousandth": 0.00005,
+                    "whole": 0.5, "integer": 0.5, "unit": 0.5, "one": 0.5, "dollar": 0.5, "cent": 0.005,
+                    "percent": 0.005, "ten": 5.0, "hundred": 50.0, "thousand": 500.0}
+_PRECISION_RE = re.compile(r"nearest\s+(ten-thousandth|tenth|hundredth|thousandth|whole|integer|unit|one|"
+                           r"dollar|cent|percent|ten|hundred|thousand)", re.IGNORECASE)
+
+
+def stated_rounding(text: str) -> tuple[bool, float | None]:
+    """Whether ``text`` says its numbers are approximate ("≈", "about", "rounded"), and the precision it
+    states ("to the nearest tenth" -> 0.05; a percent "to the nearest percent" is 0.005 as a fraction)."""
+    if not _APPROX_RE.search(text):
+        return False, None
+    m = _PRECISION_RE.search(text)
+    if m is None:
+        return True, None
+    word = m.group(1).lower()
+    return True, _PRECISION_WORDS.get(word)
 
 
 def _eval_side(side: list[Tok]) -> tuple[list[Value], bool]:
@@ -590,6 +674,10 @@ def _eval_side(side: list[Tok]) -> tuple[list[Value], bool]:
             w = _try(side, True)
             if w is not None and not isinstance(w, EvalError):
                 vals.append(w)
+        if any(a.kind == "num" and b.kind == "frac" for a, b in zip(side, side[1:], strict=False)):
+            w = _try(side, mixed=True)
+            if w is not None and not isinstance(w, EvalError) and w != v:
+                vals.insert(0, w)  # the usual reading of 3\frac{1}{2}; the product stays a second reading
     return vals, False
 
 
@@ -598,8 +686,11 @@ def _side_values(side: list[Tok]) -> list[Value]:
 
 
 def check_chain(sides: list[list[Tok]], approx: bool = False,
-                vals: list[list[Value]] | None = None) -> tuple[bool | None, str, int]:
-    """Compare adjacent numeric sides; returns (ok, reason, index of the first bad side pair)."""
+                vals: list[list[Value]] | None = None,
+                precision: float | None = None) -> tuple[bool | None, str, int]:
+    """Compare adjacent numeric sides; returns (ok, reason, index of the first bad side pair).
+
+    ``approx``/``precision``: the text states a rounding (see :func:`values_match`)."""
     if vals is None:
         vals = [_side_values(s) for s in sides]
     compared = False
@@ -610,8 +701,13 @@ def check_chain(sides: list[list[Tok]], approx: bool = False,
         compared = True
         rhs_dec = _decimals(sides[i + 1])
         lhs_dec = _decimals(sides[i])
-        if any(values_match(x, y, rhs_dec, lhs_dec, approx) or values_match(y, x, lhs_dec, rhs_dec, approx)
-               for x in a for y in b):
+        if any(values_match(x, y, rhs_dec, 0, approx, 0.0, precision)
+               or values_match(y, x, lhs_dec, 0, approx, 0.0, precision) for x in a for y in b):
+            continue
+        # rounded-looking literals of an expression side (a lone literal's rounding is its shown decimals)
+        err = sum(rounding_error(sd, v[0]) for sd, v in ((sides[i], a), (sides[i + 1], b)) if len(sd) > 1)
+        if err and any(values_match(x, y, rhs_dec, 0, approx, err, precision)
+                       or values_match(y, x, lhs_dec, 0, approx, err, precision) for x in a for y in b):
             continue
         nxt = sides[i + 1]
         if len(nxt) > 1 and nxt[0].kind == "num" and any(values_match(x, nxt[0].value) for x in a):
@@ -634,12 +730,12 @@ def _operands(toks: list[Tok]) -> list[Fraction]:
 
 
 def _make_calc(sides: list[list[Tok]], approx: bool, annotation: bool,
-               vals: list[list[Value]] | None = None) -> Calculation | None:
+               vals: list[list[Value]] | None = None, precision: float | None = None) -> Calculation | None:
     if len(sides) < 2:
         return None
     if vals is None:
         vals = [_side_values(s) for s in sides]
-    ok, reason, _ = check_chain(sides, approx, vals)
+    ok, reason, _ = check_chain(sides, approx, vals, precision)
     values: list[Value | None] = [vs[0] if vs else None for vs in vals]
     result = next((v for v in reversed(values) if v is not None), None)
     last = max((i for i, v in enumerate(values) if v is not None), default=-1)
@@ -656,9 +752,138 @@ def _make_calc(sides: list[list[Tok]], approx: bool, annotation: bool,
     )
 
 
+# ---------------------------------------------------------------- math spans
+_ENVS = r"(?:align|equation|gather|eqnarray|multline|aligned|alignat|split|gathered)\*?"
+# matrices, cases and arrays inside math: one opaque symbol each (their & and \\ are not rows)
+_OPAQUE_ENV_RE = re.compile(r"\\begin\s*\{([pbvVB]?matrix|smallmatrix|cases|array)\}.*?\\end\s*\{\1\}", re.DOTALL)
+_DELIM_RE = re.compile(r"(?<!\\)\$\$|(?<!\\)\$|\\\(|\\\)|\\\[|\\\]|\\(begin|end)\s*\{(" + _ENVS + r")\}")
+_PROSE_WORDS_RE = re.compile(r"(?<![\\A-Za-z])[A-Za-z]{3,}")
+_TEXT_CMD_RE = re.compile(r"\\(?:text\w*|mbox|mathrm|operatorname)\s*\{[^{}]*\}")
+_ENV_RE = re.compile(r"\\(?:begin|end)\s*\{[A-Za-z*]+\}(?:\{[^{}]*\})?")
+_ROW_RE = re.compile(r"\\\\(?:\[[^\]]{0,20}\])?|\\(?:newline|cr)\b")
+_CLOSER = {"$": "$", "$$": "$$", "\\(": "\\)", "\\[": "\\]"}
+
+
+def _looks_like_math(inside: str) -> bool:
+    body = _TEXT_CMD_RE.sub(" ", inside)
+    if len(_PROSE_WORDS_RE.findall(body)) >= 2:
+        return False  # "$5 for apples and $": currency signs around prose
+    return (bool(inside.strip()) and not inside[-1:].isspace()) or bool(re.search(r"[\\^_{]", inside))
+
+
+def _rows(span: str) -> list[str]:
+    rows: list[str] = []
+    if "\\begin" in span:
+        span = _OPAQUE_ENV_RE.sub(r" \\matrix ", span)
+    for row in _ROW_RE.split(_ENV_RE.sub(" ", span)):
+        r = row.strip()
+        if not r:
+            continue
+        if rows and re.match(r"&?\s*(?:=|\\approx|\\le|\\ge|<|>)", r):
+            rows[-1] = rows[-1] + " " + r  # "&= ..." continues the row above
+        else:
+            rows.append(r)
+    return rows
+
+
+@lru_cache(maxsize=4096)
+def split_math(text: str) -> tuple[tuple[str, bool], ...]:
+    """``text`` as (segment, is_math) pieces: ``$...$``, ``$$...$$``, ``\\(...\\)``, ``\\[...\\]`` and
+    ``\\begin{align}``-style environments are math, the rest prose; display rows (``\\\\``) are separate
+    segments and a row that starts with ``=`` (``&= ...``) continues the previous one. Currency signs
+    (``$5 + $3 = $8``, where the spans they would delimit hold prose or end in a space, or an odd number
+    of them) make the whole text one prose segment, as before."""
+    if "$" not in text and "\\" not in text:
+        return ((text, False),)
+    pieces: list[tuple[str, bool]] = []
+    pos = 0
+    closer: str | None = None
+    opened_at = 0
+    for m in _DELIM_RE.finditer(text):
+        d = m.group(0)
+        env = m.group(2)
+        if closer is None:
+            if m.group(1) == "end" or d in ("\\)", "\\]"):
+                continue
+            pieces.append((text[pos:m.start()], False))
+            closer = f"\\end{{{env}}}" if env else _CLOSER[d]
+            pos = opened_at = m.end()
+        elif (env and m.group(1) == "end" and closer == f"\\end{{{env}}}") or (not env and d == closer):
+            inside = text[opened_at:m.start()]
+            if d == "$" and not _looks_like_math(inside):
+                return ((text, False),)
+            pieces.append((inside, True))
+            closer = None
+            pos = m.end()
+    if closer == "$":
+        return ((text, False),)  # an odd number of dollar signs: currency
+    if closer is not None:
+        pieces.append((text[opened_at:], True))
+    else:
+        pieces.append((text[pos:], False))
+    out: list[tuple[str, bool]] = []
+    for p, is_math in pieces:
+        if not p.strip():
+            continue
+        if is_math:
+            out += [(r, True) for r in _rows(p)]
+        else:
+            out.append((p, False))
+    return tuple(out) or ((text, False),)
+
+
+def _stripped(toks: list[Tok]) -> list[Tok]:
+    return [t for t in toks if t.kind != "ann"]
+
+
+# in LaTeX math: tokens that end a chain (relations, punctuation, connectives) ...
+RELATION_CMDS = frozenset(("\\le", "\\leq", "\\ge", "\\geq", "\\ne", "\\neq", "\\lt", "\\gt",
+                           "\\Rightarrow", "\\Longrightarrow", "\\rightarrow", "\\implies", "\\iff",
+                           "\\Leftrightarrow", "\\to", "\\in", "\\equiv", "\\pmod", "\\mod", "\\bmod",
+                           "\\mid", "\\nmid", "\\quad", "\\qquad", "\\text", "\\therefore", "\\because",
+                           "\\Longleftrightarrow", "\\leftarrow", "\\Leftarrow", "\\subset", "\\cup",
+                           "\\cap", "\\land", "\\lor", "\\wedge", "\\vee", "\\pm", "\\mp"))
+_SEPARATORS = frozenset(",;:<>.?")
+_CONNECTIVES = re.compile(r"^\\\w+\s*\{\s*(?:and|or|so|then|if|thus|hence|since|where|when|for|but|i\.e\.|"
+                          r"which|giving|gives|we get|because|as|with|or equivalently)?[\s,.;:]*\}$")
+
+
+def latex_tokens(toks: list[Tok]) -> list[Tok]:
+    """Token stream of a LaTeX math span for the chain finder: relations (``\\le``, ``\\Rightarrow``),
+    punctuation and ``\\text{ and }`` end a chain; other glyphs (``7@4``, ``|x|``, ``9\\textbf{C}4``) become
+    symbols, so the side they belong to is left unchecked instead of being cut into a wrong calculation."""
+    out: list[Tok] = []
+    modular = False
+    for t in toks:
+        if t.kind == "eq" and modular:
+            out.append(Tok("brk", "\\equiv"))  # "= " after a congruence means "is congruent to"
+        elif t.kind == "cmd" and t.text in RELATION_CMDS:
+            modular = modular or t.text in ("\\equiv", "\\pmod", "\\mod", "\\bmod")
+            out.append(Tok("brk", t.text))
+        elif t.kind == "brk" and t.text not in _SEPARATORS:
+            out.append(Tok("cmd", t.text))
+        elif t.kind == "word":
+            out.append(Tok("brk", t.text) if _CONNECTIVES.match(t.text) or not t.text.startswith("\\")
+                       else Tok("cmd", t.text))
+        else:
+            out.append(t)
+        if modular and t.kind == "cmd" and t.text in ("\\pmod", "\\mod", "\\bmod"):
+            out.append(Tok("brk", ","))  # the modulus that follows is not a side
+    return out
+
+
+_CONTRA_RE = re.compile(r"contradict|impossible|absurd|no (?:real |integer |positive )?solutions?|not possible|"
+                        r"\bfalse\b|cannot|can't|\bnot (?:a solution|true|equal|work|valid)|doesn't work|"
+                        r"does not work|\\neq|\\ne\b|≠", re.IGNORECASE)
+
+
 def extract_calculations(step: str) -> list[Calculation]:
-    """Every calculation in a step: GSM8K ``<<a=b>>`` annotations and ``a op b = c`` chains."""
+    """Every calculation in a step: GSM8K ``<<a=b>>`` annotations and ``a op b = c`` chains, found in each
+    math span and each stretch of prose separately (:func:`split_math`), so a chain never runs from one
+    ``$...$`` span into the next. A step that says its numbers are rounded ("≈", "about", "to the nearest
+    tenth") compares them to that precision (:func:`stated_rounding`)."""
     calcs: list[Calculation] = []
+    step_approx, precision = stated_rounding(step) if len(step) < 20000 else (False, None)
     toks = tokenize(step)
     for t in toks:
         if t.kind == "ann":
@@ -668,7 +893,21 @@ def extract_calculations(step: str) -> list[Calculation]:
             c = _make_calc(sides, approx, annotation=True)
             if c is not None and c.ok is not None:
                 calcs.append(c)
-    toks = _with_vars([t for t in toks if t.kind != "ann"])
+    segments = split_math(step) if len(step) <= 20000 else ((step, False),)
+    n_ann = len(calcs)
+    for seg, is_math in segments:
+        seg_toks = toks if len(segments) == 1 and not is_math else tokenize(seg)
+        seg_toks = _with_vars(_stripped(seg_toks), latex=is_math)
+        _chains(latex_tokens(seg_toks) if is_math else seg_toks, calcs, step_approx, precision)
+    if len(calcs) > n_ann and any(c.ok is False for c in calcs[n_ann:]) and _CONTRA_RE.search(step[:20000]):
+        for c in calcs[n_ann:]:  # "we get -6 = 2, which is impossible": a refutation, not a slip
+            if c.ok is False:
+                c.ok, c.error = None, ""
+        calcs[:] = [c for c in calcs if c.ok is not None or c.annotation]
+    return calcs
+
+
+def _chains(toks: list[Tok], calcs: list[Calculation], step_approx: bool, precision: float | None) -> None:
     for run, before in _runs(toks):
         if len(run) > MAX_RUN_TOKENS:
             run = run[-MAX_RUN_TOKENS:]
@@ -676,6 +915,7 @@ def extract_calculations(step: str) -> list[Calculation]:
         if not any(t.kind == "eq" for t in run):
             continue
         sides, approx = _split_eq(run)
+        approx = approx or step_approx
         if before in _MODIFIERS and sides:
             sides[0] = []  # "half of 50 = 25": the left operand is not the whole expression
         if sides and sides[0]:
@@ -693,11 +933,11 @@ def extract_calculations(step: str) -> list[Calculation]:
                     chain_vals.append(vs)
                     continue
             if len(chain) >= 2:
-                c = _make_calc(chain, approx, annotation=False, vals=chain_vals)
+                c = _make_calc(chain, approx, annotation=False, vals=chain_vals,
+                               precision=precision if approx else None)
                 if c is not None and c.ok is not None:
                     calcs.append(c)
             chain, chain_vals = [], []
-    return calcs
 
 
 def numbers_in(text: str, annotations: bool = True) -> list[Fraction]:

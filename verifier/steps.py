@@ -47,11 +47,35 @@ def _sentences(line: str) -> list[str]:
     return [p.strip() for p in parts if p.strip()]
 
 
+_DOLLAR_RE = re.compile(r"(?<![\\$])\$(?!\$)")
+
+
+def _join_open_spans(lines: list[str]) -> list[str]:
+    """A line that leaves a ``$...$`` span open continues on the next line ("... is $2(12) - 2(2) = 24" /
+    "- 4 = 20$"): join them, when the span holds LaTeX and closes within three lines (currency signs,
+    "$5 and $3", are left alone)."""
+    if len(lines) < 2 or "$" not in "".join(lines[:MAX_STEPS * 4]):
+        return lines
+    out: list[str] = []
+    i = 0
+    while i < len(lines):
+        line = lines[i]
+        if len(_DOLLAR_RE.findall(line)) % 2 and "\\" in line:
+            for k in range(i + 1, min(i + 4, len(lines))):
+                joined = " ".join(lines[i:k + 1])
+                if not len(_DOLLAR_RE.findall(joined)) % 2:
+                    line, i = joined, k
+                    break
+        out.append(line)
+        i += 1
+    return out
+
+
 def split_steps(text: str) -> list[str]:
     """Reasoning steps of a solution (empty list for empty text); at most ``MAX_STEPS`` steps."""
     if not isinstance(text, str) or not text.strip():
         return []
-    lines = text.replace("\r\n", "\n").replace("\r", "\n").split("\n")
+    lines = _join_open_spans(text.replace("\r\n", "\n").replace("\r", "\n").split("\n"))
     steps: list[str] = []
     block: list[str] | None = None
     for raw in lines:
