@@ -2,10 +2,32 @@
 
 ``extract_answer`` finds the final answer of a text: the last ``\\boxed{...}``/``\\fbox{...}`` (brace
 matched, nested braces allowed), else the last ``#### n`` line, else a ``# Answer`` heading (PRM800K),
-else the last "the answer is ..."/"answer: ...", else the text itself when it already looks like a bare
-answer, else the last number. ``answers_equal(gold, pred)`` compares the two extracted answers: numbers
-(``$1,200``, ``18.00``, ``50%``, ``\\dfrac{3}{4}``, ``-0.5``) exactly on a fast path, everything else
-(intervals, tuples, expressions) with math-verify, gold first, behind size guards. Example::
+else the last "the answer is ..."/"answer: ..."/"Final Answer: The final answer is ...", else the text
+itself when it already looks like a bare answer, else the last math span of the last line (``... so the
+solution is $x \\geq 5$.``) or an interval/LaTeX phrase closing it, else the last number.
+
+``answers_equal(gold, pred)`` (gold first) is equal when any of these says so:
+
+1. the normalised comparison of the two extracted answers: numbers exactly (``$1,200``, ``18.00``,
+   ``50%``, ``\\dfrac{3}{4}``, mixed numbers ``1\\frac12`` = 3/2, units/currency/degrees dropped); a
+   decimal comma by context (:func:`decimal_comma`: ``1,000`` is a thousand, ``1,22`` is 1.22); a decimal
+   against an exact irrational at the decimal's stated precision (:func:`decimal_matches_exact`:
+   ``40\\pi`` = ``125.66`` = ``125.663``, with at least ``MIN_APPROX_SIG_DIGITS`` significant digits;
+   rationals stay exact, ``1/3`` != ``0.33``); matrices cell by cell; intervals and unions (brackets
+   must match; ``x \\leq 3`` = ``(-\\infty, 3]``); relations with ``\\geq``/``>=``/``≥``, ``\\neq``/``!=``,
+   ``\\lt`` ... read alike and flipped (``5 \\leq x`` = ``x \\geq 5``); lists and sets order-free, tuples
+   in order; several boxed answers against a list or set gold (``1, 2`` vs ``\\boxed{1}`` and ``\\boxed{2}``);
+   ``\\mathrm{i}`` as the imaginary unit;
+2. math-verify on the extracted answers in their canonical form (``$...$``);
+3. math-verify on the texts as it would read them alone (a full text as is, a bare answer in ``$...$``),
+   and on the raw bare strings where its parse read each whole (not just their last number).
+
+Only "equal" verdicts are combined, so a case math-verify gets right as equal stays equal; the
+normalised layer's own readings are guarded by not-equal cases in ``tests/verifier/answer_cases.jsonl``
+(``1,000`` vs ``1``, ``x \\geq 5`` vs ``x \\leq 5``, ``(1,2)`` vs ``[1,2]``, transposed matrices ...). Bounded:
+texts are read from their last ``MAX_TEXT_CHARS``, math-verify sees at most ``MAX_MV_TEXT_CHARS`` of a
+text and ``MAX_ANSWER_CHARS`` of an answer, runs under its timeout in the main thread, and never gets
+towers of powers or huge factorials (:func:`_too_big`); nothing is ``eval``-ed. Example::
 
     >>> extract_answer("So she has 48 + 24 = 72 clips.\\n#### 72")
     '72'
@@ -17,6 +39,7 @@ from __future__ import annotations
 
 import re
 import threading
+from fractions import Fraction
 from functools import lru_cache
 
 from verifier.arith import EvalError, Tok, Value, evaluate_tokens, normalize_chars, tokenize, values_match
@@ -112,10 +135,48 @@ def _answer_candidates(text: str) -> tuple[tuple[str, str], ...]:
 def looks_bare(text: str) -> bool:
     """A text that is already an answer: one short line without sentence words (``\\frac{1}{2}``, ``18 cm``)."""
     t = text.strip()
-    if not t or len(t) > 120 or "\n" in t:
+    env = "\\begin{" in t  # a matrix may be long and span lines
+    if not t or len(t) > (300 if env else 120) or ("\n" in t and not env):
         return False
     plain = re.sub(r"\\(?:text|mathrm|mbox|textbf|operatorname)\s*\{[^{}]*\}", " u ", t)
+    plain = re.sub(r"\\(?:begin|end)\s*\{[^{}]*\}(?:\s*\{[^{}]*\})?", " ", plain)  # \begin{array}{cc}
+    if "$" in t and not (t.startswith("$") and t.endswith("$")):
+        if _WORD_RE.search(re.sub(r"\$[^$]*\$", " ", plain)):
+            return False  # words around a math span: a sentence ("So $a + b = 7$.")
     return len(_WORD_RE.findall(plain)) <= 2
+
+
+_MATH_SPAN_RE = re.compile(r"\$\$(.{1,300}?)\$\$|\$(.{1,300}?)\$|\\\((.{1,300}?)\\\)|\\\[(.{1,300}?)\\\]", re.DOTALL)
+_CLOSING_IS_RE = re.compile(
+    r"(?i)\b(?:is|are|equals|becomes|gives|get|obtain|have)[ \t]*:?[ \t]+(?P<ans>[^\n]{1,200}?)[ \t]*[.!]?[ \t]*$"
+)
+
+
+def _closing_phrase(text: str) -> str | None:
+    """An unmarked answer that closes a solution: the last math span of its last line when nothing
+    numeric follows it (``... so the result is $x \\geq 5$.``; of ``$a = b = 7$`` the part after the last
+    ``=``), else a bare-looking phrase after a closing "is"/"equals" (``the solution set is [0, \\infty).``)."""
+    lines = [ln for ln in text[-2000:].splitlines() if ln.strip()]
+    if not lines:
+        return None
+    last = lines[-1]
+    spans = list(_MATH_SPAN_RE.finditer(last))
+    if spans:
+        m = spans[-1]
+        after = last[m.end():]
+        inner = next(g for g in m.groups() if g is not None).strip()
+        if inner and not re.search(r"\d", after) and re.search(r"[\d\\]", inner):
+            if "=" in inner and not re.search(r"[<>]|\\[lg]eq?\b|\\neq?\b", inner):
+                inner = inner.rsplit("=", 1)[1].strip()
+            return inner.rstrip(".").strip() or None
+        return None
+    m = _CLOSING_IS_RE.search(last)
+    if m:
+        ans = m.group("ans").strip().strip("*").strip()
+        if ans and looks_bare(ans) and re.search(r"[\d\\]", ans) and not re.search(r"[=]", ans):
+            if re.search(r"[\[\]()<>]|\\|,", ans):  # an interval, tuple or LaTeX: the last number would cut it
+                return ans
+    return None
 
 
 def extract_answer(text: str) -> str | None:
@@ -133,6 +194,9 @@ def extract_answer(text: str) -> str | None:
             return found[-1]
     if looks_bare(text):
         return _strip_math(text)
+    closing = _closing_phrase(text)
+    if closing is not None:
+        return closing
     nums = _NUMBER_RE.findall(text[-5000:])
     if nums:
         return nums[-1].replace("$", "").replace(" ", "").strip()
@@ -158,12 +222,15 @@ def normalize_answer(ans: str) -> str:
     """A canonical string form for string comparison (spaces, ``$``, ``\\left``, ``\\dfrac``, text wrappers)."""
     s = normalize_chars(_strip_math(ans))
     s = re.sub(r"\\[dt]frac", r"\\frac", s)
-    s = re.sub(r"\\(?:left|right|displaystyle|!|,|;|:| )", "", s)
+    s = re.sub(r"(?<!\\)\\(?:left|right|displaystyle|!|,|;|:| )", "", s)  # not the "\\\\" row break
     s = re.sub(r"\\(?:text|textbf|mathrm|mbox)\s*\{([^{}]*)\}", r"\1", s)
     s = s.replace("\\$", "").replace("$", "")
     s = re.sub(r"^[A-Za-z]\s*=\s*", "", s) if s.count("=") == 1 else s
     s = re.sub(r"\s+", "", s).rstrip(".").lower()
     return s
+
+
+_MIXED_RE = re.compile(r"\s*(-?)\s*(\d{1,9})\s*\\[dt]?frac\s*(\{\s*\d{1,9}\s*\}|\d)\s*(\{\s*\d{1,9}\s*\}|\d)\s*")
 
 
 def parse_number(ans: str) -> tuple[Value, bool] | None:
@@ -179,6 +246,12 @@ def parse_number(ans: str) -> tuple[Value, bool] | None:
         lhs, rhs = s.split("=")
         if re.fullmatch(r"\s*[A-Za-z]\w*\s*", lhs):
             s = rhs.strip()
+    mixed = _MIXED_RE.fullmatch(s)
+    if mixed is not None:  # 1\frac12, 2 \frac{3}{4}: a whole part and a proper fraction
+        sign, w, a, b = mixed.group(1), int(mixed.group(2)), int(mixed.group(3).strip("{}")), int(mixed.group(4).strip("{}"))
+        if 0 < a < b:
+            v = Fraction(w) + Fraction(a, b)
+            return (-v if sign else v), False
     pct = bool(re.search(r"(?:\\%|%|\bpercent)\s*\.?\s*$", s))
     s = re.sub(r"^\s*(?:\\\$|\$|USD|Rs\.?|€|£)\s*", "", s)
     s = _UNIT_TAIL_RE.sub("", s).strip()
@@ -208,6 +281,258 @@ def numbers_equal(g: tuple[Value, bool], p: tuple[Value, bool]) -> bool:
     return any(values_match(a, b) for a, b in options)
 
 
+# ---------------------------------------------------------------- canonical forms
+MAX_TEXT_CHARS = 20000  # longer texts are read from their tail
+MAX_MV_TEXT_CHARS = 3000  # math-verify reads at most this much of a full solution (its tail)
+MAX_ELEMENTS = 30  # lists, sets, unions and matrices with more parts are compared by math-verify only
+MIN_APPROX_SIG_DIGITS = 3  # a decimal stands for an irrational value only with this many significant digits
+FLOAT_ROUNDING = 6  # math-verify's float_rounding (decimal places), overridable per call
+
+_REL_SUBS = (
+    (re.compile(r"\\geqslant|\\geq|\\ge(?![A-Za-z])|≥|>=|=>|⩾"), r" \\geq "),
+    (re.compile(r"\\leqslant|\\leq|\\le(?![A-Za-z])|≤|<=|=<|⩽"), r" \\leq "),
+    (re.compile(r"\\neq|\\ne(?![A-Za-z])|≠|!=|=/="), r" \\neq "),
+    (re.compile(r"\\lt(?![A-Za-z])"), " < "),
+    (re.compile(r"\\gt(?![A-Za-z])"), " > "),
+)
+_IMAG_RE = re.compile(r"\\(?:mathrm|text|textrm|mathit|operatorname|rm)\s*\{\s*i\s*\}|\{\\rm\s+i\}")
+_INF_RE = re.compile(r"\\infty|∞|\\inf(?![A-Za-z])|\binfinity\b|\binf\b")
+_UNION_RE = re.compile(r"\\cup|∪|(?<=[\])])\s*U\s*(?=[\[(])")
+_SINGLE_COMMA_NUM_RE = re.compile(
+    r"(?P<pre>\s*(?:[A-Za-z]\s*=\s*)?(?:\\\$|\$)?\s*)(?P<sign>-?)(?P<ip>\d+)(?:,|\{,\})(?P<fp>\d+)(?P<post>[^\d,]*)"
+)
+
+
+def decimal_comma(s: str) -> str:
+    """``1,22`` -> ``1.22`` when ``s`` is one number with one comma that is not a thousands separator.
+
+    The rule: a comma between digits is a thousands separator when exactly three digits follow it
+    and the integer part before it is non-zero (``1,000`` = 1000, ``12,500`` = 12500, and
+    ``1,234,567`` with several groups); otherwise (``1,22``, ``0,125``, ``3,5``, ``12,3456``) it is a
+    decimal comma. Lists (``1, 2`` with a space, several commas) are left alone.
+    """
+    m = _SINGLE_COMMA_NUM_RE.fullmatch(s)
+    if m is None:
+        return s
+    pre, sign, ip, fp, post = m.group("pre", "sign", "ip", "fp", "post")
+    if len(fp) == 3 and not ip.startswith("0") and len(ip) <= 3:
+        return f"{pre}{sign}{ip}{fp}{post}"
+    return f"{pre}{sign}{ip}.{fp}{post}"
+
+
+def _canon(ans: str) -> str:
+    """A canonical LaTeX form for math-verify and for structure: relations as ``\\geq``/``\\leq``/``\\neq``,
+    ``\\mathrm{i}`` as ``i``, ``\\dfrac`` as ``\\frac``, no ``\\left``/``\\right``/spacing commands, no
+    ``\\$``. A comma stays a comma (``1,2`` may be a list): the decimal reading is the number paths'."""
+    s = normalize_chars(_strip_math(ans)).strip()
+    s = re.sub(r"\\[dt]frac", r"\\frac", s)
+    s = re.sub(r"\\(?:left|right|big|Big|bigg|Bigg)(?![A-Za-z])|\\displaystyle|(?<!\\)\\[!,;: ]|~", " ", s)
+    s = s.replace("\\$", "").replace("$", "")
+    s = _IMAG_RE.sub("i", s)
+    for pat, rep in _REL_SUBS:
+        s = pat.sub(rep, s)
+    return re.sub(r"\s+", " ", s).strip()
+
+
+def _split_top(s: str, sep: str = ",") -> list[str]:
+    """``s`` split at ``sep`` outside brackets/braces (``\\{``, ``\\}`` count as brackets too)."""
+    out, depth, cur, i = [], 0, [], 0
+    while i < len(s):
+        c = s[i]
+        if c == "\\" and i + 1 < len(s) and s[i + 1] in "{}":
+            depth += 1 if s[i + 1] == "{" else -1
+            cur.append(s[i:i + 2])
+            i += 2
+            continue
+        if c in "([{":
+            depth += 1
+        elif c in ")]}":
+            depth -= 1
+        if c == sep and depth == 0:
+            out.append("".join(cur).strip())
+            cur = []
+        else:
+            cur.append(c)
+        i += 1
+    out.append("".join(cur).strip())
+    return out
+
+
+def _balanced(s: str) -> bool:
+    depth = 0
+    for c in s:
+        depth += 1 if c in "([{" else -1 if c in ")]}" else 0
+        if depth < 0:
+            return False
+    return depth == 0
+
+
+# ---------------------------------------------------------------- structured readings
+_MATRIX_RE = re.compile(
+    r"\\begin\{(pmatrix|bmatrix|Bmatrix|matrix|smallmatrix|array)\}\s*(?:\{[^{}]*\})?(.*?)\\end\{\1\}", re.DOTALL
+)
+
+
+def _matrix(s: str) -> list[list[str]] | None:
+    """Cells of a matrix answer (``pmatrix``, ``bmatrix``, ``array`` ...) when the whole answer is one matrix."""
+    m = _MATRIX_RE.search(s)
+    if m is None:
+        return None
+    outside = (s[:m.start()] + s[m.end():]).strip()
+    if re.sub(r"[\s()\[\]]", "", outside):
+        return None
+    rows = [r for r in re.split(r"\\\\(?:\[[^\]]*\])?", m.group(2)) if r.strip() and r.strip() != "\\hline"]
+    cells = [[c.strip() for c in r.replace("\\hline", "").split("&")] for r in rows]
+    if not cells or len(cells) * max(len(r) for r in cells) > MAX_ELEMENTS:
+        return None
+    return cells
+
+
+_INTERVAL_RE = re.compile(r"([(\[])(.+),(.+)([)\]])")
+
+
+def _intervals(s: str) -> list[tuple[str, str, str, str]] | None:
+    """An interval or a union of intervals as (open, start, end, close) parts; None when ``s`` is not one.
+
+    ``x \\in [0, \\infty)`` and ``\\left(1, 2\\right]`` work; infinity may be ``\\infty``, ``∞`` or ``inf``,
+    the union ``\\cup``, ``∪`` or ``U``."""
+    t = re.sub(r"^[A-Za-z]\s*\\in\s*", "", s.strip())
+    t = _INF_RE.sub("oo", t)
+    t = _UNION_RE.sub("|", t)
+    parts = [p.strip() for p in t.split("|")]
+    if len(parts) > MAX_ELEMENTS:
+        return None
+    out = []
+    for p in parts:
+        m = _INTERVAL_RE.fullmatch(p)
+        if m is None or not _balanced(m.group(2) + m.group(3)):
+            return None
+        inner = _split_top(p[1:-1])
+        if len(inner) != 2 or not all(inner):
+            return None
+        a, b = (x.replace("+oo", "oo") for x in inner)
+        out.append((m.group(1), a, b, m.group(4)))
+    return out
+
+
+_REL_SPLIT_RE = re.compile(r"(\\geq|\\leq|\\neq|<|>|=)")
+_FLIP = {"<": ">", ">": "<", "\\leq": "\\geq", "\\geq": "\\leq", "=": "=", "\\neq": "\\neq"}
+
+
+def _relation(s: str) -> list[str] | None:
+    """``[side, op, side, op, ...]`` of a (chained) relation in canonical form, or None."""
+    parts = [p.strip() for p in _REL_SPLIT_RE.split(s)]
+    if len(parts) < 3 or len(parts) > 2 * MAX_ELEMENTS or not all(parts[::2]):
+        return None
+    ops = parts[1::2]
+    if all(o == "=" for o in ops):
+        return None  # equations are math-verify's (and ``x = 5`` is read as 5 elsewhere)
+    return parts
+
+
+def _relation_interval(parts: list[str]) -> list[tuple[str, str, str, str]] | None:
+    """A one-variable inequality as an interval: ``x \\leq 3`` -> ``(-oo, 3]``, ``-1 < x \\leq 2`` -> ``(-1, 2]``."""
+    var = re.compile(r"[A-Za-z]")
+    low = {"<": "(", "\\leq": "["}
+    high = {"<": ")", "\\leq": "]"}
+    for cand in (parts, _flip(parts)):
+        if len(cand) == 3 and var.fullmatch(cand[0]) and cand[1] in ("<", "\\leq", ">", "\\geq"):
+            op, a = cand[1], cand[2]
+            if op in high:
+                return [("(", "-oo", a, high[op])]
+            return [(low[_FLIP[op]], a, "oo", ")")]
+        if len(cand) == 5 and var.fullmatch(cand[2]) and cand[1] in low and cand[3] in high:
+            return [(low[cand[1]], cand[0], cand[4], high[cand[3]])]
+    return None
+
+
+def _flip(parts: list[str]) -> list[str]:
+    return [p if i % 2 == 0 else _FLIP[p] for i, p in enumerate(reversed(parts))]
+
+
+def _elements(s: str) -> tuple[str, list[str]] | None:
+    """(kind, elements) of a list/set/tuple answer: ``1, 2`` (list), ``\\{1,2\\}`` (set), ``(1,2,3)`` (tuple)."""
+    t = s.strip()
+    kind = "list"
+    if t.startswith("\\{") and t.endswith("\\}"):
+        t, kind = t[2:-2], "set"
+    elif t.startswith("(") and t.endswith(")") and _balanced(t[1:-1]):
+        t, kind = t[1:-1], "tuple"
+    parts = _split_top(t)
+    if len(parts) < 2 or len(parts) > MAX_ELEMENTS or not all(parts):
+        return None
+    return kind, parts
+
+
+# ---------------------------------------------------------------- decimals against exact values
+_DECIMAL_RE = re.compile(r"-?\d+\.\d+")
+
+
+def _decimal(ans: str):
+    """(Decimal value, decimals) of an answer that is a decimal literal (units, ``\\approx``, ``x =`` dropped)."""
+    from decimal import Decimal
+
+    s = decimal_comma(_canon(ans))
+    s = re.sub(r"^(?:[A-Za-z]\s*=|\\approx|≈)\s*", "", s)
+    s = _UNIT_TAIL_RE.sub("", s).strip() if not _DECIMAL_RE.fullmatch(s) else s
+    if not _DECIMAL_RE.fullmatch(s):
+        return None
+    return Decimal(s), len(s.split(".")[1])
+
+
+def _exact_value(ans: str, float_rounding: int):
+    """The value of an exact irrational answer (``40\\pi``, ``\\sqrt{2}``, ``e^2``) as a Decimal, else None."""
+    from decimal import Decimal
+
+    num = parse_number(ans)
+    if num is not None:
+        v, pct = num
+        if pct or isinstance(v, Fraction):
+            return None  # rationals are compared exactly
+        return Decimal(repr(v))
+    parsed = _mv_parse(f"${_canon(ans)}$")
+    if not parsed:
+        return None
+    import sympy
+
+    expr = parsed[0]
+    try:
+        if isinstance(expr, str) or not isinstance(expr, sympy.Expr) or not expr.is_number or expr.is_rational:
+            return None
+        if _too_big(expr):
+            return None
+        val = sympy.N(expr, 30)
+        if not val.is_real:
+            return None
+        return Decimal(str(val))
+    except Exception:  # noqa: BLE001 - an expression sympy cannot evaluate is not a number
+        return None
+
+
+def decimal_matches_exact(exact, dec, decimals: int) -> bool:
+    """Whether a decimal with ``decimals`` places is the exact value rounded (half up) or truncated to
+    that many places: ``125.66``, ``125.663`` and ``125.664`` all state 40π = 125.66370..."""
+    from decimal import ROUND_DOWN, ROUND_HALF_UP, Decimal
+
+    q = Decimal(1).scaleb(-decimals)
+    digits = dec.copy_abs().as_tuple().digits
+    sig = len("".join(map(str, digits)).lstrip("0"))
+    if decimals < 1 or sig < MIN_APPROX_SIG_DIGITS:
+        return False
+    return dec in (exact.quantize(q, rounding=ROUND_HALF_UP), exact.quantize(q, rounding=ROUND_DOWN))
+
+
+def _approx_equal(a: str, b: str, float_rounding: int) -> bool:
+    for x, y in ((a, b), (b, a)):
+        d = _decimal(y)
+        if d is None or _decimal(x) is not None:
+            continue
+        exact = _exact_value(x, float_rounding)
+        if exact is not None and decimal_matches_exact(exact, d[0], d[1]):
+            return True
+    return False
+
+
 # ---------------------------------------------------------------- math-verify behind guards
 def _too_big(expr) -> bool:
     """True when a sympy expression holds a power/factorial whose evaluation could hang."""
@@ -232,36 +557,217 @@ def _too_big(expr) -> bool:
     return False
 
 
-def math_verify_equal(gold: str, pred: str) -> bool | None:
-    """math-verify's verdict on two extracted answers (gold first); None when it cannot judge."""
-    if len(gold) > MAX_ANSWER_CHARS or len(pred) > MAX_ANSWER_CHARS:
-        return None
-    from math_verify import parse, verify
+def _timeout() -> int | None:
+    # math-verify's timeouts use SIGALRM, which works in the main thread only; elsewhere the size guards bound it
+    return MATH_VERIFY_TIMEOUT_S if threading.current_thread() is threading.main_thread() else None
 
-    main = threading.current_thread() is threading.main_thread()
-    timeout = MATH_VERIFY_TIMEOUT_S if main else None
+
+@lru_cache(maxsize=1024)
+def _mv_parse(text: str) -> tuple | None:
+    """math-verify's parse of ``text`` (cached; a gold is parsed once), None when empty, failed or too big."""
+    if len(text) > MAX_MV_TEXT_CHARS + 4:
+        return None
+    from math_verify import parse
+
     try:
-        g = parse(f"${_strip_math(gold)}$", parsing_timeout=timeout)
-        p = parse(f"${_strip_math(pred)}$", parsing_timeout=timeout)
-        if not g or not p:
-            return None
-        if any(_too_big(x) for x in (*g, *p) if not isinstance(x, str)):
-            return None
-        return bool(verify(g, p, timeout_seconds=timeout))
+        out = parse(text, parsing_timeout=_timeout())
     except Exception:  # noqa: BLE001 - math-verify failures are "cannot judge", not crashes
         return None
+    if not out or any(_too_big(x) for x in out if not isinstance(x, str)):
+        return None
+    return tuple(out)
 
 
-def answers_equal(gold: str, pred: str) -> bool:
-    """Whether ``pred`` states the same final answer as ``gold``; both may be bare answers or full texts."""
-    g = extract_answer(gold) if isinstance(gold, str) else None
-    p = extract_answer(pred) if isinstance(pred, str) else None
-    if g is None or p is None:
+def _mv_verify(g: tuple | None, p: tuple | None, float_rounding: int) -> bool | None:
+    if not g or not p:
+        return None
+    from math_verify import verify
+
+    try:
+        return bool(verify(list(g), list(p), float_rounding=float_rounding, timeout_seconds=_timeout()))
+    except Exception:  # noqa: BLE001
+        return None
+
+
+def math_verify_equal(gold: str, pred: str, *, float_rounding: int = FLOAT_ROUNDING) -> bool | None:
+    """math-verify's verdict on two extracted answers (gold first); None when it cannot judge.
+
+    Both are wrapped in ``$...$`` after :func:`_canon` (so ``\\mathrm{i}`` is the imaginary unit, not a
+    text dropped from ``3+4\\mathrm{i}``, and ``1,22`` is a decimal, not the set {1, 22})."""
+    if len(gold) > MAX_ANSWER_CHARS or len(pred) > MAX_ANSWER_CHARS:
+        return None
+    g, p = _canon(gold), _canon(pred)
+    if parse_number(p) is not None:  # a single number on the other side: "1,5" is one and a half, not {1, 5}
+        g = decimal_comma(g)
+    if parse_number(g) is not None:
+        p = decimal_comma(p)
+    return _mv_verify(_mv_parse(f"${g}$"), _mv_parse(f"${p}$"), float_rounding)
+
+
+def _raw_form(text: str) -> str:
+    t = text.strip()
+    return t if len(t) <= MAX_MV_TEXT_CHARS else t[-MAX_MV_TEXT_CHARS:]
+
+
+def _whole_read(parsed: tuple | None, answer: str) -> bool:
+    """Whether math-verify's raw parse of a bare answer read all of it (not just its last number)."""
+    if not parsed or len(parsed) < 2 or not isinstance(parsed[-1], str):
         return False
-    gn, pn = parse_number(g), parse_number(p)
-    if gn is not None and pn is not None:
-        return numbers_equal(gn, pn)
-    if normalize_answer(g) == normalize_answer(p):
+    a = re.sub(r"[\s,{}$]|\\[,;!: ]|\\left|\\right", "", normalize_chars(parsed[-1]))
+    b = re.sub(r"[\s,{}$]|\\[,;!: ]|\\left|\\right", "", normalize_chars(_strip_math(answer)))
+    return a == b
+
+
+# ---------------------------------------------------------------- the comparison layer
+def _read_number(ans: str) -> tuple[Value, bool] | None:
+    s = _strip_math(ans)
+    return parse_number(decimal_comma(s))
+
+
+def _scalar_equal(a: str, b: str, float_rounding: int, depth: int = 0) -> bool:
+    """Equality of two single answers: string form, numbers, decimal-vs-exact, structure, math-verify."""
+    if normalize_answer(a) == normalize_answer(b):
         return True
-    verdict = math_verify_equal(g, p)
-    return bool(verdict)
+    an, bn = _read_number(a), _read_number(b)
+    if an is not None and bn is not None:
+        if numbers_equal(an, bn):
+            return True
+        if not (an[1] or bn[1]) and _approx_equal(a, b, float_rounding):
+            return True
+        return bool(math_verify_equal(a, b, float_rounding=float_rounding))
+    return _structured_equal(a, b, float_rounding, depth)
+
+
+def _all_match(xs: list[str], ys: list[str], ordered: bool, float_rounding: int, depth: int) -> bool:
+    if len(xs) != len(ys):
+        return False
+    if ordered:
+        return all(_scalar_equal(x, y, float_rounding, depth + 1) for x, y in zip(xs, ys, strict=True))
+    left = list(ys)
+    for x in xs:
+        hit = next((j for j, y in enumerate(left) if _scalar_equal(x, y, float_rounding, depth + 1)), None)
+        if hit is None:
+            return False
+        left.pop(hit)
+    return True
+
+
+def _structured_equal(a: str, b: str, float_rounding: int, depth: int = 0) -> bool:
+    """Matrices, intervals and unions, relations, lists/sets/tuples, decimals against exact values, then
+    math-verify on the canonical forms. Only ``True`` is a verdict: a ``False`` lets others judge."""
+    if depth > 3 or len(a) > MAX_ANSWER_CHARS or len(b) > MAX_ANSWER_CHARS:
+        return False
+    ca, cb = _canon(a), _canon(b)
+    if normalize_answer(ca) == normalize_answer(cb):
+        return True
+    ma, mb = _matrix(ca), _matrix(cb)
+    if ma is not None or mb is not None:
+        if ma is None or mb is None or len(ma) != len(mb) or any(len(x) != len(y) for x, y in zip(ma, mb, strict=True)):
+            return False
+        return all(_scalar_equal(x, y, float_rounding, depth + 1)
+                   for rx, ry in zip(ma, mb, strict=True) for x, y in zip(rx, ry, strict=True))
+    ia, ib = _intervals(ca), _intervals(cb)
+    ra, rb = _relation(ca), _relation(cb)
+    if ia is not None and rb is not None:
+        ib = _relation_interval(rb)
+    elif ib is not None and ra is not None:
+        ia = _relation_interval(ra)
+    if ia is not None and ib is not None:
+        if len(ia) != len(ib):
+            return False
+        left = list(ib)
+        for x in ia:
+            hit = next((j for j, y in enumerate(left) if x[0] == y[0] and x[3] == y[3]
+                        and _scalar_equal(x[1], y[1], float_rounding, depth + 1)
+                        and _scalar_equal(x[2], y[2], float_rounding, depth + 1)), None)
+            if hit is None:
+                return False
+            left.pop(hit)
+        return True
+    if ra is not None or rb is not None:
+        if ra is None or rb is None or len(ra) != len(rb):
+            return bool(math_verify_equal(ca, cb, float_rounding=float_rounding))
+        for cand in (rb, _flip(rb)):
+            if cand[1::2] == ra[1::2] and all(_scalar_equal(x, y, float_rounding, depth + 1)
+                                              for x, y in zip(ra[::2], cand[::2], strict=True)):
+                return True
+        return False
+    ea, eb = _elements(ca), _elements(cb)
+    if ea is not None and eb is not None:
+        (ka, xa), (kb, xb) = ea, eb
+        if "tuple" in (ka, kb) and ka != kb:
+            return False
+        if _all_match(xa, xb, ka == "tuple", float_rounding, depth):
+            return True
+        return False
+    if _approx_equal(ca, cb, float_rounding):
+        return True
+    return bool(math_verify_equal(ca, cb, float_rounding=float_rounding))
+
+
+def _box_set_equal(gold_answer: str, pred_text: str, float_rounding: int) -> bool:
+    """A list/set gold (``1, 2``, ``\\{1,2\\}``, ``(1,2), (3,4)``) against several boxed answers of ``pred_text``
+    (``\\boxed{1}`` and ``\\boxed{2}``), order-free; a repeated box counts once."""
+    els = _elements(_canon(gold_answer))
+    if els is None or els[0] == "tuple":
+        return False
+    boxes: list[str] = []
+    seen: set[str] = set()
+    for b in boxed_answers(pred_text):
+        for part in _split_top(_canon(b)):
+            key = normalize_answer(part)
+            if part and key not in seen:
+                seen.add(key)
+                boxes.append(part)
+    if len(boxes) < 2:
+        return False
+    return _all_match(els[1], boxes, False, float_rounding, 0)
+
+
+def _last_number(text: str) -> str | None:
+    nums = _NUMBER_RE.findall(text[-2000:])
+    return nums[-1].replace("$", "").strip() if nums else None
+
+
+_PLAIN_NUM_RE = re.compile(r"-?(?:[1-9]\d{0,2}(?:,\d{3})+|\d+)(?:\.\d{1,6})?")
+
+
+def answers_equal(gold: str, pred: str, *, float_rounding: int = FLOAT_ROUNDING) -> bool:
+    """Whether ``pred`` states the same final answer as ``gold``; both may be bare answers or full texts.
+
+    Gold first (math-verify's reading of the gold decides what kind of object is compared). Equal when
+    any of: the normalised comparison of the extracted answers (numbers exactly, decimals against
+    exact irrationals at the decimal's stated precision, matrices, intervals, relations, lists and
+    sets, several boxes against a list gold); math-verify on the extracted answers; math-verify on the
+    texts (a full text as it is, a bare answer in ``$...$``); math-verify on the raw bare strings when it
+    read each whole. ``float_rounding`` is math-verify's (decimal places for float comparisons).
+    """
+    if not isinstance(gold, str) or not isinstance(pred, str):
+        return False
+    gold, pred = gold[-MAX_TEXT_CHARS:], pred[-MAX_TEXT_CHARS:]
+    g, p = extract_answer(gold), extract_answer(pred)
+    if g is not None and p is not None:
+        gn, pn = _read_number(g), _read_number(p)
+        if gn is not None and pn is not None and numbers_equal(gn, pn):
+            return True
+    g_bare = g is not None and _strip_math(gold.strip()) == g
+    p_bare = p is not None and _strip_math(pred.strip()) == p
+    if g is not None and p is not None:
+        if g_bare and _PLAIN_NUM_RE.fullmatch(g.strip()) and _PLAIN_NUM_RE.fullmatch(p.strip()) and (
+                p_bare or _last_number(pred) == p.strip()):
+            return False  # plain literals that differ, the pred's also its text's last number (what math-verify reads)
+        if _scalar_equal(g, p, float_rounding):
+            return True
+        if _box_set_equal(g, pred, float_rounding):
+            return True
+    if not (g_bare and p_bare):
+        forms = [_raw_form(gold) if not g_bare else f"${_canon(g)}$",
+                 _raw_form(pred) if not p_bare else f"${_canon(p)}$"]
+        if _mv_verify(_mv_parse(forms[0]), _mv_parse(forms[1]), float_rounding):
+            return True
+    if g is not None and p is not None:
+        rg, rp = _mv_parse(_raw_form(gold)), _mv_parse(_raw_form(pred))
+        trusted = (not g_bare or _whole_read(rg, g)) and (not p_bare or _whole_read(rp, p))
+        if trusted and (g_bare or p_bare) and _mv_verify(rg, rp, float_rounding):
+            return True
+    return False

@@ -82,3 +82,54 @@ def test_gold_first_argument_order_matters_for_sets():
     # a bare gold answer that is itself a full text: the extraction applies to both sides
     assert answers_equal("#### 1,234", "The answer is 1234")
     assert not answers_equal("#### 1,234", "The answer is 1.234")
+
+
+@pytest.mark.parametrize(("text", "reading"), [
+    ("1,22", "1.22"), ("0,125", "0.125"), ("3,5", "3.5"), ("12,3456", "12.3456"), ("x = 1,5", "x = 1.5"),
+    ("1,000", "1000"), ("12,500", "12500"), ("2{,}5", "2.5"), ("10{,}000", "10000"),
+    ("1, 2", "1, 2"), ("1,2,3", "1,2,3"), ("(1,2)", "(1,2)"),
+])
+def test_decimal_comma_rule(text, reading):
+    from verifier.answers import decimal_comma
+
+    assert decimal_comma(text) == reading
+
+
+def test_decimal_against_exact_value_uses_the_stated_precision():
+    from decimal import Decimal
+
+    from verifier.answers import decimal_matches_exact
+
+    exact = Decimal("125.66370614359172")  # 40 pi
+    assert decimal_matches_exact(exact, Decimal("125.664"), 3)  # rounded
+    assert decimal_matches_exact(exact, Decimal("125.663"), 3)  # truncated
+    assert not decimal_matches_exact(exact, Decimal("125.665"), 3)
+    assert not decimal_matches_exact(Decimal("3.14159"), Decimal("3.1"), 1)  # too few significant digits
+    assert answers_equal("40\\pi", "125.663") and not answers_equal("40\\pi", "125.7 + 1")
+
+
+def test_mixed_numbers_and_extraction():
+    from verifier.answers import parse_number
+
+    assert parse_number("1\\frac12")[0] == parse_number("1.5")[0]
+    assert parse_number("-2 \\frac{3}{4}")[0] == parse_number("-2.75")[0]
+    assert parse_number("2\\frac{4}{3}")[0] == parse_number("\\frac{8}{3}")[0]  # improper: a product
+    assert extract_answer("Dividing by 2.\nHence the solution is $x \\geq 5$.") == "x \\geq 5"
+    assert extract_answer("So the domain is [0, \\infty).") == "[0, \\infty)"
+    assert extract_answer("So $a + b = 3 + 4 = 7$.") == "7"
+
+
+def test_float_rounding_is_configurable():
+    assert answers_equal("\\frac{1}{3}", "0.333333")
+    assert not answers_equal("\\frac{1}{3}", "0.333333", float_rounding=10)
+
+
+def test_bounded_on_huge_and_hostile_inputs():
+    import time
+
+    t = time.perf_counter()
+    assert not answers_equal("7", "(" * 5000 + "8" + ")" * 4999)
+    assert not answers_equal("\\{" + ",".join(map(str, range(2000))) + "\\}", "\\boxed{1}" * 300)
+    assert answers_equal("7", "x " * 30000 + "\n#### 7")
+    assert not answers_equal("2^{2^{2^{2^{2}}}}", "9^{9^{9}}")
+    assert time.perf_counter() - t < 20
