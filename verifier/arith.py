@@ -82,7 +82,7 @@ class Tok(NamedTuple):
 
 _NUM = r"(?:\d{1,3}(?:(?:,|\{,\}|,\\!)\d{3})+(?:\.\d+)?|\d+(?:\.\d+)?|\.\d+)"
 _TOKEN_RE = re.compile(
-    r"(?P<ws>\s+|\\[,;:! ]|~|&|\\quad|\\qquad|\\left|\\right|\\[bB]igg?[lr]?|\\displaystyle|\\boxed|\\\$|\$)"
+    r"(?P<ws>\s+|\\[,;:! ]|~|&|\\quad|\\qquad|\\(?:left|right|[bB]igg?[lr]?|displaystyle|boxed)(?![A-Za-z])|\\\$|\$)"
     r"|(?P<ann><<[^<>]{0,400}>>)"
     r"|(?P<sub>(?:[A-Za-z]|\\[A-Za-z]+)_(?:\{[^{}]{0,40}\}|[A-Za-z0-9]))"
     r"|(?P<base>\d+_(?:\{\d{1,3}\}|\d))"
@@ -459,6 +459,7 @@ class Calculation:
     error: str = ""
     annotation: bool = False
     alt: Value | None = None  # the result read without its percent sign ("= 75%" -> 75)
+    algebraic: bool = False  # an equality with variables checked by :mod:`verifier.symbolic`
 
 
 _MODIFIERS = {"half", "twice", "thrice", "double", "triple", "quarter", "third", "thirds", "fourth",
@@ -472,7 +473,10 @@ def _with_vars(toks: list[Tok], latex: bool = False) -> list[Tok]:
     out: list[Tok] = []
     for j, t in enumerate(toks):
         if t.kind == "word" and latex and t.text.isalpha() and len(t.text) <= 3 and not t.text.startswith("\\"):
-            out += [Tok("var", ch) for ch in t.text]
+            if t.text.islower():
+                out += [Tok("var", ch) for ch in t.text]
+            else:
+                out.append(Tok("var", t.text))  # AB, ABC: a segment or a triangle, one symbol
             continue
         if t.kind == "word":
             low = t.text.lower()
@@ -779,8 +783,8 @@ def _rows(span: str) -> list[str]:
         r = row.strip()
         if not r:
             continue
-        if rows and re.match(r"&?\s*(?:=|\\approx|\\le|\\ge|<|>)", r):
-            rows[-1] = rows[-1] + " " + r  # "&= ..." continues the row above
+        if rows and re.match(r"&?\s*(?:=|\\approx|\\le|\\ge|<|>|[-+](?!\s*&))", r):
+            rows[-1] = rows[-1] + " " + r  # "&= ..." (or "&- 4y^2 ...") continues the row above
         else:
             rows.append(r)
     return rows

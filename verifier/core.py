@@ -56,6 +56,7 @@ from verifier.arith import Calculation, Value, extract_calculations, numbers_in,
 from verifier.semantic import Embedder, alignment, word_numbers
 from verifier.semantic import similarity as lexical_similarity
 from verifier.steps import split_steps
+from verifier.symbolic import check_algebra
 from verifier.verdict import DIMENSIONS, Verdict
 
 # numbers a solution may use without a source: 0, 1, 2 (halves, doubles, pairs) and 1/2
@@ -332,6 +333,9 @@ class MathVerifier:
             if budget:
                 budget.check()
             calcs.append(extract_calculations(s))
+        # algebra: equalities with variables (rewrites, substitutions of the values the solution assigns)
+        for i, checks in enumerate(check_algebra(steps, budget.check if budget else None, question)):
+            calcs[i] += checks
         given = set(numbers_in(question)) | word_numbers(question) | question_fractions(question)
         symbolic = self._symbolic(calcs, flags)
         implicit = implicit_constants(question + "\n" + text)
