@@ -19,7 +19,9 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 DatasetFormat = Literal["gsm8k", "math", "metamathqa", "synthetic"]
-Strategy = Literal["weighted", "uniform", "random"]
+Strategy = Literal["weighted", "uniform", "random", "random_rejected"]
+NegativeKind = Literal["incorrect", "unsound", "degenerate"]
+DEFAULT_INSTRUCTION = "Please reason step by step, and put your final answer within \\boxed{}."
 Engine = Literal["vllm", "hf"]
 STAGES = ("data", "base", "sft", "sample", "verify", "pairs", "dpo", "evaluate", "report")
 
@@ -68,7 +70,7 @@ class SyntheticConfig(Section):
     )
     max_value: int = Field(500, ge=10, description="Largest number (given or intermediate) in a problem.")
     instruction: str = Field(
-        "Please reason step by step, and put your final answer within \\boxed{}.",
+        DEFAULT_INSTRUCTION,
         description="Instruction appended to the question in pretrain.txt; keep equal to sample.instruction.",
     )
 
@@ -81,6 +83,11 @@ class SyntheticConfig(Section):
 
 class DataConfig(Section):
     on_bad_row: Literal["error", "skip"] = "error"
+    solution_format: Literal["boxed", "source"] = Field(
+        "boxed", description="'boxed': every reference solution (SFT targets, pool references, pretraining "
+        "text) is rewritten to end in 'The answer is $\\boxed{A}$.' without GSM8K calculator marks <<...>> "
+        "or '#### A' lines, the format the default instruction asks for (then every instruction must "
+        "mention \\boxed); 'source': solutions as the dataset writes them.")
     synthetic: SyntheticConfig = SyntheticConfig()
     sft: list[DatasetSpec] = Field(default_factory=list, description="SFT corpus (CoT solutions).")
     pool: list[DatasetSpec] = Field(default_factory=list, description="Preference pool problems.")
@@ -213,7 +220,11 @@ class SampleConfig(Section):
                                "and the unit of resuming after a crash.")
     batch_size: int = Field(16, ge=1, description="HF engine: prompts per generate call.")
     limit: int | None = Field(None, ge=1, description="Sample only the first N pool problems.")
-    instruction: str = "Please reason step by step, and put your final answer within \\boxed{}."
+    instruction: str = Field(DEFAULT_INSTRUCTION, description="Appended to the question in the user turn of "
+                             "SFT, sampling and DPO (training.prompts.user_turn).")
+    score_references: bool = Field(
+        True, description="Also score each pool problem's reference solution under the sampled model "
+        "(teacher forcing, HF) into references.jsonl: the confidence of a reference chosen by the pairs stage.")
     vllm: VLLMConfig = VLLMConfig()
 
 
@@ -248,21 +259,30 @@ class VerifyConfig(Section):
 
 
 class WeightCoefficients(Section):
-    """``w_raw = a·wrongness_r + b·max(0, c_r − c_c) + g·norm(log ppl_r)`` (see ``tasks/pairs.py``)."""
+    """The raw importance weight of a pair (chosen c, rejected r); docs/method.md explains each term.
 
+    ``ranked`` (default): ``w_raw = a·R(W_r) + b·R(lp_r − lp_c) + g·R(lp_r)`` where ``W_r`` is the
+    rejected's process wrongness (wrongness without answer_correctness), ``lp`` the mean token
+    log-probability (confidence ``c = exp(lp)``), and ``R`` the mid-rank of a value among the run's
+    selected pairs, in (0, 1): every term grows with a more wrong, more confident error, and one outlier
+    cannot rescale the run. ``original``: the formula as first implemented,
+    ``a·wrongness_r + b·max(0, c_r − c_c) + g·minmax(log ppl_r)``, kept for the ablation."""
+
+    formula: Literal["ranked", "original"] = "ranked"
     a: float = Field(1.0, ge=0, description="wrongness of the rejected")
-    b: float = Field(1.0, ge=0, description="confidence gap max(0, c_r - c_c)")
-    g: float = Field(0.5, ge=0, description="normalised log perplexity of the rejected")
+    b: float = Field(1.0, ge=0, description="confidence gap of the rejected over the chosen")
+    g: float = Field(0.5, ge=0, description="ranked: confidence (low perplexity) of the rejected; "
+                                            "original: its normalised log perplexity")
 
 
 class HardnessCoefficients(Section):
-    """Hardness of an incorrect candidate = Σ coefficient · term, each term in [0, 1]; a negative
-    coefficient penalises its term (e.g. ``absurdity: -0.5`` to avoid gibberish negatives)."""
+    """Hardness of a negative candidate = Σ coefficient · term, each term in [0, 1]; a negative
+    coefficient penalises its term (``absurdity: -0.5`` keeps gibberish from looking hard)."""
 
     confidence: float = Field(1.0, description="c_r = exp(logprob_mean_r)")
-    similarity: float = Field(1.0, description="similarity to the nearest correct solution")
-    wrongness: float = Field(0.5, description="verifier wrongness of the candidate")
-    absurdity: float = Field(0.25, description="verifier absurdity of the candidate")
+    similarity: float = Field(1.0, description="similarity to the nearest sound correct solution")
+    wrongness: float = Field(0.5, description="process wrongness of the candidate (answer_correctness left out)")
+    absurdity: float = Field(-0.5, description="verifier absurdity of the candidate")
 
 
 class PairsConfig(Section):
@@ -273,7 +293,20 @@ class PairsConfig(Section):
     w_min: float = 0.2
     w_max: float = 3.0
     lam: float = Field(0.3, ge=0, le=1, description="λ: final w = (1 - λ) + λ·w_clipped.")
-    fallback_to_reference: bool = True
+    soundness: Literal["first_error", "wrongness", "answer_only"] = Field(
+        "first_error", description="When a correct sample may be chosen: 'first_error' = the verifier finds "
+        "no erroneous step (first_error_step is null); 'wrongness' = process wrongness <= "
+        "sound_max_wrongness; 'answer_only' = the final answer alone (the pipeline's first behaviour; "
+        "unsound correct samples are then positives, never negatives).")
+    sound_max_wrongness: float = Field(0.05, ge=0, le=1, description="Threshold of soundness='wrongness'.")
+    negatives: list[NegativeKind] = Field(
+        default_factory=lambda: ["incorrect", "unsound"],
+        description="Kinds of sample eligible as the rejected response: 'incorrect' (wrong final answer), "
+        "'unsound' (right answer through a flagged step), 'degenerate' (truncated, looping or without a "
+        "stated answer; off by default, they are never chosen).")
+    fallback_to_reference: bool = Field(
+        True, description="A problem with no sound correct sample takes its reference solution (rewritten "
+        "in the prompt's format by the data stage) as the chosen response; false = skip the problem.")
     fallback_logprob_mean: float = Field(
         -10.0, le=0,
         description="Stands in for a NaN/inf logprob_mean when no sample of the problem has a finite one "
@@ -285,6 +318,8 @@ class PairsConfig(Section):
     def _clip(self) -> PairsConfig:
         if not 0 < self.w_min <= 1 <= self.w_max:
             raise ValueError("need 0 < w_min <= 1 <= w_max")
+        if not self.negatives:
+            raise ValueError("pairs.negatives: at least one kind")
         return self
 
 
@@ -323,7 +358,7 @@ class EvaluateConfig(Section):
     datasets: list[str] = Field(default_factory=list, description="Names from data.eval; empty = all.")
     limit: int | None = Field(None, ge=1, description="Evaluate only the first N problems of each set.")
     max_tokens: int = Field(512, ge=1, description="Outputs cut at this length are graded wrong.")
-    instruction: str = "Please reason step by step, and put your final answer within \\boxed{}."
+    instruction: str = DEFAULT_INSTRUCTION
     few_shot: int = Field(
         0, ge=0, description="k worked examples: the first k rows with a solution of the data stage's sft.jsonl."
     )
@@ -421,6 +456,17 @@ class Config(Section):
     tracking: TrackingConfig = TrackingConfig()
     orchestration: OrchestrationConfig = OrchestrationConfig()
     ablation: AblationConfig = AblationConfig()
+
+    @model_validator(mode="after")
+    def _instructions_match_format(self) -> Config:
+        if self.data.solution_format == "boxed":
+            asks = {"sample.instruction": self.sample.instruction, "evaluate.instruction": self.evaluate.instruction,
+                    "data.synthetic.instruction": self.data.synthetic.instruction}
+            wrong = [k for k, v in asks.items() if v and "\\boxed" not in v]
+            if wrong:
+                raise ValueError(f"data.solution_format is 'boxed' (targets end in \\boxed{{}}) but {', '.join(wrong)} "
+                                 "do not ask for \\boxed{}: make the instruction and the SFT targets agree")
+        return self
 
     @model_validator(mode="after")
     def _eval_names(self) -> Config:

@@ -26,8 +26,10 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from conf import load_config  # noqa: E402
+from tasks.data import format_solution  # noqa: E402
 from tasks.synthetic import generate_splits, pretrain_documents  # noqa: E402
-from training.tiny import build_tiny_model, user_message  # noqa: E402
+from training.prompts import chat_prompt  # noqa: E402
+from training.tiny import build_tiny_model  # noqa: E402
 
 NUM = r"-?\d[\d,]*(?:\.\d+)?(?:/\d+)?"
 
@@ -97,14 +99,14 @@ def main() -> None:
         path = Path(args.model)
     else:
         path = Path(args.save or tempfile.mkdtemp(prefix="tiny-base-"))
-        docs = pretrain_documents(splits["pretrain"], syn.instruction, seed=syn.seed)
+        pretrain = [format_solution(p, cfg.data.solution_format) for p in splits["pretrain"]]
+        docs = pretrain_documents(pretrain, syn.instruction, seed=syn.seed)
         m = timed("build base", lambda: build_tiny_model(docs, cfg.model.tiny, path, log=print))
         print({k: (round(v, 4) if isinstance(v, float) else v) for k, v in m.items()})
     tok = AutoTokenizer.from_pretrained(path)
     model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).eval()
     test = splits["test"][: args.n]
-    prompts = [tok.apply_chat_template([{"role": "user", "content": user_message(p.question, cfg.sample.instruction)}],
-                                       tokenize=False, add_generation_prompt=True) for p in test]
+    prompts = [chat_prompt(tok, p.question, cfg.sample.instruction) for p in test]  # as sampling/evaluation
     gold = [Fraction(p.answer) for p in test]
     greedy = timed("greedy", lambda: generate(model, tok, prompts, k=1, temperature=0, batch_size=args.batch_size,
                                               max_new_tokens=args.max_new_tokens))

@@ -18,6 +18,13 @@ A source is a local ``.jsonl``/``.json``/``.parquet`` file or a hub dataset
      "solution": "Janet sells 16 - 3 - 4 = <<16-3-4=9>>9 duck eggs a day. ...\\n#### 18",
      "source": "gsm8k", "split": "test", "meta": {"n_steps": 2}}
 
+With ``data.solution_format: boxed`` (the default) every reference solution is rewritten into the format
+the instruction asks for (:func:`boxed_solution`): GSM8K calculator marks ``<<a*b=c>>`` and the final
+``#### n`` line, or MetaMathQA's "The answer is: X", give way to a last line ``The answer is
+$\\boxed{X}$.``; MATH solutions, which box their answer already, stay as written. The SFT targets, the
+pool references (a chosen response when no sample is sound), the evaluation references and the tiny
+profile's pretraining text are then all in one format. ``answer`` (the gold) is never changed.
+
 A malformed row raises :class:`BadRowError` naming the file, row and field; with
 ``data.on_bad_row: skip`` it is skipped and counted by reason in the stage metrics.
 
@@ -40,7 +47,7 @@ from typing import Any
 from conf.schema import Config, DataConfig, DatasetSpec
 from tasks.records import Problem, write_jsonl
 
-VERSION = "1"
+VERSION = "2"
 PRETRAIN_FILE = "pretrain.txt"
 
 
@@ -113,6 +120,33 @@ def metamath_answer(response: str) -> str | None:
 def count_steps(solution: str) -> int:
     """Calculator annotations ``<<…>>`` in a GSM8K-style solution (its number of arithmetic steps)."""
     return len(re.findall(r"<<[^>]*>>", solution))
+
+
+_CALC_MARK = re.compile(r"<<[^<>\n]*>>")
+
+
+def boxed_solution(solution: str, answer: str) -> str:
+    """``solution`` in the format of the default instruction: reasoning, then ``The answer is $\\boxed{A}$.``
+
+    >>> boxed_solution("3*6 = <<3*6=18>>18 shells.\\n#### 18", "18")
+    '3*6 = 18 shells.\\nThe answer is $\\\\boxed{18}$.'
+    """
+    text = _CALC_MARK.sub("", solution).strip()
+    if last_boxed(text) is not None:
+        return text
+    if "####" in text:
+        text = text.rsplit("####", 1)[0].rstrip()
+    elif (idx := text.rfind("The answer is")) >= 0 and _METAMATH_ANS.match(text[idx:]):
+        text = text[:idx].rstrip()
+    body = f"{text}\n" if text else ""
+    return f"{body}The answer is $\\boxed{{{answer.strip()}}}$."
+
+
+def format_solution(problem: Problem, solution_format: str) -> Problem:
+    """``problem`` with its solution in ``data.solution_format`` (``source``: unchanged)."""
+    if solution_format == "source" or not problem.solution:
+        return problem
+    return problem.model_copy(update={"solution": boxed_solution(problem.solution, problem.answer)})
 
 
 # --- row normalisation ---------------------------------------------------------------------------------
@@ -262,7 +296,7 @@ def load_problems(spec: DatasetSpec, data: DataConfig, skipped: Counter | None =
     if spec.limit is not None and spec.limit < len(problems):
         keep = sorted(random.Random(data.seed).sample(range(len(problems)), spec.limit))
         problems = [problems[i] for i in keep]
-    return problems
+    return [format_solution(p, data.solution_format) for p in problems]
 
 
 def _needs_synthetic(data: DataConfig) -> bool:
@@ -286,7 +320,8 @@ def run_data(cfg: Config, out: Path) -> dict[str, Any]:
 
         synthetic = generate_splits(data.synthetic)
         if data.synthetic.n_pretrain > 0:
-            docs = pretrain_documents(synthetic["pretrain"], data.synthetic.instruction, seed=data.synthetic.seed)
+            pretrain = [format_solution(p, data.solution_format) for p in synthetic["pretrain"]]
+            docs = pretrain_documents(pretrain, data.synthetic.instruction, seed=data.synthetic.seed)
             tmp = out / (PRETRAIN_FILE + ".tmp")
             tmp.write_text(DOC_SEPARATOR.join(docs), encoding="utf-8")
             os.replace(tmp, out / PRETRAIN_FILE)

@@ -9,9 +9,11 @@ Prompts are the model's chat template around ``question + "\\n" + evaluate.instr
 by default. With ``evaluate.few_shot = k`` the first ``k`` rows with a worked solution of the data
 stage's ``sft.jsonl`` precede the question as user/assistant turns: they are training data, so no
 evaluation problem leaks into another's prompt, and their solutions show the answer format the
-model was fine-tuned on. Generation is greedy (temperature 0, one output per problem) through
+model was fine-tuned on (:func:`training.prompts.chat_prompt`, the same user turn as every other stage).
+Generation is greedy (temperature 0, one output per problem) through
 ``tasks.generation.generate`` (``evaluate.engine``; vLLM settings from ``sample.vllm``), one call for
-all sets so vLLM starts once. Grading is :mod:`tasks.grading`.
+all sets so vLLM starts once. Grading is :mod:`tasks.grading`, with sound accuracy next to answer
+accuracy: exact on synthetic sets, judged by the verifier (``verify:`` settings) elsewhere.
 
 Writes ``out/<dataset>.jsonl`` (one :class:`tasks.grading.Graded` per problem, in the set's order) and
 ``out/metrics.json``::
@@ -20,7 +22,9 @@ Writes ``out/<dataset>.jsonl`` (one :class:`tasks.grading.Graded` per problem, i
      "datasets": {"gsm8k_test": {"format": "gsm8k", "n": 1319, "accuracy": 0.62, "ci_low": 0.59,
                                  "ci_high": 0.645, "correct": 818, "reasons": {...},
                                  "strict_match": 0.60, "flexible_extract": 0.63, "disagreements": 41,
-                                 "disagreement_kinds": {...}, "examples": {...}}}}
+                                 "disagreement_kinds": {...}, "examples": {...},
+                                 "sound_accuracy": 0.55, "sound_ci_low": 0.52, "sound_ci_high": 0.58,
+                                 "sound_correct": 725, "unsound_correct": 93, "sound_method": "verifier"}}}
 
 and returns flat metrics for the manifest and MLflow: ``{"gsm8k_test/accuracy": 0.62,
 "gsm8k_test/ci_low": ..., "gsm8k_test/wrong_truncated": 12, "gsm8k_test/strict_match": ..., ...}``.
@@ -36,12 +40,12 @@ from typing import Any
 from pydantic import ValidationError
 
 from tasks.generation import Generation, chat_prompt, generate
-from tasks.grading import REASONS, Graded, grade, summarise
+from tasks.grading import REASONS, Graded, exact_sound, grade, summarise
 from tasks.records import Problem, iter_jsonl, write_jsonl
 from training.modelref import read_model_ref
 from training.models import load_tokenizer
 
-VERSION = "1"
+VERSION = "2"
 GSM8K_FORMATS = ("gsm8k", "synthetic")  # solutions end with "#### <answer>": harness graders apply
 
 
@@ -130,12 +134,42 @@ def grade_set(problems: Sequence[Problem], prompts: Sequence[str], generations: 
     return out
 
 
+def judge_soundness(problems: Sequence[Problem], graded: Sequence[Graded], verify_cfg: Any,
+                    verifier: Any = None) -> list[Graded]:
+    """``graded`` with ``sound`` set: exact where the problem knows its true steps (synthetic), else judged
+    by the verifier (a correct answer and no erroneous step found). ``verifier`` defaults to
+    ``MathVerifier(verify_cfg)``; it scores only the outputs that need it, in worker processes."""
+    out: list[Graded] = list(graded)
+    need = []
+    for i, (p, g) in enumerate(zip(problems, graded, strict=True)):
+        exact = exact_sound(g.output, p)
+        if exact is not None:
+            out[i] = g.model_copy(update={"sound": g.correct and exact, "sound_method": "exact"})
+        else:
+            need.append(i)
+    if need:
+        if verifier is None:
+            from verifier import MathVerifier
+
+            verifier = MathVerifier(verify_cfg)
+        items = [{"question": problems[i].question, "solution": graded[i].output, "gold": problems[i].answer,
+                  "reference": problems[i].solution, "problem_id": problems[i].id, "index": 0} for i in need]
+        verdicts = verifier.score_batch(items, workers=verify_cfg.workers, progress=False)
+        for i, v in zip(need, verdicts, strict=True):
+            g = graded[i]
+            ok = g.correct and v.status not in ("error", "timeout") and v.first_error_step is None
+            out[i] = g.model_copy(update={"sound": ok, "sound_method": "verifier",
+                                          "first_error_step": v.first_error_step})
+    return out
+
+
 def flat_metrics(datasets: dict[str, dict[str, Any]]) -> dict[str, float | int]:
     """Numbers only, ``<dataset>/<metric>``: what the manifest and MLflow get."""
     flat: dict[str, float | int] = {}
     for name, s in datasets.items():
         for key in ("n", "accuracy", "ci_low", "ci_high", "correct", "strict_match", "flexible_extract",
-                    "disagreements"):
+                    "disagreements", "sound_accuracy", "sound_ci_low", "sound_ci_high", "sound_correct",
+                    "unsound_correct"):
             if key in s:
                 flat[f"{name}/{key}"] = s[key]
         for reason in REASONS:
@@ -168,6 +202,7 @@ def run_evaluate(cfg, model_dir: Path, data_dir: Path, out: Path) -> dict[str, A
         chunk = gens[start:start + len(problems)]
         start += len(problems)
         graded = grade_set(problems, prompts[name], chunk, gsm8k=fmt in GSM8K_FORMATS)
+        graded = judge_soundness(problems, graded, cfg.verify)
         write_jsonl(out / f"{name}.jsonl", graded)
         summaries[name] = {"format": fmt, **summarise(graded, samples=ev.bootstrap_samples, seed=ev.seed,
                                                         n_examples=ev.n_examples)}

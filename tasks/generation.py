@@ -51,6 +51,7 @@ from typing import Any, Literal
 
 from conf.schema import VLLMConfig
 from training.modelref import ModelRef
+from training.prompts import chat_prompt
 
 ROOT = Path(__file__).resolve().parents[1]
 log_ = logging.getLogger("hnsdpo")
@@ -70,24 +71,6 @@ class Generation:
         mean = logprob_sum / n_tokens if n_tokens > 0 else float("nan")
         return cls(text=text, n_tokens=int(n_tokens), logprob_sum=float(logprob_sum), logprob_mean=float(mean),
                    finish_reason=finish_reason)
-
-
-def chat_prompt(tokenizer: Any, question: str, instruction: str | None,
-                few_shot: Sequence[tuple[str, str]] = ()) -> str:
-    """The model's chat template around ``question + "\\n" + instruction`` (no instruction: the question
-    alone); ``few_shot`` (question, answer) pairs come first as user/assistant turns, each user turn with
-    the same instruction. Ends with the assistant generation prompt."""
-
-    def user(q: str) -> dict[str, str]:
-        return {"role": "user", "content": f"{q}\n{instruction}" if instruction else q}
-
-    messages: list[dict[str, str]] = []
-    for q, a in few_shot:
-        messages += [user(q), {"role": "assistant", "content": a}]
-    messages.append(user(question))
-    if not getattr(tokenizer, "chat_template", None):
-        raise ValueError(f"tokenizer {getattr(tokenizer, 'name_or_path', '?')!r} has no chat_template")
-    return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
 
 
 def derive_seed(*parts: Any) -> int:
@@ -270,6 +253,55 @@ def _generate_hf(model: ModelRef, prompts: list[str], *, n: int, temperature: fl
     return results
 
 
+def score_completions(model: ModelRef, prompts: Sequence[str], completions: Sequence[str], *,
+                      batch_size: int = 8, adapter_mode: str = "lora", dtype: str = "auto",
+                      progress: bool = False, eos: bool = True) -> list[Generation]:
+    """The model's own log-probability of given completions (teacher forcing), in the units sampling uses.
+
+    Each completion is scored as the assistant turn after its chat-templated prompt (a
+    :func:`chat_prompt` string), followed by the first EOS token, exactly as a sampled solution that
+    stopped would be: ``logprob_sum`` over the completion's tokens and the EOS under the raw model
+    distribution, ``n_tokens`` including the EOS, ``finish_reason="stop"`` (``eos=False``: without the EOS,
+    as an output cut at the token limit, ``finish_reason="length"``). The pairs stage uses it for
+    the confidence of a reference solution chosen in place of a sample. HF engine in this process."""
+    import torch
+
+    if len(prompts) != len(completions):
+        raise ValueError(f"{len(prompts)} prompts for {len(completions)} completions")
+    if not prompts:
+        return []
+    m, tok = _load_hf(model, adapter_mode, dtype)
+    eos_ids_ = eos_ids(tok, getattr(m, "generation_config", None))
+    if not eos_ids_:
+        raise ValueError(f"model {model.tokenizer}: no EOS token in the tokenizer or generation_config")
+    device = next(m.parameters()).device
+    out: list[Generation] = []
+    bar, total = _progress(progress, len(prompts), "scoring references")
+    with bar, torch.inference_mode():
+        task = bar.add_task("score", total=total)
+        for start in range(0, len(prompts), batch_size):
+            seqs, spans = [], []
+            for p, c in zip(prompts[start:start + batch_size], completions[start:start + batch_size], strict=True):
+                p_ids = tok(p, add_special_tokens=False)["input_ids"]
+                c_ids = tok(c, add_special_tokens=False)["input_ids"] + ([eos_ids_[0]] if eos else [])
+                seqs.append(p_ids + c_ids)
+                spans.append((len(p_ids), len(c_ids)))
+            width = max(len(s) for s in seqs)
+            pad = tok.pad_token_id if tok.pad_token_id is not None else eos_ids_[0]
+            ids = torch.full((len(seqs), width), pad, dtype=torch.long)
+            mask = torch.zeros((len(seqs), width), dtype=torch.long)
+            for i, s in enumerate(seqs):  # right padding: positions stay 0..len-1 for every row
+                ids[i, :len(s)] = torch.tensor(s)
+                mask[i, :len(s)] = 1
+            logits = m(input_ids=ids.to(device), attention_mask=mask.to(device)).logits.float()
+            logp = torch.log_softmax(logits[:, :-1], dim=-1).gather(-1, ids[:, 1:].to(device)[..., None])[..., 0]
+            for i, (n_prompt, n_comp) in enumerate(spans):
+                lp = float(logp[i, n_prompt - 1:n_prompt - 1 + n_comp].sum())
+                out.append(Generation.make(completions[start + i], n_comp, lp, "stop" if eos else "length"))
+            bar.advance(task, len(seqs))
+    return out
+
+
 # --------------------------------------------------------------------------------------------- vLLM
 
 
@@ -443,5 +475,5 @@ def worker_timing(log_text: str) -> dict[str, Any] | None:
     return None
 
 
-__all__ = ["Generation", "SampledLogprobs", "VLLMError", "chat_prompt", "derive_seed", "generate", "eos_ids", "sequence_stats",
+__all__ = ["Generation", "SampledLogprobs", "VLLMError", "chat_prompt", "derive_seed", "generate", "score_completions", "eos_ids", "sequence_stats",
            "vllm_python", "vllm_env", "vllm_request", "parse_worker_output", "lora_rank", "worker_timing"]

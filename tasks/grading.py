@@ -12,12 +12,19 @@ everything up to ``#### `` and one trailing ``.``), so ``18.00`` does not equal 
 
 An output counts as wrong, whatever its answer, when it is empty or was cut at ``max_tokens``
 (``finish_reason == "length"``); the reason is recorded (``empty | truncated | no_answer | wrong``).
+Beside answer accuracy, *sound accuracy*: the share of outputs whose final answer is right **and** whose
+steps are right. On synthetic problems the generator knows every true step (``meta.calcs``), so it is
+exact (:func:`exact_sound`): every calculation ``a op b = r`` the output states must hold exactly, and
+``r`` must be one of the problem's true intermediate values. Elsewhere the verifier judges it (no
+erroneous step found, ``first_error_step`` is null), and the record says which (``sound_method``).
+
 One graded record (a line of ``<dataset>.jsonl`` in the evaluate stage)::
 
     {"id": "gsm8k_test-3", "prompt": "<|im_start|>user\\n...", "output": "... #### 1,234",
      "gold": "1234", "extracted": "1,234", "answer_matches": true, "correct": true,
      "reason_if_wrong": null, "finish_reason": "stop", "n_tokens": 87,
-     "strict": "1,234", "strict_correct": true, "flexible": "1,234", "flexible_correct": true}
+     "strict": "1,234", "strict_correct": true, "flexible": "1,234", "flexible_correct": true,
+     "sound": true, "sound_method": "verifier", "first_error_step": null}
 """
 
 from __future__ import annotations
@@ -26,9 +33,10 @@ import re
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
+from fractions import Fraction
 from typing import Literal
 
-from tasks.records import Record
+from tasks.records import Problem, Record
 from tasks.stats import accuracy
 from verifier.answers import answers_equal, extract_answer
 
@@ -87,11 +95,52 @@ class Grade:
     flexible_correct: bool | None = None
 
 
+_OPS = {"+": "+", "-": "-", "−": "-", "*": "*", "×": "*", "x": "*", "\\times": "*", "\\cdot": "*",
+        "/": "/", "÷": "/", "\\div": "/"}
+_NUM = r"-?\d[\d,]*(?:\.\d+)?"
+STATED_CALC_RE = re.compile(
+    rf"(?<![\w.])({_NUM})\s*(\\times|\\cdot|\\div|[-+*/×÷x−])\s*({_NUM})\s*=\s*(?:<<[^>]*>>)?\s*\$?\s*({_NUM})(?![\d.])")
+
+
+def _frac(s: str) -> Fraction:
+    return Fraction(s.replace(",", ""))
+
+
+def stated_calculations(text: str) -> list[tuple[Fraction, str, Fraction, Fraction]]:
+    """Every ``a op b = r`` with plain numbers the text states, in order (``op`` one of + - * /)."""
+    out = []
+    for m in STATED_CALC_RE.finditer(text or ""):
+        try:
+            out.append((_frac(m.group(1)), _OPS[m.group(2)], _frac(m.group(3)), _frac(m.group(4))))
+        except (ValueError, ZeroDivisionError, KeyError):
+            continue
+    return out
+
+
+def _holds(a: Fraction, op: str, b: Fraction, r: Fraction) -> bool:
+    if op == "/":
+        return b != 0 and a / b == r
+    return {"+": a + b, "-": a - b, "*": a * b}[op] == r
+
+
+def exact_sound(output: str, problem: Problem) -> bool | None:
+    """Whether every calculation ``output`` states is right: it holds exactly and its result is one of the
+    problem's true intermediate values (``meta.values`` of a synthetic problem). None without that truth.
+
+    The final answer is judged separately (sound accuracy needs both)."""
+    values = problem.meta.get("values") if isinstance(problem.meta, dict) else None
+    if not values:
+        return None
+    truth = {Fraction(v) for v in values}
+    return all(_holds(a, op, b, r) and r in truth for a, op, b, r in stated_calculations(output))
+
+
 def grade(output: str, gold: str, *, finish_reason: str = "stop", gsm8k: bool = False) -> Grade:
     """Grade one output. ``gsm8k`` adds the two harness graders."""
     text = output or ""
     extracted = extract_answer(text) if text.strip() else None
-    matches = extracted is not None and bool(answers_equal(gold, extracted))
+    # the whole text: answers_equal also handles several boxed answers against one set or tuple (as the verifier)
+    matches = extracted is not None and bool(answers_equal(gold, text))
     if not text.strip():
         reason: Reason | None = "empty"
     elif finish_reason == "length":
@@ -128,6 +177,9 @@ class Graded(Record):
     strict_correct: bool | None = None
     flexible: str | None = None
     flexible_correct: bool | None = None
+    sound: bool | None = None
+    sound_method: Literal["exact", "verifier"] | None = None
+    first_error_step: int | None = None
 
 
 def disagreement_kind(r: Graded) -> str | None:
@@ -165,6 +217,14 @@ def summarise(records: Sequence[Graded], *, samples: int = 2000, seed: int = 0, 
     out: dict = {"n": est.n, "accuracy": est.mean, "ci_low": est.low, "ci_high": est.high,
                  "correct": sum(r.correct for r in records),
                  "reasons": {k: counts.get(k, 0) for k in REASONS}}
+    judged = [r for r in records if r.sound is not None]
+    if judged and len(judged) == len(records):
+        s = accuracy([bool(r.sound) for r in records], samples=samples, seed=seed, level=level)
+        methods = sorted({r.sound_method for r in records if r.sound_method})
+        out.update({"sound_accuracy": s.mean, "sound_ci_low": s.low, "sound_ci_high": s.high,
+                    "sound_correct": sum(bool(r.sound) for r in records),
+                    "unsound_correct": sum(r.correct and not r.sound for r in records),
+                    "sound_method": ",".join(methods)})
     harness = [r for r in records if r.strict_correct is not None]
     if harness:
         kinds: Counter[str] = Counter()
@@ -186,6 +246,6 @@ def summarise(records: Sequence[Graded], *, samples: int = 2000, seed: int = 0, 
     return out
 
 
-__all__ = ["FLEXIBLE_RE", "REASONS", "STRICT_RE", "Grade", "Graded", "Reason", "disagreement_kind",
+__all__ = ["FLEXIBLE_RE", "REASONS", "STRICT_RE", "Grade", "Graded", "Reason", "disagreement_kind", "exact_sound",
            "flexible_extract", "grade", "harness_equal", "harness_normalise", "regex_answer",
-           "strict_match", "summarise"]
+           "stated_calculations", "strict_match", "summarise"]

@@ -17,14 +17,8 @@ from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
-DIMENSIONS = (
-    "semantic_alignment",
-    "structural_integrity",
-    "step_ordering",
-    "logical_consistency",
-    "symbolic_validity",
-    "answer_correctness",
-)
+from conf.schema import NegativeKind, Strategy
+from verifier.verdict import DIMENSIONS as DIMENSIONS  # one definition, owned by the verifier
 
 
 class Record(BaseModel):
@@ -57,19 +51,26 @@ from verifier.verdict import Verdict as Verdict  # noqa: E402
 
 class Pair(Record):
     problem_id: str
-    prompt: str
+    prompt: str = Field(description="The exact user turn sampling used (training.prompts.user_turn).")
     chosen: str
     rejected: str
     weight: float
-    strategy: Literal["weighted", "uniform", "random"]
+    strategy: Strategy
     chosen_index: int | None = Field(None, description="Sample index; None = reference solution.")
     rejected_index: int
+    rejected_kind: NegativeKind = Field("incorrect", description="incorrect | unsound | degenerate")
+    chosen_sound: bool = Field(True, description="The verifier finds no erroneous step in the chosen.")
     confidence_chosen: float
     confidence_rejected: float
+    confidence_chosen_source: Literal["sample", "model", "mean"] = Field(
+        "sample", description="sample: the chosen's own sampling log-prob; model: the model's log-prob of "
+        "the reference (teacher forcing); mean: unknown, the mean of the problem's samples.")
     similarity: float
     wrongness: float
+    process_wrongness: float = Field(0.0, description="wrongness of the rejected without answer_correctness")
     absurdity: float
     perplexity: float
+    logprob_gap: float = Field(0.0, description="lp_rejected - lp_chosen (mean token log-probs)")
     hardness: float
     weight_raw: float
     clipped: bool = False

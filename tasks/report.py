@@ -7,7 +7,8 @@
 (``evaluate.bootstrap_samples``, ``evaluate.seed``) as the evaluate stage. Each model is compared to
 ``evaluate.reference`` (default ``sft``) on the problems both answered: the paired difference with
 its bootstrap CI and McNemar's test (``evaluate.mcnemar``). This is the paper's Table 1 (SFT, random
-DPO, weighted DPO; uniform DPO as an ablation). One row of ``report.json``::
+DPO, weighted DPO; uniform DPO as an ablation). Sound accuracy (a right answer through right steps,
+``sound`` in the records) gets the same table in ``sound_rows``. One row of ``report.json``::
 
     {"model": "dpo-weighted", "dataset": "gsm8k_test", "n": 1319, "correct": 850, "accuracy": 0.6444,
      "ci_low": 0.6179, "ci_high": 0.6702, "vs": "sft", "n_paired": 1319, "diff": 0.0227,
@@ -28,7 +29,7 @@ from typing import Any, Literal
 from tasks.records import iter_jsonl
 from tasks.stats import accuracy, mcnemar, paired_difference
 
-VERSION = "1"
+VERSION = "2"
 DASH = "—"
 
 # label -> dataset -> [(problem id, correct)], in each set's order
@@ -39,8 +40,9 @@ class ReportError(ValueError):
     """An evaluate folder that cannot be read; the message names the folder or file."""
 
 
-def load_eval_dir(folder: str | Path) -> dict[str, list[tuple[str, bool]]]:
-    """``dataset -> [(id, correct)]`` of one evaluate stage folder (datasets from its ``metrics.json``)."""
+def load_eval_dir(folder: str | Path, key: str = "correct") -> dict[str, list[tuple[str, bool]]]:
+    """``dataset -> [(id, correct)]`` of one evaluate stage folder (datasets from its ``metrics.json``);
+    ``key="sound"`` reads sound correctness instead, keeping only the datasets whose every record has it."""
     folder = Path(folder)
     metrics = folder / "metrics.json"
     if not metrics.is_file():
@@ -55,8 +57,23 @@ def load_eval_dir(folder: str | Path) -> dict[str, list[tuple[str, bool]]]:
         for line_no, row in enumerate(iter_jsonl(path), start=1):
             if not isinstance(row.get("id"), str) or not isinstance(row.get("correct"), bool):
                 raise ReportError(f"{path}: line {line_no} lacks a string 'id' and a boolean 'correct'")
-            rows.append((row["id"], row["correct"]))
-        out[name] = rows
+            if key != "correct" and not isinstance(row.get(key), bool):
+                rows = None
+                break
+            rows.append((row["id"], row[key]))
+        if rows is not None:
+            out[name] = rows
+    return out
+
+
+def sound_methods(evals: Mapping[str, str | Path]) -> dict[str, str]:
+    """``dataset -> "exact" | "verifier"``: how sound accuracy was judged (from the records)."""
+    out: dict[str, str] = {}
+    for folder in evals.values():
+        metrics = Path(folder) / "metrics.json"
+        for name, s in json.loads(metrics.read_text()).get("datasets", {}).items():
+            if s.get("sound_method"):
+                out.setdefault(name, s["sound_method"])
     return out
 
 
@@ -112,8 +129,23 @@ def format_p(p: float | None) -> str:
     return "<0.001" if p < 0.001 else f"{p:.3f}"
 
 
+def _table(rows: Sequence[Mapping[str, Any]], level: int, vs: str, what: str = "accuracy") -> list[str]:
+    lines = [f"| model | dataset | {what} | {level}% CI | n | Δ vs {vs} | Δ {level}% CI | McNemar p |",
+             "| --- | --- | ---: | --- | ---: | ---: | --- | ---: |"]
+    for r in rows:
+        ci = DASH if r["ci_low"] is None else f"[{_pct(r['ci_low'])}, {_pct(r['ci_high'])}]"
+        if r["diff"] is None:
+            d = dci = p = DASH
+        else:
+            d = _signed(r["diff"]) + (f" (n={r['n_paired']})" if r["n_paired"] != r["n"] else "")
+            dci = f"[{_signed(r['diff_low'])}, {_signed(r['diff_high'])}]"
+            p = format_p(r["p_value"])
+        lines.append(f"| {r['model']} | {r['dataset']} | {_pct(r['accuracy'])} | {ci} | {r['n']} | {d} | {dci} | {p} |")
+    return lines
+
+
 def render_markdown(report: Mapping[str, Any]) -> str:
-    """``report.json`` as Markdown: the full table, then accuracy by model × dataset."""
+    """``report.json`` as Markdown: the full table, sound accuracy, then accuracy by model × dataset."""
     ref = report.get("reference")
     level = round(100 * report["level"])
     test = "exact" if report.get("test", "exact") == "exact" else "χ² (continuity-corrected)"
@@ -125,17 +157,15 @@ def render_markdown(report: Mapping[str, Any]) -> str:
                   f"paired bootstrap CI and McNemar's {test} p-value.")
     lines += [intro, ""]
     vs = ref or "reference"
-    lines.append(f"| model | dataset | accuracy | {level}% CI | n | Δ vs {vs} | Δ {level}% CI | McNemar p |")
-    lines.append("| --- | --- | ---: | --- | ---: | ---: | --- | ---: |")
-    for r in report["rows"]:
-        ci = DASH if r["ci_low"] is None else f"[{_pct(r['ci_low'])}, {_pct(r['ci_high'])}]"
-        if r["diff"] is None:
-            d = dci = p = DASH
-        else:
-            d = _signed(r["diff"]) + (f" (n={r['n_paired']})" if r["n_paired"] != r["n"] else "")
-            dci = f"[{_signed(r['diff_low'])}, {_signed(r['diff_high'])}]"
-            p = format_p(r["p_value"])
-        lines.append(f"| {r['model']} | {r['dataset']} | {_pct(r['accuracy'])} | {ci} | {r['n']} | {d} | {dci} | {p} |")
+    lines += _table(report["rows"], level, vs)
+    if report.get("sound_rows"):
+        methods = report.get("sound_methods", {})
+        how = "; ".join(f"{d}: {'exact (the generator knows every step)' if m == 'exact' else 'judged by the verifier'}"
+                        for d, m in methods.items())
+        lines += ["", "## Sound accuracy", "",
+                  "The share of outputs whose final answer is right *and* whose steps are right "
+                  f"({how}). Same CIs and paired tests as above.", ""]
+        lines += _table(report["sound_rows"], level, vs, "sound accuracy")
     lines += ["", "## Accuracy (%) by model", ""]
     lines.append("| model | " + " | ".join(report["datasets"]) + " |")
     lines.append("| --- |" + " ---: |" * len(report["datasets"]))
@@ -183,11 +213,12 @@ def plot_report(report: Mapping[str, Any], path: str | Path) -> Path:
 def flat_metrics(report: Mapping[str, Any]) -> dict[str, float]:
     """``<model>/<dataset>/accuracy`` (and ``diff``, ``p_value`` against the reference) for MLflow."""
     out: dict[str, float] = {}
-    for r in report["rows"]:
-        stem = f"{r['model']}/{r['dataset']}"
-        for key in ("accuracy", "ci_low", "ci_high", "diff", "diff_low", "diff_high", "p_value"):
-            if r[key] is not None:
-                out[f"{stem}/{key}"] = r[key]
+    for prefix, rows in (("", report["rows"]), ("sound_", report.get("sound_rows") or [])):
+        for r in rows:
+            stem = f"{r['model']}/{r['dataset']}"
+            for key in ("accuracy", "ci_low", "ci_high", "diff", "diff_low", "diff_high", "p_value"):
+                if r[key] is not None:
+                    out[f"{stem}/{prefix}{key}"] = r[key]
     return out
 
 
@@ -199,6 +230,11 @@ def run_report(cfg, evals: Mapping[str, str | Path], out: Path) -> dict[str, Any
     results = {label: load_eval_dir(folder) for label, folder in evals.items()}
     report = build_report(results, reference=ev.reference, samples=ev.bootstrap_samples, seed=ev.seed,
                           test=ev.mcnemar)
+    sound = {label: load_eval_dir(folder, "sound") for label, folder in evals.items()}
+    if any(sound.values()):
+        report["sound_rows"] = build_report(sound, reference=ev.reference, samples=ev.bootstrap_samples,
+                                            seed=ev.seed, test=ev.mcnemar)["rows"]
+        report["sound_methods"] = sound_methods(evals)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "report.json").write_text(json.dumps(report, indent=2, ensure_ascii=False))

@@ -121,7 +121,8 @@ def stage_config(cfg: Config, stage: str, strategy: str | None = None) -> dict[s
         "verify": {"verify": d["verify"]},
         "pairs": {"pairs": {**d["pairs"], "strategy": strategy or d["pairs"]["strategy"]}},
         "dpo": {"dpo": d["dpo"], "model": precision, "instruction": d["sample"]["instruction"]},
-        "evaluate": {"evaluate": evaluate, "model": precision, "vllm": d["sample"]["vllm"]},
+        # the verifier judges sound accuracy on non-synthetic sets
+        "evaluate": {"evaluate": evaluate, "model": precision, "vllm": d["sample"]["vllm"], "verify": d["verify"]},
         "report": {"evaluate": evaluate},
     }
     if stage not in by_stage:

@@ -10,6 +10,13 @@ line, problems in pool order and, within a problem, ``index`` 0..K-1::
     {"problem_id": "synthetic_pool-17", "index": 3, "text": "... \\boxed{18}", "n_tokens": 74,
      "logprob_sum": -21.3, "logprob_mean": -0.288, "finish_reason": "stop"}
 
+Beside the shards it writes ``prompts.jsonl`` (``{"problem_id", "prompt"}``: the exact user turn of every
+problem, :func:`training.prompts.user_turn`, which the pairs stage stores as ``Pair.prompt``) and, with
+``sample.score_references``, ``references.jsonl``: the model's own log-probability of each problem's
+reference solution (:func:`tasks.generation.score_completions`, HF, teacher forcing), in the units of a
+sample (``{"problem_id", "n_tokens", "logprob_sum", "logprob_mean"}``), the confidence of a reference that
+the pairs stage chooses when no sample is sound.
+
 Resumable: every shard is written atomically (tmp + rename) and the stage runs with
 ``build_stage(..., resume_dir=True)``, so after a crash the next run keeps the finished shards and
 generates only the rest. Each shard has its own seed, ``derive_seed(sample.seed, "shard", i)``,
@@ -35,12 +42,15 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from tasks.generation import Generation, chat_prompt, derive_seed, generate
+from tasks.generation import Generation, chat_prompt, derive_seed, generate, score_completions
 from tasks.records import Problem, Sample, iter_jsonl, write_jsonl
 from training.modelref import read_model_ref
+from training.prompts import user_turn
 
-VERSION = "1"
+VERSION = "2"
 SAMPLES_DIR = "samples"
+PROMPTS_FILE = "prompts.jsonl"
+REFERENCES_FILE = "references.jsonl"
 log = logging.getLogger("hnsdpo")
 
 
@@ -151,6 +161,8 @@ def run_sample(cfg, model_dir: Path, data_dir: Path, out: Path) -> dict[str, Any
     for extra in set(folder.glob("shard-*.jsonl")) - {folder / shard_name(i) for i in range(len(plan))}:
         extra.unlink()
 
+    write_jsonl(out / PROMPTS_FILE, ({"problem_id": p.id, "prompt": user_turn(p.question, sc.instruction)}
+                                     for p in problems))
     stats, resumed, new_tokens, seconds = [], 0, 0, 0.0
     for i, chunk in enumerate(plan):
         path = folder / shard_name(i)
@@ -171,4 +183,26 @@ def run_sample(cfg, model_dir: Path, data_dir: Path, out: Path) -> dict[str, Any
         seconds += dt
         log.info("sample: shard %d/%d, %d samples, %d tokens in %.1fs", i + 1, len(plan), st["samples"],
                  st["tokens"], dt)
-    return summarise(stats, len(problems), new_tokens, seconds, resumed)
+    metrics = summarise(stats, len(problems), new_tokens, seconds, resumed)
+    if sc.score_references:
+        metrics.update(score_references(cfg, model, tokenizer, problems, out / REFERENCES_FILE))
+    return metrics
+
+
+def score_references(cfg, model, tokenizer, problems: Sequence[Problem], path: Path) -> dict[str, Any]:
+    """Write the model's log-probability of every reference solution to ``path``; returns metrics."""
+    refs = [p for p in problems if p.solution and p.solution.strip()]
+    if path.is_file() and [d["problem_id"] for d in iter_jsonl(path)] == [p.id for p in refs]:
+        rows = list(iter_jsonl(path))  # a resumed run: already scored
+    else:
+        t0 = time.perf_counter()
+        prompts = [chat_prompt(tokenizer, p.question, cfg.sample.instruction) for p in refs]
+        gens = score_completions(model, prompts, [p.solution.strip() for p in refs], batch_size=cfg.sample.batch_size,
+                                 adapter_mode=cfg.sample.adapter_mode, dtype=cfg.model.dtype)
+        rows = [{"problem_id": p.id, "n_tokens": g.n_tokens, "logprob_sum": g.logprob_sum,
+                 "logprob_mean": g.logprob_mean} for p, g in zip(refs, gens, strict=True)]
+        write_jsonl(path, rows)
+        log.info("sample: scored %d reference solutions in %.1fs", len(rows), time.perf_counter() - t0)
+    lps = [r["logprob_mean"] for r in rows if r.get("logprob_mean") is not None and math.isfinite(r["logprob_mean"])]
+    return {"references_scored": len(rows),
+            "reference_logprob_mean": math.fsum(lps) / len(lps) if lps else None}

@@ -11,6 +11,11 @@ six error dimensions, wrongness and absurdity). One row of ``verdicts.jsonl``::
      "wrongness": 0.46, "absurdity": 0.09, "correct": false, "first_error_step": 2,
      "steps": ["...", "..."], "status": "ok", "notes": ["step 2: 3*4 = 11 (expected 12)"]}
 
+A sample that is not a complete solution with a stated final answer (cut at the token limit, looping,
+or with no explicit answer: :func:`verifier.degenerate.degeneracy`, which gets the sample's
+``finish_reason``) is marked ``degenerate`` and is never ``correct``: its ``answer_correctness`` is 1,
+``structural_integrity`` at least 0.8, and wrongness/absurdity are aggregated again.
+
 Verifier outcomes are values (``status``), never exceptions; the stage itself fails loudly
 (:class:`VerifyError`) when the share of ``error``/``timeout`` verdicts is above
 ``verify.max_error_share``, since such a run would feed the pairs stage mostly unverified samples.
@@ -29,7 +34,7 @@ from pydantic import ValidationError
 from tasks.records import DIMENSIONS, Problem, Sample, iter_jsonl, write_jsonl
 from verifier.verdict import Verdict
 
-VERSION = "2"  # bump when this module or the verifier changes what verdicts.jsonl holds
+VERSION = "3"  # bump when this module or the verifier changes what verdicts.jsonl holds
 FAILED_STATUSES = ("error", "timeout")
 STATUSES = ("ok", "unparsed", "timeout", "error")
 
@@ -107,6 +112,29 @@ def verifier_items(problems: dict[str, Problem], samples: Sequence[Sample]) -> l
     return items
 
 
+DEGENERATE_STRUCTURE = 0.8  # structural_integrity of a degenerate sample, at least
+
+
+def mark_degenerate(verdict: Verdict, sample: Sample, cfg) -> Verdict:
+    """``verdict`` with ``degenerate`` set from the sample's text and finish reason; a degenerate sample
+    is never correct (dimensions and aggregates updated, a note says why). ``cfg`` is a VerifyConfig."""
+    from verifier.core import aggregate
+    from verifier.degenerate import degeneracy
+
+    kind = degeneracy(sample.text, sample.finish_reason)
+    if kind is None or verdict.status in FAILED_STATUSES:
+        return verdict.model_copy(update={"degenerate": kind})
+    dims = dict(verdict.dims)
+    dims["answer_correctness"] = 1.0
+    dims["structural_integrity"] = max(dims.get("structural_integrity", 0.0), DEGENERATE_STRUCTURE)
+    note = {"truncated": "truncated at the token limit (finish_reason=length): never correct",
+            "looping": "the solution repeats itself: never correct",
+            "no_answer": "no stated final answer: never correct"}[kind]
+    return verdict.model_copy(update={
+        "degenerate": kind, "correct": False, "dims": dims, "wrongness": aggregate(dims, cfg.wrongness),
+        "absurdity": aggregate(dims, cfg.absurdity), "notes": [note, *verdict.notes]})
+
+
 def attach_ids(samples: Sequence[Sample], verdicts: Sequence[Verdict]) -> list[Verdict]:
     """Set ``problem_id``/``index`` of each verdict from the sample it scores (same order)."""
     if len(verdicts) != len(samples):
@@ -149,6 +177,9 @@ def verdict_metrics(verdicts: Sequence[Verdict]) -> dict[str, Any]:
         "problems_mixed": sum(1 for c in by_problem.values() if any(c) and not all(c)),
         "problems_all_correct": sum(1 for c in by_problem.values() if all(c)),
         "problems_all_incorrect": sum(1 for c in by_problem.values() if not any(c)),
+        **{f"degenerate_{k}": sum(v.degenerate == k for v in verdicts) for k in ("truncated", "looping", "no_answer")},
+        "sound_correct": sum(v.correct and v.first_error_step is None for v in verdicts),
+        "unsound_correct": sum(v.correct and v.first_error_step is not None for v in verdicts),
     }
     return m
 
@@ -208,8 +239,8 @@ def score(cfg, problems: dict[str, Problem], samples: Sequence[Sample], verifier
 
         verifier = MathVerifier(cfg.verify)
     items = verifier_items(problems, samples)
-    verdicts = verifier.score_batch(items, workers=cfg.verify.workers)
-    return attach_ids(samples, list(verdicts))
+    verdicts = attach_ids(samples, list(verifier.score_batch(items, workers=cfg.verify.workers)))
+    return [mark_degenerate(v, s, cfg.verify) for v, s in zip(verdicts, samples, strict=True)]
 
 
 def run_verify(cfg, sample_dir: Path, data_dir: Path, out: Path, verifier=None) -> dict[str, Any]:

@@ -7,15 +7,22 @@ Each training row is a conversational preference pair with a ``weight`` (from th
      "rejected": [{"role": "assistant", "content": "3 + 4 = 8. #### 8"}],
      "weight": 1.27}
 
-The loss of a batch is the weighted mean of the per-pair sigmoid DPO losses
+The loss of a batch is the mean of the weighted per-pair sigmoid DPO losses
 
     ℓ_i = -log σ(β·[(log π(y_c|x) - log π_ref(y_c|x)) - (log π(y_r|x) - log π_ref(y_r|x))])
-    L   = Σ_i w_i·ℓ_i / Σ_i w_i            (+ rpo_alpha · NLL of the chosen tokens, when set)
+    L   = (1/B) Σ_i w_i·ℓ_i               (+ rpo_alpha · NLL of the chosen tokens, when set)
 
 so with every ``w_i = 1`` it is exactly TRL's ``loss_type="sigmoid"`` (and with ``rpo_alpha`` TRL's
-``loss_type=["sigmoid", "sft"], loss_weights=[1, rpo_alpha]``). The normalisation is per micro-batch;
-with gradient accumulation the micro-batch losses are averaged as in TRL. Strategies ``uniform`` and
-``random`` simply carry ``weight = 1``.
+``loss_type=["sigmoid", "sft"], loss_weights=[1, rpo_alpha]``). The pairs stage already normalises the
+weights to mean 1 over the run, so the plain mean keeps the loss on TRL's scale *and* keeps how one
+batch's weights compare with the rest of the run; dividing by ``Σ w`` per micro-batch instead would
+undo the weights at a per-device batch of 1 and rescale every batch to mean 1. With gradient
+accumulation the micro-batch losses are averaged as in TRL. Strategies ``uniform`` and ``random``
+carry ``weight = 1``.
+
+The trainer refuses TRL options whose code path would bypass this reduction: any ``loss_type`` other
+than ``["sigmoid"]`` (the NLL term is ``rpo_alpha``), ``use_liger_kernel`` (Liger's fused DPO loss
+computes its own mean), ``ld_alpha``, ``use_weighting`` and other f-divergences.
 
 What the subclass changes in TRL 1.16 and nothing else: the ``weight`` column survives column
 pruning (``_set_signature_columns_if_needed``), the collator stacks it into a ``weight`` tensor, the
@@ -48,6 +55,7 @@ from trl.trainer.dpo_trainer import DataCollatorForPreference
 from trl.trainer.utils import use_adapter
 
 from training.models import load_model, load_tokenizer, peft_lora_config, resolve_dtype
+from training.prompts import user_messages
 from training.sft import METRICS_FILE, JsonlMetricsCallback, TrainResult, common_args, run_trainer
 
 WEIGHT = "weight"
@@ -57,9 +65,10 @@ if TYPE_CHECKING:  # conf (pydantic) is not needed at run time: benchmarks impor
 
 
 def dpo_example(prompt: str, chosen: str, rejected: str, weight: float = 1.0) -> dict[str, Any]:
-    """One conversational preference row; ``prompt`` is the user turn (question + instruction)."""
+    """One conversational preference row; ``prompt`` is the user turn that sampling used
+    (:func:`training.prompts.user_turn`, stored as ``Pair.prompt``)."""
     return {
-        "prompt": [{"role": "user", "content": prompt}],
+        "prompt": user_messages(prompt),
         "chosen": [{"role": "assistant", "content": chosen.strip()}],
         "rejected": [{"role": "assistant", "content": rejected.strip()}],
         WEIGHT: float(weight),
@@ -79,10 +88,12 @@ def sigmoid_dpo_losses(
 
 
 def weighted_mean(values: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
-    """``Σ w·v / Σ w`` with the weights treated as constants; an all-zero batch gives 0 (no gradient)."""
-    weights = weights.detach().to(values.dtype)
-    total = weights.sum()
-    return (weights * values).sum() / total.clamp_min(torch.finfo(values.dtype).tiny)
+    """``mean(w·v)`` with the weights treated as constants (no gradient flows into them).
+
+    Not ``Σ w·v / Σ w``: the weights arrive normalised to mean 1 over the whole run (pairs stage), so
+    the plain mean is on the unweighted loss's scale on average, and a pair with weight 2 gets twice the
+    gradient it gets at weight 1 whatever else is in its batch (also at a batch of one)."""
+    return (weights.detach().to(values.dtype) * values).mean()
 
 
 def check_weights(weights: Sequence[float]) -> None:
@@ -92,6 +103,25 @@ def check_weights(weights: Sequence[float]) -> None:
             raise ValueError(f"row {i}: weight must be a finite number >= 0, got {w!r}")
     if weights and not any(float(w) > 0 for w in weights):
         raise ValueError("every pair has weight 0: nothing to train on")
+
+
+def unweighted_options(args: TrlDPOConfig) -> list[str]:
+    """The TRL options set in ``args`` whose code path would not go through :func:`weighted_mean`."""
+    out = []
+    loss_type = [args.loss_type] if isinstance(args.loss_type, str) else list(args.loss_type)
+    if loss_type != ["sigmoid"]:
+        out.append(f"loss_type={loss_type}")
+    if getattr(args, "loss_weights", None) not in (None, [1.0], [1]):
+        out.append(f"loss_weights={args.loss_weights}")
+    if getattr(args, "use_liger_kernel", False):
+        out.append("use_liger_kernel=True")
+    if getattr(args, "ld_alpha", None) is not None:
+        out.append(f"ld_alpha={args.ld_alpha}")
+    if getattr(args, "use_weighting", False):
+        out.append("use_weighting=True")
+    if getattr(args, "f_divergence_type", "reverse_kl") not in ("reverse_kl", None):
+        out.append(f"f_divergence_type={args.f_divergence_type}")
+    return out
 
 
 @dataclass
@@ -125,7 +155,7 @@ class WeightedDPOConfig(TrlDPOConfig):
 
 
 class WeightedDPOTrainer(DPOTrainer):
-    """``DPOTrainer`` whose loss is ``Σ w·ℓ / Σ w`` over the pairs of a batch (see the module docstring)."""
+    """``DPOTrainer`` whose loss is the mean of ``w·ℓ`` over the pairs of a batch (module docstring)."""
 
     _tag_names = ["trl", "dpo", "hnsdpo-weighted"]
 
@@ -142,16 +172,13 @@ class WeightedDPOTrainer(DPOTrainer):
     ):
         if args is None:
             raise ValueError("WeightedDPOTrainer needs explicit args (a WeightedDPOConfig)")
-        if (
-            list(args.loss_type) != ["sigmoid"]
-            or args.ld_alpha is not None
-            or args.use_weighting
-            or args.f_divergence_type != "reverse_kl"
-        ):
+        refused = unweighted_options(args)
+        if refused:
             raise ValueError(
-                "WeightedDPOTrainer implements the sigmoid loss only: keep loss_type=['sigmoid'], "
-                "ld_alpha=None, use_weighting=False, f_divergence_type='reverse_kl' "
-                "(use rpo_alpha for the NLL term)"
+                "WeightedDPOTrainer implements the weighted sigmoid loss only; these options would skip the "
+                f"per-pair weights: {', '.join(refused)} (keep loss_type=['sigmoid'], ld_alpha=None, "
+                "use_weighting=False, f_divergence_type='reverse_kl', use_liger_kernel=False; use rpo_alpha "
+                "for the NLL term)"
             )
         if train_dataset is None:
             raise ValueError("`train_dataset` is required")

@@ -34,6 +34,7 @@ from training.models import (
     peft_lora_config,
     resolve_dtype,
 )
+from training.prompts import user_messages, user_turn
 
 METRICS_FILE = "metrics.jsonl"
 CHECKPOINTS = "checkpoints"
@@ -42,16 +43,11 @@ if TYPE_CHECKING:  # conf (pydantic) is not needed at run time: benchmarks impor
     from conf.schema import ModelConfig, SFTConfig
 
 
-def user_prompt(question: str, instruction: str) -> str:
-    """The user turn of every prompt: the question, a newline, the instruction (when there is one)."""
-    question = question.strip()
-    return f"{question}\n{instruction}" if instruction else question
-
-
 def sft_example(question: str, solution: str, instruction: str) -> dict[str, list[dict[str, str]]]:
-    """One conversational prompt/completion example (see the module docstring)."""
+    """One conversational prompt/completion example (see the module docstring); the user turn is
+    :func:`training.prompts.user_turn`, the same as sampling, DPO and evaluation use."""
     return {
-        "prompt": [{"role": "user", "content": user_prompt(question, instruction)}],
+        "prompt": user_messages(user_turn(question, instruction)),
         "completion": [{"role": "assistant", "content": solution.strip()}],
     }
 

@@ -9,7 +9,10 @@
      "steps": ["Natalia sold 48/2 = 24 clips in May.", "She sold 48+24 = 70 clips.", "#### 70"],
      "status": "ok", "notes": ["step 1: 48+24 = 70 is wrong (lhs = 72)"]}
 
-``dims`` are the six error dimensions, each in [0, 1] where 1 means fully erroneous.
+``dims`` are the six error dimensions, each in [0, 1] where 1 means fully erroneous. ``degenerate``
+names why a solution is not a complete one (``truncated``: cut at the token limit, ``looping``: it
+repeats itself, ``no_answer``: no stated final answer; see :mod:`verifier.degenerate`), or is null.
+A degenerate solution is never ``correct``.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ DIMENSIONS = (
 )
 
 Status = Literal["ok", "unparsed", "timeout", "error"]
+Degenerate = Literal["truncated", "looping", "no_answer"]
 
 
 class Verdict(BaseModel):
@@ -43,3 +47,4 @@ class Verdict(BaseModel):
     steps: list[str] = Field(default_factory=list)
     status: Status = "ok"
     notes: list[str] = Field(default_factory=list)
+    degenerate: Degenerate | None = None

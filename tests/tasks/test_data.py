@@ -12,6 +12,7 @@ from conf.schema import DataConfig, DatasetSpec
 from tasks.data import (
     BadRowError,
     DataError,
+    boxed_solution,
     gsm8k_answer,
     last_boxed,
     load_problems,
@@ -20,6 +21,7 @@ from tasks.data import (
     run_data,
 )
 from tasks.records import Problem, iter_jsonl, read_records
+from verifier.answers import extract_answer
 
 STRICT = DataConfig()
 SKIP = DataConfig(on_bad_row="skip")
@@ -74,10 +76,18 @@ def test_gsm8k_real_files(shared_data):
     assert (len(train), len(test)) == (7473, 1319)
     p = train[0]
     assert p.id == "gsm8k_train-0" and p.answer == "72" and p.split == "train" and p.source == "gsm8k"
-    assert p.question.startswith("Natalia sold clips") and p.solution.endswith("#### 72")
+    # rewritten into the instruction's format (data.solution_format: boxed): no calculator marks, no ####
+    assert p.question.startswith("Natalia sold clips")
+    assert p.solution == ("Natalia sold 48/2 = 24 clips in May.\nNatalia sold 48+24 = 72 clips altogether in "
+                          "April and May.\nThe answer is $\\boxed{72}$.")
     assert p.meta == {"n_steps": 2}
     assert test[0].id == "gsm8k_test-0" and test[0].answer == "18"
     assert all(p.answer and "####" not in p.answer for p in train + test)
+    assert not any("####" in p.solution or "<<" in p.solution for p in train + test)
+    assert all(p.solution.endswith(f"\\boxed{{{p.answer}}}$.") for p in train + test)
+    (src,) = load_problems(spec("g", "gsm8k", shared_data / "gsm8k/train.jsonl", limit=1),
+                           DataConfig(solution_format="source"))
+    assert "<<" in src.solution and src.solution.rstrip().endswith("#### " + src.answer)
 
 
 def test_math_real_files(shared_data):
@@ -196,6 +206,29 @@ def test_synthetic_rows_from_file(tmp_path):
                                                "meta": {"n_steps": 1}}])
     (p,) = load_problems(spec("s", "synthetic", path, split="test"), STRICT)
     assert (p.id, p.answer, p.split, p.source, p.meta) == ("s-0", "3", "test", "synthetic", {"n_steps": 1})
+
+
+@pytest.mark.parametrize("solution, answer, want", [
+    ("3*6 = <<3*6=18>>18 shells.\n#### 18", "18", "3*6 = 18 shells.\nThe answer is $\\boxed{18}$."),
+    ("He pays 2*5=$<<2*5=10>>10.\n#### 1,000", "1,000", "He pays 2*5=$10.\nThe answer is $\\boxed{1,000}$."),
+    ("Half of 8 is 4.\nThe answer is: 4", "4", "Half of 8 is 4.\nThe answer is $\\boxed{4}$."),
+    (r"So $x = \boxed{\frac{1}{2}}$.", r"\frac{1}{2}", r"So $x = \boxed{\frac{1}{2}}$."),  # MATH: as written
+    ("#### 5", "5", "The answer is $\\boxed{5}$."),
+])
+def test_boxed_solution_rewrites_into_the_instruction_format(solution, answer, want):
+    assert boxed_solution(solution, answer) == want
+    assert extract_answer(boxed_solution(solution, answer)) == extract_answer(f"\\boxed{{{answer}}}")
+
+
+def test_boxed_format_needs_instructions_that_ask_for_boxed():
+    from conf import config_from_dict
+
+    base = {"model": {"build_from_scratch": True}}
+    with pytest.raises(ValueError, match=r"sample.instruction.*do not ask for \\boxed"):
+        config_from_dict({**base, "sample": {"instruction": "End with #### and the answer."}})
+    cfg = config_from_dict({**base, "data": {"solution_format": "source"},
+                            "sample": {"instruction": "End with #### and the answer."}})
+    assert cfg.data.solution_format == "source"
 
 
 def test_normalise_row_unknown_format():

@@ -14,6 +14,7 @@ from tasks.generation import Generation
 from tasks.records import Problem, Sample, iter_jsonl, write_jsonl
 from tasks.sample import VERSION, read_pool, run_sample, shard_name, shards, summarise, to_samples
 from training.modelref import write_model_ref
+from training.prompts import user_turn
 
 QUESTIONS = ["Natalia sold 48 clips in April and half as many in May. How many in total?",
              "Weng earns $12 an hour. How much for 50 minutes?", "What is 7 + 5?", "What is 3 * 4?",
@@ -116,6 +117,56 @@ def test_resume_after_crash_generates_only_the_rest_and_matches(dirs, tmp_path, 
     assert m.metrics["shards_resumed"] == 1 and m.metrics["samples"] == 10
     assert _rows(m.path) == reference
     assert not list((root / "sample").glob(".tmp-*"))
+
+
+def test_prompts_and_reference_logprobs_are_written(dirs, tmp_path, tiny_model_dir):
+    model_dir, data_dir = dirs
+    pool = read_pool(data_dir / "pool.jsonl")
+    solved = [p.model_copy(update={"solution": f"{i} + 1 = {i + 1}."}) if i % 2 == 0 else p
+              for i, p in enumerate(pool)]
+    data2 = tmp_path / "data2"
+    write_jsonl(data2 / "pool.jsonl", solved)
+    cfg = _cfg(limit=4)
+    m = build_stage(tmp_path, "sample", VERSION, cfg.sample, {},
+                    lambda out: run_sample(cfg, model_dir, data2, out), resume_dir=True)
+    prompts = list(iter_jsonl(m.path / "prompts.jsonl"))
+    assert prompts == [{"problem_id": p.id, "prompt": user_turn(p.question, cfg.sample.instruction)}
+                       for p in solved[:4]]
+    refs = list(iter_jsonl(m.path / "references.jsonl"))
+    assert [r["problem_id"] for r in refs] == ["pool-0", "pool-2"] and m.metrics["references_scored"] == 2
+    assert all(r["logprob_sum"] < 0 and r["n_tokens"] > 1 for r in refs)
+
+
+def test_score_completions_gives_the_sampled_logprob_back(tiny_model_dir):
+    """Teacher forcing a greedy output gives back the log-prob sampling recorded for it (cut at the limit: no
+    EOS scored)."""
+    from tasks.generation import generate, score_completions
+    from training.models import load_tokenizer
+    from training.prompts import chat_prompt
+
+    model = read_model_ref_for(tiny_model_dir)
+    tok = load_tokenizer(tiny_model_dir)
+    prompts = [chat_prompt(tok, q, "Box it.") for q in QUESTIONS]
+    gens = [g[0] for g in generate(model, prompts, engine="hf", n=1, temperature=0.0, max_tokens=40, seed=0,
+                                   batch_size=5)]
+    checked = 0
+    for prompt, g in zip(prompts, gens, strict=True):
+        ids = tok(g.text, add_special_tokens=False)["input_ids"]
+        stop = g.finish_reason == "stop"
+        if len(ids) + stop != g.n_tokens:  # the text does not round-trip: skip
+            continue
+        (scored,) = score_completions(model, [prompt], [g.text], eos=stop)
+        assert scored.n_tokens == g.n_tokens and scored.logprob_sum == pytest.approx(g.logprob_sum, abs=1e-3)
+        checked += 1
+    scored = score_completions(model, prompts, [g.text for g in gens], batch_size=2)  # right padding, batched
+    assert len(scored) == 5 and all(s.logprob_sum < 0 for s in scored)
+    assert checked >= 1
+
+
+def read_model_ref_for(path):
+    from training.modelref import ModelRef
+
+    return ModelRef(base=str(path))
 
 
 def test_different_seed_gives_different_samples(dirs, tmp_path):

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tasks.records import DIMENSIONS, Problem, Sample, read_records, write_jsonl
+from tasks.records import DIMENSIONS, Pair, Problem, Sample, read_records, write_jsonl
 from tasks.verify import (
     VerifyError,
     attach_ids,
@@ -153,6 +153,8 @@ def gsm8k_fixture(shared_data: Path, tmp_path: Path):
     write_jsonl(tmp_path / "data" / "pool.jsonl", probs)
     write_jsonl(tmp_path / "sample" / "samples" / "shard-00000.jsonl", samples[:3])
     write_jsonl(tmp_path / "sample" / "samples" / "shard-00001.jsonl", samples[3:])
+    write_jsonl(tmp_path / "sample" / "prompts.jsonl", [{"problem_id": p.id, "prompt": p.question + "\nBox it."}
+                                                        for p in probs])
     return tmp_path / "sample", tmp_path / "data"
 
 
@@ -172,8 +174,13 @@ def test_verify_stage_with_the_math_verifier(shared_data, tmp_path, tiny_cfg):
     # and the pairs stage on top of it, with the verifier's similarity
     from tasks.pairs import run_pairs
 
+    assert vs[("gsm8k_train-1", 1)].degenerate == "no_answer" and m["degenerate_no_answer"] == 1
     stats = run_pairs(tiny_cfg, "weighted", sample_dir, tmp_path / "verify", data_dir, tmp_path / "pairs")
-    assert stats["n_pairs"] == 3 and stats["problems_with_pairs"] == 2
+    # Weng's only negative has no stated answer: a degenerate sample, not a hard negative by default
+    assert stats["n_pairs"] == 2 and stats["problems_with_pairs"] == 1 and stats["skipped_no_negatives"] == 1
+    assert stats["samples_degenerate_no_answer"] == 1
+    pairs = read_records(tmp_path / "pairs" / "pairs.jsonl", Pair)
+    assert {p.prompt for p in pairs} == {read_records(data_dir / "pool.jsonl", Problem)[0].question + "\nBox it."}
     assert all(math.isfinite(stats[k]) for k in ("weight_mean", "weight_min", "weight_max", "hardness_mean"))
 
 

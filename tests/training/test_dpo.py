@@ -101,8 +101,11 @@ def loss_and_grads(trainer, batch):
 def test_weighted_mean_and_losses():
     v = torch.tensor([1.0, 2.0, 4.0])
     assert weighted_mean(v, torch.tensor([1.0, 1.0, 1.0])).item() == pytest.approx(7 / 3)
-    assert weighted_mean(v, torch.tensor([0.0, 1.0, 3.0])).item() == pytest.approx(14 / 4)
+    # the mean of w·ℓ, not Σ w·ℓ / Σ w (14 / 4): the run-level normalisation of the weights is kept
+    assert weighted_mean(v, torch.tensor([0.0, 1.0, 3.0])).item() == pytest.approx(14 / 3)
     assert weighted_mean(v, torch.zeros(3)).item() == 0.0
+    # one pair alone: its weight scales its loss (Σ w·ℓ / Σ w would give ℓ whatever the weight)
+    assert weighted_mean(v[:1], torch.tensor([2.0])).item() == pytest.approx(2.0)
     zero = torch.zeros(2)
     losses = sigmoid_dpo_losses(torch.tensor([-1.0, -5.0]), torch.tensor([-2.0, -1.0]), zero, zero, beta=0.5)
     want = -torch.nn.functional.logsigmoid(torch.tensor([0.5, -2.0]))
@@ -183,16 +186,30 @@ def test_doubling_one_weight_scales_its_gradient(tiny_model_dir, tmp_path):
     )
     loss, grads = loss_and_grads(trainer, batch_of(trainer, range(4)))
     singles = [loss_and_grads(trainer, batch_of(trainer, [i])) for i in range(4)]
-    total = sum(w)
+    total = len(w)  # mean of w·ℓ over the batch
     want_loss = sum(wi * li for wi, (li, _) in zip(w, singles, strict=False)) / total
     assert loss.item() == pytest.approx(want_loss.item(), abs=1e-5)
     unweighted = sum(li for li, _ in singles) / 4
     assert abs(want_loss.item() - unweighted.item()) > 1e-4  # the weight matters for this batch
     for name, g in grads.items():
-        want = sum(wi * gi[name] for wi, (_, gi) in zip(w, singles, strict=False)) / total
+        # singles were computed at the pair's own weight: w_i·∇ℓ_i each, so their mean is the batch's
+        want = sum(gi[name] for _, gi in singles) / total
         torch.testing.assert_close(g, want, atol=1e-5, rtol=1e-4, msg=name)
     logged = trainer.metrics_to_host()["train"]
     assert logged["weight/mean"][0] == pytest.approx(1.25) and logged["weight/max"][0] == 2.0
+
+
+def test_weight_two_doubles_the_gradient_at_batch_size_one(tiny_model_dir, tmp_path):
+    """At a per-device batch of 1 a pair with weight 2 gets twice the loss and gradient of weight 1."""
+    out = {}
+    for w in (1.0, 2.0):
+        trainer = make_trainer(WeightedDPOTrainer, tiny_model_dir, tmp_path / str(w), rows([w, 1.0, 1.0, 1.0]),
+                               WeightedDPOConfig, precompute_ref_log_probs=False, per_device_train_batch_size=1)
+        out[w] = loss_and_grads(trainer, batch_of(trainer, [0]))
+    (l1, g1), (l2, g2) = out[1.0], out[2.0]
+    assert l1.item() > 0 and l2.item() == pytest.approx(2 * l1.item(), rel=1e-5)
+    for name in g1:
+        torch.testing.assert_close(g2[name], 2 * g1[name], atol=1e-6, rtol=1e-4, msg=name)
 
 
 HOST_SYNCS = ("item", "tolist", "__bool__", "__float__", "__int__")
@@ -287,10 +304,11 @@ def test_trainer_requires_weight_column_and_sigmoid(tiny_model_dir, tmp_path):
     data = [{k: v for k, v in r.items() if k != "weight"} for r in rows()]
     with pytest.raises(ValueError, match="no 'weight' column"):
         make_trainer(WeightedDPOTrainer, tiny_model_dir, tmp_path, data, WeightedDPOConfig)
-    with pytest.raises(ValueError, match="sigmoid loss only"):
-        make_trainer(
-            WeightedDPOTrainer, tiny_model_dir, tmp_path, rows(), WeightedDPOConfig, loss_type=["ipo"]
-        )
+    for kw, named in [({"loss_type": ["ipo"]}, "loss_type"), ({"loss_type": ["sigmoid", "sft"]}, "loss_type"),
+                      ({"use_liger_kernel": True}, "use_liger_kernel"), ({"use_weighting": True}, "use_weighting"),
+                      ({"ld_alpha": 0.5}, "ld_alpha")]:
+        with pytest.raises(ValueError, match=f"weighted sigmoid loss only.*{named}"):
+            make_trainer(WeightedDPOTrainer, tiny_model_dir, tmp_path, rows(), WeightedDPOConfig, **kw)
 
 
 def test_max_prompt_length_keeps_prompt_end(tiny_model_dir, tmp_path):
