@@ -52,7 +52,7 @@ from verifier.answers import (
     numbers_equal,
     parse_number,
 )
-from verifier.arith import Calculation, Value, extract_calculations, numbers_in, values_match
+from verifier.arith import Calculation, Value, extract_calculations, numbers_in, split_math, values_match
 from verifier.semantic import Embedder, alignment, word_numbers
 from verifier.semantic import similarity as lexical_similarity
 from verifier.steps import split_steps
@@ -356,7 +356,8 @@ class MathVerifier:
         qlow = question.lower()
         cents = bool(re.search(r"\bcents?\b", qlow))
         rounding = bool(_ROUND_RE.search(qlow) or _ROUND_RE.search(text[-2000:].lower()))
-        logical = self._consistency(steps, calcs, cands, final_num, unsupported, flags, cents, rounding)
+        latex = any(m for st in steps for _, m in split_math(st[:20000]))
+        logical = self._consistency(steps, calcs, cands, final_num, unsupported, flags, cents, rounding, latex)
         structural = self._structure(steps, text, cands, flags)
         embed_sim = None
         if self._embedder is not None and steps:
@@ -475,8 +476,14 @@ class MathVerifier:
 
     @staticmethod
     def _consistency(steps, calcs, cands, final_num, unsupported, flags, cents: bool = False,
-                     rounding: bool = False) -> float:
+                     rounding: bool = False, latex: bool = False) -> float:
+        """Conflicting final answers; a final answer that contradicts the last derived value (unless math
+        the checks cannot follow, such as ``$h = \\boxed{7}$`` or numbers no calculation accounts for,
+        lies between them); operands with no source (not in LaTeX solutions, whose numbers come from
+        reasoning in words and algebra) and operands the reference derives but this solution never does."""
         score = 0.0
+        if latex:
+            unsupported = [u for u in unsupported if u[2] == "underived"]
         # conflicting explicit final answers
         nums = []
         strs = set()
@@ -507,7 +514,8 @@ class MathVerifier:
                         or (cents and values_match(fv, v * 100)))
             last_i, last_v = derived[-1]
             last_alt = next((c.alt for c in reversed(calcs[last_i]) if c.result == last_v), None)
-            if not ok(last_v) and not (last_alt is not None and ok(last_alt)):
+            if not ok(last_v) and not (last_alt is not None and ok(last_alt)) and \
+                    not _untracked_math(steps, calcs, last_i, _answer_step(steps), fv):
                 earlier = any(ok(v) for _, v in derived) or any(ok(v) for v in alts)
                 sev = 0.4 if earlier else 1.0
                 score = max(score, sev)
@@ -675,6 +683,29 @@ def _reference_deviation(a: Analysis, reference: str, gold: str, final_num, give
     if chain_off:
         return chain_off[0]
     return min(off_steps)
+
+
+_LATEX_VAR_RE = re.compile(r"(?<![\\A-Za-z])[A-Za-z](?![A-Za-z])")
+_LATEX_NOISE_RE = re.compile(r"\\(?:text\w*|mathrm|mbox|operatorname)\s*\{[^{}]*\}|\\[A-Za-z]+")
+
+
+def _untracked_math(steps: list[str], calcs: list[list[Calculation]], first: int, last: int, final: Value) -> bool:
+    """Whether steps ``first..last`` hold math the checks cannot follow: a LaTeX span with a variable
+    (``$h = \\boxed{7}$``: the answer comes from an equation) or a number that no calculation of its
+    step uses or derives and that is not the final answer ("... a quotient of 33, so ...")."""
+    for j in range(max(0, first), min(last, len(steps) - 1) + 1):
+        step = steps[j]
+        for seg, is_math in split_math(step[:20000]):
+            if is_math and _LATEX_VAR_RE.search(_LATEX_NOISE_RE.sub(" ", seg)):
+                return True
+        known = ValueSet([final])
+        for c in calcs[j]:
+            for v in [*c.values, *c.operands, c.result, c.alt]:
+                if v is not None:
+                    known.add(v)
+        if any(v not in known for v in numbers_in(step, annotations=False)):
+            return True
+    return False
 
 
 def _answer_step(steps: list[str]) -> int:

@@ -20,7 +20,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from fractions import Fraction
 
-from verifier.arith import numbers_in
+from verifier.arith import numbers_in, split_math
 
 STOPWORDS = frozenset(
     """a an the and or but if then so of to in on at by for with from as is are was were be been being it its
@@ -117,11 +117,15 @@ def _is_math(step: str) -> bool:
     return bool(re.search(r"\d|[=+*/^]|\\[a-z]+|\$", step))
 
 
+_ASY_RE = re.compile(r"\[asy\].*?(?:\[/asy\]|$)", re.DOTALL)
+
+
 def alignment(question: str, steps: list[str], embed_sim: float | None = None) -> Alignment:
     """How well the steps address the question (quantities used, lexical/embedding similarity, off-topic
     steps). ``embed_sim`` (cosine of question and solution embeddings) replaces the lexical measure."""
     notes: list[str] = []
     text = "\n".join(steps)
+    question = _ASY_RE.sub(" ", question) if "[asy]" in question else question  # drawing code, not quantities
     q_nums = set(numbers_in(question))
     s_nums = set().union(*(numbers_in(s) for s in steps)) if steps else set()
     coverage = None
@@ -152,8 +156,37 @@ def alignment(question: str, steps: list[str], embed_sim: float | None = None) -
         notes.append(f"step(s) {off_topic} unrelated to the question")
     if not steps:
         return Alignment(1.0, coverage, 0.0, [], ["no steps"])
-    score = 0.45 * num_term + 0.35 * lex_term + min(0.6, 0.4 * len(off_topic))
+    mismatch = 0.45 * num_term + 0.35 * lex_term
+    if coverage is not None and (num_term == 0 or lex_term == 0):
+        mismatch = 0.0  # one measure says aligned: a terse solution, or one that restates no numbers
+    q_syms = math_symbols(question)
+    if q_syms and mismatch:  # the question's variables and operators in the solution: it works on them
+        mismatch *= max(0.0, 1.0 - (len(q_syms & math_symbols(text)) / len(q_syms)) / SYMBOL_SHARE)
+    if mismatch < DEAD_ZONE:
+        mismatch = 0.0  # a terse or symbol-heavy solution of the right question is not misaligned
+    score = mismatch + min(0.6, 0.4 * len(off_topic))
     return Alignment(round(min(1.0, score), 6), coverage, round(lexical, 6), off_topic, notes)
+
+
+# below this the quantity/lexical mismatch is noise. Measured on 500 MATH train reference solutions: 38%
+# scored > 0 (22% >= 0.3) before; with both measures required to disagree, the symbol share and this dead
+# zone 0.6% do, while 62% of solutions paired with another question still score above it (GSM8K train:
+# 0% of references, 90% of mismatched pairs)
+DEAD_ZONE = 0.35
+SYMBOL_SHARE = 0.75  # sharing this share of the question's symbols cancels the mismatch
+_SYMBOL_RE = re.compile(r"\\[A-Za-z]+|(?<![A-Za-z\\])[A-Za-z](?![A-Za-z])")
+_COMMON_SYMBOLS = frozenset(("\\frac", "\\dfrac", "\\tfrac", "\\cdot", "\\text", "\\textbf", "\\boxed", "\\left",
+                             "\\right", "\\times", "\\quad", "\\qquad", "\\mbox", "\\mathrm", "\\begin",
+                             "\\end", "\\dots", "\\ldots", "\\cdots", "a", "A", "I"))
+
+
+def math_symbols(text: str) -> set[str]:
+    """Variables (single letters) and LaTeX commands (``\\sqrt``, ``\\pi``) of the ``$...$`` spans of a text,
+    without the ubiquitous ones (``\\frac``, ``\\cdot``, the article "a")."""
+    if "$" not in text and "\\" not in text:
+        return set()
+    spans = [seg for seg, is_math in split_math(text[:20000]) if is_math]
+    return set(_SYMBOL_RE.findall(" ".join(spans))) - _COMMON_SYMBOLS
 
 
 class Embedder:

@@ -46,9 +46,11 @@ CASES = [
     ("math style arithmetic slip", Q_SYS,
      "Subtract the first equation from the second: $2p = 182 - 124 = 68$.\nSo $p = \\frac{68}{2} = 34$.\n"
      "# Answer\n\n34", "29", {"symbolic_validity", "answer_correctness"}, 0, False),
+    # p = 58/2 is broken LaTeX, so 29 comes from an equation the checks cannot read: not a contradiction of
+    # the last derived value 58 (the same shape as a correct "$2h = 44 - 30 = 14$, or $h = \boxed{7}$")
     ("unbalanced latex", Q_SYS,
      "Subtract: $2p = 182 - 124 = 58$.\nSo $p = \\frac{58}{2 = 29$.\n\\boxed{29}", "29",
-     {"structural_integrity", "logical_consistency"}, 1, True),
+     {"structural_integrity"}, 1, True),
 ]
 
 
