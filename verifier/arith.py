@@ -616,8 +616,8 @@ def values_match(lhs: Value, rhs: Value, shown_decimals: int = 0, lhs_decimals: 
             while n % 10 == 0 and unit < 1e6:
                 n //= 10
                 unit *= 10
-        tol = max(tol, 0.01 * max(abs(a), abs(b)), 0.5 * unit * ROUNDING_SLACK,
-                  (precision or 0.0) * ROUNDING_SLACK)
+        shown_unit = 0.5 * unit * ROUNDING_SLACK if shown_decimals or b == int(b) else 0.0
+        tol = max(tol, 0.01 * max(abs(a), abs(b)), shown_unit, (precision or 0.0) * ROUNDING_SLACK)
     return abs(a - b) <= tol
 
 

@@ -455,8 +455,9 @@ def identical(left: Node, right: Node, seed: int) -> bool | None:
     names = sorted(free_vars(left) | free_vars(right))
     rng = random.Random(seed)
     same = diff = 0
-    for _ in range(N_POINTS + 2):
-        env = {v: Fraction(rng.randint(2, 60), rng.choice((1, 1, 3, 7))) * rng.choice((1, -1)) for v in names}
+    for k in range(N_POINTS + 2):  # signs alternate, so that sqrt(x^2) = x shows both branches
+        env = {v: Fraction(rng.randint(2, 60), rng.choice((1, 1, 3, 7))) * (-1 if (k + j) % 2 else 1)
+               for j, v in enumerate(names)}
         try:
             a, b = evaluate(left, env), evaluate(right, env)
         except (EvalError, ZeroDivisionError, OverflowError, ValueError):

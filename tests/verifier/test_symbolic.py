@@ -1,0 +1,167 @@
+"""The algebra channel (verifier.symbolic), LaTeX spans, subscripts and rounding tolerance, on realistic
+good and flawed GSM8K- and MATH-style solutions."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from conf.schema import VerifyConfig
+from verifier import MathVerifier
+from verifier.arith import _with_vars, extract_calculations, latex_tokens, split_math, tokenize
+from verifier.symbolic import check_algebra, identical, parse_side
+
+
+def _alg(*steps: str, question: str = "") -> list[tuple[str, bool]]:
+    return [(c.text, c.ok) for cs in check_algebra(list(steps), question=question) for c in cs]
+
+
+def _node(text: str):
+    return parse_side(latex_tokens(_with_vars(tokenize(text), latex=True)))
+
+
+# ---------------------------------------------------------------- rewrites
+@pytest.mark.parametrize(("step", "ok"), [
+    ("Expanding, $(x+2)^2 = x^2+2x+4$.", False),
+    ("Expanding, $(x+2)^2 = x^2+4x+4$.", True),
+    ("$3(x+2) = 3x+5$", False),
+    ("$x^2 - 5x + 6 = (x-2)(x-3)$", True),
+    ("$x^2 - 5x + 6 = (x-2)(x-4)$", False),
+    ("$(a+b)^2 = a^2 + 2ab + b^2 = a^2 + b^2 + ab$", False),  # the second link of a verified chain
+    ("$\\frac{x^2-1}{x-1} = x+1$", True),  # random points: a rational function
+    ("$x_1^2 + x_2^2 = (x_1+x_2)^2 - 2x_1x_2$", True),
+    ("$\\dfrac{6x^2}{3x} = 2x$", True),
+    ("$\\sqrt{4x^2} = 2x$", None),  # |2x|: true at some points only, left unchecked
+])
+def test_rewrites(step, ok):
+    got = _alg(step)
+    if ok is None:
+        assert got == [], got
+    else:
+        assert got and got[-1][1] is ok, got
+
+
+@pytest.mark.parametrize("steps", [
+    ["We solve $2x + 3 = 7$, so $2x = 4$ and $x = 2$."],  # an equation, not a wrong identity
+    ["Let $x = 5$.", "Define $f(x) = x^2 + 1$, so $f(5) = 26$."],  # definitions
+    ["We have $(x+1)^2 = x^2 + 3$, so $2x = 2$ and $x = 1$."],  # an equation in rewrite shape
+    ["Squaring gives $x^2 + 2x = x^2 + 4$."],
+    ["Since $a + b + c = 0$, $a^3 + b^3 + c^3 = 3abc$."],  # relies on a constraint
+    ["$y = 2x - 3$ and $-x + 3 = 1.8$ yields $x = 1.2$."],
+    ["If $b$ were $2$, then $b^5 = 2^5 < 100$.", "So $b = 3$."],  # hypothetical values
+    ["The sequence satisfies $a_{n+1} = a_n + 2$."],  # a recurrence
+])
+def test_equations_and_definitions_are_not_flagged(steps):
+    assert all(ok is not False for _, ok in _alg(*steps)), _alg(*steps)
+
+
+def test_constraint_in_the_question():
+    assert _alg("Then $x^2 + 4x = 5$.", question="Suppose $x^2 + 4x - 5 = 0$.") == []
+
+
+def test_substitution_of_assigned_values():
+    assert _alg("Let $a = -3$ and $b = 3$.", "So $a+b=-3+3=0$.") == [("a + b = - 3 + 3", True)]
+    assert _alg("Let $a = -3$ and $b = 4$.", "So $a+b=-3+3=0$.") == [("a + b = - 3 + 3", False)]
+
+
+def test_identity_by_evaluation_and_expansion():
+    assert identical(_node("(x+1)^3"), _node("x^3+3x^2+3x+1"), 1) is True
+    assert identical(_node("\\frac{1}{x} + \\frac{1}{y}"), _node("\\frac{x+y}{xy}"), 1) is True
+    assert identical(_node("\\frac{1}{x} + \\frac{1}{y}"), _node("\\frac{2}{x+y}"), 1) is False
+    assert identical(_node("\\pi r^2"), _node("r^2 \\pi"), 1) is True
+
+
+# ---------------------------------------------------------------- subscripts and $ spans
+def test_subscripts_are_symbols():
+    for step in ("$x_1^2 + x_2^2 = 10$", "x_1^2 + x_2^2 = 4", "$a_{n+1} = 2^2$", "Then $x_1^2 = 2^2 + 1$."):
+        assert [c for c in extract_calculations(step) if c.ok is False] == [], step
+    assert [(c.ok, c.result) for c in extract_calculations("$x_1 + x_2 = 3 + 4 = 7$")] == [(True, 7)]
+
+
+def test_dollar_delimits_math():
+    assert split_math("the residue of $-811$ is $-811-(-816)=5$") == (
+        ("the residue of ", False), ("-811", True), (" is ", False), ("-811-(-816)=5", True))
+    # the chain does not run from one span into the next: -811 - 811 - (-816) = 5 would be "wrong"
+    assert [(c.ok, c.result) for c in extract_calculations("the residue of $-811$ is $-811-(-816)=5$")] == [
+        (True, 5)]
+    assert split_math("$5 + $3 = $8") == (("$5 + $3 = $8", False),)  # currency
+    assert [c.ok for c in extract_calculations("He paid $5 + $3 = $8.")] == [True]
+
+
+@pytest.mark.parametrize("step", [
+    "$7@4=7\\cdot4-2\\cdot7=14$",  # a custom operator
+    "Testing $y=5$, we have $|5-6| + 2\\cdot 5 =11$, not 9.",
+    "there are $9!/(4!\\cdot 5!)=9\\textbf{C}4$ ways",
+    "$6.5^4 = 1785\\frac{1}{16}$",  # a mixed number
+    "$10,\\!010-15=9,\\!995$",
+    "Then we get $-6 = 2,$ which means that there are no solutions.",
+    "\\begin{align*} 9! &\\equiv 1\\cdot 1 \\pmod{11}\\\\ &= 1 \\end{align*}",
+    "\\[\\begin{pmatrix} 3 & -8 \\\\ a & 11 \\end{pmatrix} = \\begin{pmatrix} 1 & 3 \\end{pmatrix}\\]",
+])
+def test_latex_that_is_not_a_wrong_calculation(step):
+    assert [c.text for c in extract_calculations(step) if c.ok is False] == []
+
+
+# ---------------------------------------------------------------- rounding tolerance
+@pytest.mark.parametrize(("step", "ok"), [
+    ("The tickets cost 12 \\times 12.50 = 150.60 dollars.", False),
+    ("The tickets cost $12 \\times 12.50 = 150.60$ dollars.", False),
+    ("He pays 12 * 12.50 = 150.00 dollars.", True),
+    ("$\\frac{22}{7} \\approx 3.14$", True),
+    ("Each friend pays 10/3 = 3.33 dollars.", True),
+    ("This is about 100/3 = 33.3 people.", True),
+    ("Rounded to the nearest tenth, 17/3 = 5.7.", True),
+    ("Rounded to the nearest tenth, 17/3 = 5.5.", False),
+    ("A third is 0.33, so 0.33 * 90 = 30.", True),  # 0.33 itself rounded: 0.325..0.335 * 90 holds 30
+    ("The area is about 3.14 * 10^2 = 314.", True),
+])
+def test_rounding_tolerance(step, ok):
+    got = [c.ok for c in extract_calculations(step)]
+    assert got and got[-1] is ok, got
+
+
+# ---------------------------------------------------------------- whole solutions
+Q_EXPAND = "Expand $(x+2)^2$."
+Q_SUM = "Let $a$ and $b$ be the solutions of $x^2 + 3x - 4 = 0$ ... find $a+b$."
+
+
+@pytest.mark.parametrize(("question", "solution", "gold", "flagged"), [
+    (Q_EXPAND, "We have $(x+2)^2 = (x+2)(x+2) = x^2+4x+4$.\nSo the answer is $\\boxed{x^2+4x+4}$.",
+     "x^2+4x+4", False),
+    (Q_EXPAND, "We have $(x+2)^2 = (x+2)(x+2) = x^2+2x+4$.\nSo the answer is $\\boxed{x^2+2x+4}$.",
+     "x^2+4x+4", True),
+    ("Solve $2x + 3 = 7$.", "Subtract 3: $2x = 4$.\nDivide by 2: $x = \\boxed{2}$.", "2", False),
+    ("Find $x_1^2 + x_2^2$ where $x_1, x_2$ are the roots of $x^2 - 3x + 1 = 0$.",
+     "By Vieta, $x_1 + x_2 = 3$ and $x_1 x_2 = 1$.\nSo $x_1^2 + x_2^2 = (x_1+x_2)^2 - 2x_1x_2 = 9 - 2 = \\boxed{7}$.",
+     "7", False),
+    ("Tickets cost $\\$12.50$ each. How much do 12 tickets cost?",
+     "12 tickets cost 12 \\times 12.50 = 150.60 dollars.\n#### 150.60", "150", True),
+])
+def test_math_style_solutions(question, solution, gold, flagged):
+    v = MathVerifier().score(question, solution, gold)
+    assert v.status == "ok", v.notes
+    assert (v.dims["symbolic_validity"] > 0) is flagged, v.notes
+    if not flagged:
+        assert {d for d, x in v.dims.items() if x > 0 and d != "answer_correctness"} == set(), v.notes
+
+
+HOSTILE = {
+    "power tower": "$2^{2^{2^{100}}} = x^2 + 1 = (x+1)^2$",
+    "huge variable power": "$(x+1)^{100000} = x^{100000} + 1$",
+    "deep brackets": "$" + "(" * 5000 + "x" + ")" * 5000 + " = x$",
+    "deep braces": "$\\frac{" * 2000 + "x" + "}{2}" * 2000 + " = x$",
+    "long line": "$" + "+".join(["x"] * 30000) + " = 30000x$ " + "a" * 40000,
+    "many chains": " ".join(f"$(x+{k})^2 = x^2+{2 * k}x+{k * k}$" for k in range(3000)),
+    "wide polynomial": "$" + "".join(f"(x_{k}+1)" for k in range(60)) + " = 1$",
+}
+
+
+@pytest.mark.parametrize("text", list(HOSTILE.values()), ids=list(HOSTILE))
+def test_hostile_input_gets_a_verdict_within_the_budget(text):
+    budget = 2.0
+    t0 = time.perf_counter()
+    v = MathVerifier(VerifyConfig(time_budget_s=budget)).score("Simplify the expression.", text, "1")
+    assert time.perf_counter() - t0 < budget + 1.0
+    assert v.status in ("ok", "unparsed", "timeout")
+    assert all(0.0 <= x <= 1.0 for x in v.dims.values())
