@@ -9,6 +9,11 @@ capacity the workers' CPU time implies: ``workers x items / worker CPU-seconds``
 would give). Usage::
 
     python benchmarks/verifier_throughput.py [--data ../shared/data] [--n 1000] [--workers 2]
+    python benchmarks/verifier_throughput.py --false-flags [--n 500] [--seed 0]
+
+``--false-flags`` instead scores a seeded sample of correct reference solutions from the TRAIN splits
+(MATH ``solution``, GSM8K ``answer``) and prints the share with any dimension except answer_correctness
+above 0, and with logical_consistency, semantic_alignment, symbolic_validity above 0 separately.
 """
 
 from __future__ import annotations
@@ -103,12 +108,40 @@ def pct(xs: list[float], q: float) -> float:
     return xs[min(len(xs) - 1, int(q * len(xs)))] * 1000
 
 
+def false_flags(data: Path, n: int, seed: int) -> None:
+    """False-flag rates on correct reference solutions (train splits only: development data)."""
+    import random
+
+    v = MathVerifier()
+    print("| reference solutions (train) | n | any flag | logical_consistency | semantic_alignment "
+          "| symbolic_validity | step_ordering | structural_integrity |\n| --- | --- | --- | --- | --- | --- | --- | --- |")
+    for name, path, q, s, g in (("MATH", "math/train.jsonl", "problem", "solution", "answer"),
+                                ("GSM8K", "gsm8k/train.jsonl", "question", "answer", None)):
+        rows = [json.loads(x) for x in (data / path).read_text().splitlines() if x.strip()]
+        rows = random.Random(seed).sample(rows, min(n, len(rows)))
+        counts = dict.fromkeys(("any", "logical_consistency", "semantic_alignment", "symbolic_validity",
+                                "step_ordering", "structural_integrity"), 0)
+        for r in rows:
+            gold = r[g] if g else r[s].split("####")[-1].strip()
+            d = v.score(r[q], r[s], gold).dims
+            counts["any"] += any(x > 0 for k, x in d.items() if k != "answer_correctness")
+            for k in counts:
+                if k != "any":
+                    counts[k] += d[k] > 0
+        print(f"| {name} | {len(rows)} | " + " | ".join(f"{100 * c / len(rows):.1f}%" for c in counts.values()) + " |")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--data", default=str(Path(__file__).resolve().parents[2] / "shared" / "data"))
     ap.add_argument("--n", type=int, default=1000)
     ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--false-flags", action="store_true", help="false-flag rates on train references instead")
+    ap.add_argument("--seed", type=int, default=0)
     a = ap.parse_args()
+    if a.false_flags:
+        false_flags(Path(a.data), a.n, a.seed)
+        return
     sets = load(Path(a.data), a.n)
     load_before = os.getloadavg()
     print(f"load average before: {load_before[0]:.2f} {load_before[1]:.2f} {load_before[2]:.2f} "

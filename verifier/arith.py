@@ -783,7 +783,7 @@ def _rows(span: str) -> list[str]:
         r = row.strip()
         if not r:
             continue
-        if rows and re.match(r"&?\s*(?:=|\\approx|\\le|\\ge|<|>|[-+](?!\s*&))", r):
+        if rows and re.match(r"&?\s*(?:\\q?quad\s*|\\[,;:]\s*)*(?:=|\\approx|\\le|\\ge|<|>|[-+](?!\s*&))", r):
             rows[-1] = rows[-1] + " " + r  # "&= ..." (or "&- 4y^2 ...") continues the row above
         else:
             rows.append(r)
@@ -847,7 +847,7 @@ RELATION_CMDS = frozenset(("\\le", "\\leq", "\\ge", "\\geq", "\\ne", "\\neq", "\
                            "\\mid", "\\nmid", "\\quad", "\\qquad", "\\text", "\\therefore", "\\because",
                            "\\Longleftrightarrow", "\\leftarrow", "\\Leftarrow", "\\subset", "\\cup",
                            "\\cap", "\\land", "\\lor", "\\wedge", "\\vee", "\\pm", "\\mp"))
-_SEPARATORS = frozenset(",;:<>.?")
+_SEPARATORS = frozenset(",;<>.?")  # not ":": "3:6 = 1:2" is a ratio
 _CONNECTIVES = re.compile(r"^\\\w+\s*\{\s*(?:and|or|so|then|if|thus|hence|since|where|when|for|but|i\.e\.|"
                           r"which|giving|gives|we get|because|as|with|or equivalently)?[\s,.;:]*\}$")
 
@@ -869,6 +869,8 @@ def latex_tokens(toks: list[Tok]) -> list[Tok]:
         elif t.kind == "word":
             out.append(Tok("brk", t.text) if _CONNECTIVES.match(t.text) or not t.text.startswith("\\")
                        else Tok("cmd", t.text))
+        elif t.kind == "num" and out and out[-1].kind == "rb":
+            out += [Tok("op", "*"), t]  # 2^{3}5^{3}: a product
         else:
             out.append(t)
         if modular and t.kind == "cmd" and t.text in ("\\pmod", "\\mod", "\\bmod"):
@@ -878,7 +880,9 @@ def latex_tokens(toks: list[Tok]) -> list[Tok]:
 
 _CONTRA_RE = re.compile(r"contradict|impossible|absurd|no (?:real |integer |positive )?solutions?|not possible|"
                         r"\bfalse\b|cannot|can't|\bnot (?:a solution|true|equal|work|valid)|doesn't work|"
-                        r"does not work|\\neq|\\ne\b|≠", re.IGNORECASE)
+                        r"does not work|would not|wouldn't|\\neq|\\ne\b|≠|"
+                        r"units? digit|ones digit|last (?:two )?digits?|remainder|modulo|\bmod\b|congruen",
+                        re.IGNORECASE)  # refutations, and digit/residue arithmetic written with "="
 
 
 def extract_calculations(step: str) -> list[Calculation]:
@@ -913,12 +917,15 @@ def extract_calculations(step: str) -> list[Calculation]:
 
 def _chains(toks: list[Tok], calcs: list[Calculation], step_approx: bool, precision: float | None) -> None:
     for run, before in _runs(toks):
-        if len(run) > MAX_RUN_TOKENS:
+        cut = len(run) > MAX_RUN_TOKENS
+        if cut:
             run = run[-MAX_RUN_TOKENS:]
             before = None
         if not any(t.kind == "eq" for t in run):
             continue
         sides, approx = _split_eq(run)
+        if cut:
+            sides[0] = []  # the cut-off start of a long expression is not its left side
         approx = approx or step_approx
         if before in _MODIFIERS and sides:
             sides[0] = []  # "half of 50 = 25": the left operand is not the whole expression
