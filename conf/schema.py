@@ -396,11 +396,16 @@ class OrchestrationConfig(Section):
 
 
 class AblationArm(Section):
-    """One DPO arm of the ablation: a pairs strategy and, for ``weighted``, its λ."""
+    """One DPO arm of the ablation: a pairs strategy and, for ``weighted``, its λ; optionally another
+    soundness rule or weight formula than the profile's (e.g. the answer-only pairing as a comparison)."""
 
     name: str = Field(description="Label in the report, e.g. 'weighted-0.3'.")
     strategy: Strategy
     lam: float | None = Field(None, ge=0, le=1, description="pairs.lam of a weighted arm; None = pairs.lam.")
+    soundness: Literal["first_error", "wrongness", "answer_only"] | None = Field(
+        None, description="pairs.soundness of this arm; None = the profile's.")
+    formula: Literal["ranked", "original"] | None = Field(
+        None, description="pairs.weights.formula of this arm; None = the profile's.")
 
     @model_validator(mode="after")
     def _lam_weighted(self) -> AblationArm:

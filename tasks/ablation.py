@@ -1,6 +1,6 @@
 """The ablation report: DPO arms × seeds against the SFT model on one held-out test set.
 
-An *arm* is one DPO configuration (``random``: random incorrect rejected, w = 1; ``uniform``: hard
+An *arm* is one DPO configuration (``random``: a random sound chosen and a random negative, w = 1; ``uniform``: hard
 negatives, w = 1; ``weighted-<λ>``: hard negatives with importance weights tempered by λ), trained with
 several ``dpo.seed`` s. Pure core :func:`build_ablation_report` takes per-problem correctness and pair
 features and returns JSON-able data; :func:`render_markdown` and :func:`plot_ablation` turn it into
@@ -17,6 +17,9 @@ What the report holds (all computed, nothing hand-written):
   paired), the t interval over seeds (seed s of the arm against seed s of the comparator, or against the
   single SFT model), how many seeds favour the arm, and McNemar's exact test on the pooled
   (problem, seed) pairs (each seed a replicate; the p-value of every seed alone is listed beside it).
+* **Sound accuracy** (``ablation.json["sound"]``): the same arm rows and paired comparisons on the
+  per-problem *sound* correctness of the evaluate records (exact on synthetic sets, verifier-judged
+  elsewhere), when every record has it.
 * **Breakdowns**: accuracy by difficulty (``Problem.meta["n_steps"]``) and by what the SFT model did on
   the problem: its final answer (``correct``, ``near_miss`` = within ``max(near_miss_abs,
   near_miss_rel·|gold|)``, ``far_off``, ``no_answer``) and the verifier's reading of its error
@@ -53,7 +56,7 @@ from tasks.stats import bootstrap_mean, mcnemar
 from verifier.answers import parse_number
 from verifier.verdict import Verdict
 
-VERSION = "1"
+VERSION = "2"
 DASH = "—"
 SFT = "sft"
 ANSWER_KINDS = ("correct", "near_miss", "far_off", "no_answer")
@@ -478,6 +481,30 @@ def _corr(x: float | None) -> str:
     return DASH if x is None else f"{x:+.2f}"
 
 
+def _arms_table(rows: Sequence[Mapping[str, Any]], level: int, what: str = "accuracy") -> list[str]:
+    lines = [f"| arm | strategy | λ | seeds | {what} | {level}% CI seeds | {level}% CI problems | per seed |",
+             "| --- | --- | ---: | ---: | ---: | --- | --- | --- |"]
+    for r in rows:
+        lam = DASH if r["lam"] is None else f"{r['lam']:g}"
+        per_seed = ", ".join(_pct(x) for x in r["per_seed"]) if r["seeds"] else DASH
+        lines.append(f"| {r['arm']} | {r['strategy'] or DASH} | {lam} | {len(r['seeds']) or DASH} | "
+                     f"{_pct(r['accuracy'])} | {_ci(r['seed_low'], r['seed_high'])} | "
+                     f"{_ci(r['problem_low'], r['problem_high'])} | {per_seed} |")
+    return lines
+
+
+def _comparisons_table(comparisons: Sequence[Mapping[str, Any]], level: int) -> list[str]:
+    lines = [f"| arm | vs | Δ | {level}% CI problems | {level}% CI seeds | seeds better | b / c | McNemar p "
+             "| p per seed | reading |",
+             "| --- | --- | ---: | --- | --- | ---: | ---: | ---: | --- | --- |"]
+    for c in comparisons:
+        lines.append(f"| {c['arm']} | {c['vs']} | {100 * c['diff']:+.1f} | {_ci(c['diff_low'], c['diff_high'], True)} "
+                     f"| {_ci(c['seed_low'], c['seed_high'], True)} | {c['wins']}/{len(c['seeds'])} | "
+                     f"{c['b']} / {c['c']} | {format_p(c['p_value'])} | {', '.join(format_p(p) for p in c['p_per_seed'])} "
+                     f"| {c['reading']} |")
+    return lines
+
+
 def render_markdown(report: Mapping[str, Any], command: str | None = None, title: str = "Ablation report",
                     image: str | None = "ablation.png", notes: str | None = None) -> str:
     """``ablation.json`` as Markdown (the tables and the computed reading); ``image``: the plot's link;
@@ -495,28 +522,20 @@ def render_markdown(report: Mapping[str, Any], command: str | None = None, title
     lines += ["## Accuracy per arm", "",
               f"Accuracy in %: mean over seeds; {level}% CI over seeds (Student t) and over problems "
               f"(bootstrap of the seed-averaged per-problem accuracy, {report['bootstrap_samples']} resamples, "
-              f"seed {report['seed']}); n = {report['n_problems']} problems.", "",
-              f"| arm | strategy | λ | seeds | accuracy | {level}% CI seeds | {level}% CI problems | per seed |",
-              "| --- | --- | ---: | ---: | ---: | --- | --- | --- |"]
-    for r in report["arms"]:
-        lam = DASH if r["lam"] is None else f"{r['lam']:g}"
-        per_seed = ", ".join(_pct(x) for x in r["per_seed"]) if r["seeds"] else DASH
-        lines.append(f"| {r['arm']} | {r['strategy'] or DASH} | {lam} | {len(r['seeds']) or DASH} | "
-                     f"{_pct(r['accuracy'])} | {_ci(r['seed_low'], r['seed_high'])} | "
-                     f"{_ci(r['problem_low'], r['problem_high'])} | {per_seed} |")
-
+              f"seed {report['seed']}); n = {report['n_problems']} problems.", ""]
+    lines += _arms_table(report["arms"], level)
     lines += ["", "## Paired differences", "",
               "Δ = accuracy(arm) − accuracy(vs) in percentage points, on the same problems. McNemar: exact test "
-              "on the (problem, seed) pairs pooled over seeds (b = only the arm right, c = only vs right).", "",
-              f"| arm | vs | Δ | {level}% CI problems | {level}% CI seeds | seeds better | b / c | McNemar p "
-              "| p per seed | reading |",
-              "| --- | --- | ---: | --- | --- | ---: | ---: | ---: | --- | --- |"]
-    for c in report["comparisons"]:
-        lines.append(f"| {c['arm']} | {c['vs']} | {100 * c['diff']:+.1f} | {_ci(c['diff_low'], c['diff_high'], True)} "
-                     f"| {_ci(c['seed_low'], c['seed_high'], True)} | {c['wins']}/{len(c['seeds'])} | "
-                     f"{c['b']} / {c['c']} | {format_p(c['p_value'])} | {', '.join(format_p(p) for p in c['p_per_seed'])} "
-                     f"| {c['reading']} |")
-
+              "on the (problem, seed) pairs pooled over seeds (b = only the arm right, c = only vs right).", ""]
+    lines += _comparisons_table(report["comparisons"], level)
+    if report.get("sound"):
+        how = ("exact: the generator knows every true step" if report["sound"].get("method") == "exact"
+               else "judged by the verifier")
+        lines += ["", "## Sound accuracy", "",
+                  f"The share of outputs whose final answer and every stated step are right ({how}); same "
+                  "intervals and tests as above.", ""]
+        lines += _arms_table(report["sound"]["arms"], level, "sound accuracy")
+        lines += [""] + _comparisons_table(report["sound"]["comparisons"], level)
     arms = [r["arm"] for r in report["arms"]]
     lines += ["", "## Accuracy (%) by difficulty (number of steps)", "",
               "| steps | n | " + " | ".join(arms) + " |", "| ---: | ---: |" + " ---: |" * len(arms)]
@@ -735,6 +754,10 @@ def flat_metrics(report: Mapping[str, Any]) -> dict[str, float]:
     for c in report["comparisons"]:
         out[f"{c['arm']}-{c['vs']}/diff"] = c["diff"]
         out[f"{c['arm']}-{c['vs']}/p_value"] = c["p_value"]
+    for r in (report.get("sound") or {}).get("arms", []):
+        out[f"{r['arm']}/sound_accuracy"] = r["accuracy"]
+    for c in (report.get("sound") or {}).get("comparisons", []):
+        out[f"{c['arm']}-{c['vs']}/sound_diff"] = c["diff"]
     for w in report["weights"]:
         if w["n_pairs"]:
             out[f"{w['arm']}/weight_std"] = w["std"]
@@ -780,6 +803,19 @@ def run_ablation_report(cfg, sft_eval: str | Path, arm_evals: Mapping[str, Mappi
         pairs=pairs, rejected_dims=dims, primary=ab.primary if ab is not None else "weighted-0.3",
         random_arm=ab.random_arm if ab is not None else "random", samples=cfg.evaluate.bootstrap_samples,
         seed=cfg.evaluate.seed, alpha=ab.alpha if ab is not None else 0.05)
+    sft_sound = {r["id"]: r["sound"] for r in sft_rows if isinstance(r.get("sound"), bool)}
+    arms_sound = {arm: {int(s): {r["id"]: r["sound"] for r in read_graded(Path(d) / f"{name}.jsonl")
+                                 if isinstance(r.get("sound"), bool)} for s, d in by_seed.items()}
+                  for arm, by_seed in arm_evals.items()}
+    if len(sft_sound) == len(sft_rows) and all(len(v) == len(sft_rows) for b in arms_sound.values() for v in b.values()):
+        sound = build_ablation_report(
+            problems, sft_sound, arms_sound, arm_meta=arm_meta,
+            primary=ab.primary if ab is not None else "weighted-0.3",
+            random_arm=ab.random_arm if ab is not None else "random", samples=cfg.evaluate.bootstrap_samples,
+            seed=cfg.evaluate.seed, alpha=ab.alpha if ab is not None else 0.05)
+        methods = {r.get("sound_method") for r in sft_rows}
+        report["sound"] = {"arms": sound["arms"], "comparisons": sound["comparisons"],
+                           "method": methods.pop() if len(methods) == 1 else "mixed"}
     report.update(dataset=name, command=command, profile=getattr(cfg, "name", None))
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -797,10 +833,14 @@ SHARED_STAGES = ("data", "base", "sft", "sample", "verify")
 
 
 def arm_config(cfg, arm, seed: int):
-    """The profile for one (arm, seed): ``pairs.strategy`` (+ ``pairs.lam`` of a weighted arm) and
+    """The profile for one (arm, seed): ``pairs.strategy`` (+ ``pairs.lam`` of a weighted arm, the arm's
+    ``soundness`` and weight ``formula`` when set) and
     ``dpo.seed`` changed, everything else as in ``cfg`` — so the shared stages keep their keys."""
     d = cfg.model_dump(mode="python")
-    d["pairs"] = {**d["pairs"], "strategy": arm.strategy, **({"lam": arm.lam} if arm.lam is not None else {})}
+    d["pairs"] = {**d["pairs"], "strategy": arm.strategy, **({"lam": arm.lam} if arm.lam is not None else {}),
+                  **({"soundness": arm.soundness} if arm.soundness is not None else {})}
+    if arm.formula is not None:
+        d["pairs"]["weights"] = {**d["pairs"]["weights"], "formula": arm.formula}
     d["dpo"] = {**d["dpo"], "seed": int(seed)}
     return type(cfg).model_validate(d)
 

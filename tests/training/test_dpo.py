@@ -186,10 +186,10 @@ def test_doubling_one_weight_scales_its_gradient(tiny_model_dir, tmp_path):
     )
     loss, grads = loss_and_grads(trainer, batch_of(trainer, range(4)))
     singles = [loss_and_grads(trainer, batch_of(trainer, [i])) for i in range(4)]
-    total = len(w)  # mean of w·ℓ over the batch
-    want_loss = sum(wi * li for wi, (li, _) in zip(w, singles, strict=False)) / total
+    total = len(w)  # mean of w·ℓ over the batch; a single pair's loss is already w_i·ℓ_i
+    want_loss = sum(li for li, _ in singles) / total
     assert loss.item() == pytest.approx(want_loss.item(), abs=1e-5)
-    unweighted = sum(li for li, _ in singles) / 4
+    unweighted = sum(li / wi for wi, (li, _) in zip(w, singles, strict=True)) / 4
     assert abs(want_loss.item() - unweighted.item()) > 1e-4  # the weight matters for this batch
     for name, g in grads.items():
         # singles were computed at the pair's own weight: w_i·∇ℓ_i each, so their mean is the batch's

@@ -21,10 +21,9 @@ from training.sft import (
     sft_example,
     summarize_history,
     train_sft,
-    user_prompt,
 )
 
-INSTR = "Please reason step by step."
+INSTR = "Please reason step by step, and put your final answer within \\boxed{}."
 QA = [
     ("What is 2 + 3?", "2 + 3 = 5. #### 5"),
     ("Tom has 4 apples and eats 1. How many are left?", "4 - 1 = 3. #### 3"),
@@ -56,7 +55,6 @@ def examples():
 
 
 def test_sft_example_and_prompt():
-    assert user_prompt(" Q? ", "Do it.") == "Q?\nDo it." and user_prompt("Q?", "") == "Q?"
     ex = sft_example("Q?", " A. ", "Do it.")
     assert ex == {
         "prompt": [{"role": "user", "content": "Q?\nDo it."}],

@@ -188,3 +188,25 @@ def test_shared_fixture_model_loads_left_padded(tiny_model_dir):
     model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
     assert tok.padding_side == "left" and tok.eos_token == IM_END
     assert model.generation_config.eos_token_id == tok.eos_token_id and model.config.num_hidden_layers == 2
+
+
+def test_base_stage_builds_what_the_quality_script_builds(tmp_path, docs):
+    """No hidden difference between the flow and scripts/tiny_quality.py: the data stage's pretrain.txt
+    round-trips to the same documents, and the base stage (checkpointing on) trains the same weights as
+    a direct build_tiny_model call on them at the same thread count."""
+    from tasks.base import run_base
+
+    assert split_documents(DOC_SEPARATOR.join(docs)) == docs
+    tiny = {**SMALL.model_dump(), "max_steps": 6, "warmup_steps": 1}
+    cfg = config_from_dict({"model": {"build_from_scratch": True, "tiny": tiny}})
+    data, out = tmp_path / "data", tmp_path / "base"
+    data.mkdir()
+    out.mkdir()
+    (data / "pretrain.txt").write_text(DOC_SEPARATOR.join(docs))
+    flow = run_base(cfg, data, out)
+    script = build_tiny_model(docs, cfg.model.tiny, tmp_path / "script")
+    assert flow["final_loss"] == script["final_loss"]
+    from safetensors.torch import load_file
+
+    a, b = load_file(out / "model" / "model.safetensors"), load_file(tmp_path / "script" / "model.safetensors")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
