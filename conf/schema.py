@@ -42,7 +42,9 @@ class DatasetSpec(Section):
     format: DatasetFormat
     path: str | None = Field(None, description="Local .jsonl/.json/.parquet file.")
     hub_id: str | None = Field(None, description="Hub dataset id, e.g. 'openai/gsm8k'.")
-    hub_config: str | None = None
+    hub_config: str | list[str] | None = Field(
+        None, description="Hub config name, or a list of configs loaded in order and concatenated (e.g. the "
+                          "seven per-subject configs of EleutherAI/hendrycks_math); row ids run on across them.")
     split: str = "train"
     limit: int | None = Field(None, ge=1, description="Keep the first N rows (after shuffling if seed).")
 
@@ -52,7 +54,14 @@ class DatasetSpec(Section):
             raise ValueError(f"dataset {self.name!r}: give 'path' or 'hub_id'")
         if self.path and self.hub_id:
             raise ValueError(f"dataset {self.name!r}: give 'path' or 'hub_id', not both")
+        if isinstance(self.hub_config, list) and (not self.hub_config or len(set(self.hub_config)) < len(self.hub_config)):
+            raise ValueError(f"dataset {self.name!r}: hub_config list must be non-empty without repeats")
         return self
+
+    @property
+    def hub_configs(self) -> list[str | None]:
+        """``hub_config`` as a list (``[None]`` when unset)."""
+        return list(self.hub_config) if isinstance(self.hub_config, list) else [self.hub_config]
 
 
 class SyntheticConfig(Section):

@@ -12,7 +12,8 @@ Formats (``DatasetSpec.format``) and the source fields they read:
   ``Problem``-like rows when ``path`` is given.
 
 A source is a local ``.jsonl``/``.json``/``.parquet`` file or a hub dataset
-(``datasets.load_dataset(hub_id, hub_config, split=split)``). A GSM8K row becomes::
+(``datasets.load_dataset(hub_id, hub_config, split=split)``; a list of configs is loaded in order and
+concatenated). A GSM8K row becomes::
 
     {"id": "gsm8k_test-0", "question": "Janet’s ducks lay 16 eggs per day. ...", "answer": "18",
      "solution": "Janet sells 16 - 3 - 4 = <<16-3-4=9>>9 duck eggs a day. ...\\n#### 18",
@@ -251,21 +252,25 @@ def iter_local(path: Path) -> Iterator[tuple[str, Any]]:
 
 
 def iter_hub(spec: DatasetSpec) -> Iterator[tuple[str, Any]]:
-    """Rows of a hub dataset via ``datasets.load_dataset``; failures become a :class:`DataError`."""
+    """Rows of a hub dataset via ``datasets.load_dataset``; failures become a :class:`DataError`.
+
+    A list ``hub_config`` loads each config in turn (``load_dataset(hub_id, config, split=split)``) and
+    yields their rows one after the other, so ``load_problems`` numbers them on across the configs."""
     import datasets
 
-    label = f"hub dataset {spec.hub_id!r} (config {spec.hub_config!r}, split {spec.split!r})"
-    try:
-        ds = datasets.load_dataset(spec.hub_id, spec.hub_config, split=spec.split)
-    except Exception as e:  # noqa: BLE001 - any loader failure is reported with the dataset named
-        offline = any(os.environ.get(v, "").lower() in ("1", "true", "yes")
-                      for v in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE"))
-        hint = (" HF_HUB_OFFLINE/HF_DATASETS_OFFLINE is set and the dataset is not in the local cache: "
-                "give a local 'path' instead, or unset it on a machine with network access."
-                if offline else "")
-        raise DataError(f"dataset {spec.name!r}: cannot load {label}: {type(e).__name__}: {e}.{hint}") from e
-    for i, row in enumerate(ds):
-        yield f"{label}: row {i}", row
+    for config in spec.hub_configs:
+        label = f"hub dataset {spec.hub_id!r} (config {config!r}, split {spec.split!r})"
+        try:
+            ds = datasets.load_dataset(spec.hub_id, config, split=spec.split)
+        except Exception as e:  # noqa: BLE001 - any loader failure is reported with the dataset named
+            offline = any(os.environ.get(v, "").lower() in ("1", "true", "yes")
+                          for v in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE"))
+            hint = (" HF_HUB_OFFLINE/HF_DATASETS_OFFLINE is set and the dataset is not in the local cache: "
+                    "give a local 'path' instead, or unset it on a machine with network access."
+                    if offline else "")
+            raise DataError(f"dataset {spec.name!r}: cannot load {label}: {type(e).__name__}: {e}.{hint}") from e
+        for i, row in enumerate(ds):
+            yield f"{label}: row {i}", row
 
 
 def load_problems(spec: DatasetSpec, data: DataConfig, skipped: Counter | None = None,
