@@ -35,8 +35,11 @@ def open_tracker(cfg: Config, flow_name: str, profile: str, overrides: list[str]
 
 
 def _close(tracker: Any, error: BaseException | None = None) -> None:
+    """End the flow's MLflow parent run (and any open stage run): FINISHED, FAILED, or KILLED when
+    ``error`` is an interrupt (SIGINT → KeyboardInterrupt, SIGTERM → Prefect's TerminationSignal).
+    Prefect itself marks the flow run Crashed (interrupt) or Cancelled (a cancellation)."""
     if tracker is not None:
-        tracker.end("FAILED" if error else "FINISHED", repr(error) if error else None)
+        tracker.end_with(error)
 
 
 @flow(name="hnsdpo")

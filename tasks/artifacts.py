@@ -28,6 +28,34 @@ from conf import config_hash
 MANIFEST = "manifest.json"
 
 
+class DeterministicError(Exception):
+    """An error the same inputs reproduce (bad data, a wrong setting, a missing upstream file): retrying
+    cannot help, so Prefect does not retry it (:func:`is_deterministic`)."""
+
+
+# Reproducible failures besides DeterministicError: config and data errors (``ConfigError``,
+# ``DataError``/``BadRowError`` are ValueErrors), programming errors, files that are not there.
+DETERMINISTIC: tuple[type[BaseException], ...] = (
+    DeterministicError, ValueError, TypeError, KeyError, IndexError, AttributeError, ImportError,
+    NotImplementedError, AssertionError, FileNotFoundError, NotADirectoryError, IsADirectoryError,
+    PermissionError,
+)
+
+
+def is_deterministic(exc: BaseException | None) -> bool:
+    """True for errors a retry would only repeat; I/O (other OSErrors, timeouts, connections) is not."""
+    return isinstance(exc, DETERMINISTIC)
+
+
+def retry_unless_deterministic(task: Any, task_run: Any, state: Any) -> bool:
+    """Prefect ``retry_condition_fn``: retry a failed task unless its exception is deterministic."""
+    try:
+        exc = state.result(raise_on_failure=False)
+    except BaseException as e:  # noqa: BLE001 - the state re-raised its exception
+        exc = e
+    return not is_deterministic(exc if isinstance(exc, BaseException) else None)
+
+
 def stage_key(stage: str, config: Any, inputs: Mapping[str, str], version: str) -> str:
     """Content key of a stage run: its config, its upstream keys and its code version."""
     return config_hash({"stage": stage, "config": config, "inputs": dict(sorted(inputs.items())),
@@ -106,6 +134,33 @@ def find_complete(root: str | Path, stage: str, key: str) -> Manifest | None:
         except (OSError, ValueError, TypeError):
             return None
     return None
+
+
+def tmp_owner_alive(folder: Path) -> bool:
+    """Whether a ``.tmp-<key>-<pid>`` work folder belongs to a live process (``.tmp-<key>``: never)."""
+    tail = folder.name.rsplit("-", 1)[-1]
+    if not folder.name.startswith(".tmp-") or not tail.isdigit() or folder.name.count("-") < 2:
+        return False
+    try:
+        os.kill(int(tail), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def scan_artifacts(root: str | Path, stages: Any) -> list[tuple[str, str, Path]]:
+    """(stage, name, folder) of every complete key folder and ``.tmp-*`` folder under ``root/<stage>``."""
+    out = []
+    for stage in stages:
+        folder = Path(root) / stage
+        if not folder.is_dir():
+            continue
+        for p in sorted(folder.iterdir()):
+            if p.is_dir() and (p.name.startswith(".tmp-") or (p / MANIFEST).is_file()):
+                out.append((stage, p.name, p))
+    return out
 
 
 def build_stage(

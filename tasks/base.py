@@ -13,6 +13,9 @@ Metrics of a build: ``params``, ``steps``, ``first_loss``, ``final_loss``, ``sec
 from __future__ import annotations
 
 import json
+from collections import deque
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +24,24 @@ from tasks.data import PRETRAIN_FILE
 from training.modelref import write_model_ref
 
 VERSION = "2"
+
+
+@contextmanager
+def pretrain_progress(max_steps: int, window: int = 50, **kwargs: Any) -> Iterator[tuple[Callable[[int, float], None], Any]]:
+    """A ``progress(step, loss)`` callback for :func:`training.tiny.pretrain` driving a
+    :class:`tasks.progress.Progress` ("base pretraining: step 300/1500 (20%), 4.10 step/s, ETA …, loss …",
+    the loss averaged over the last ``window`` steps); yields (callback, Progress)."""
+    from tasks.progress import Progress
+
+    recent: deque[float] = deque(maxlen=window)
+    with Progress("base pretraining", total=max_steps, unit="step", **kwargs) as bar:
+        def progress(step: int, loss: float) -> None:
+            if bar.n == bar.initial == 0 and step > 1:  # resumed from a checkpoint
+                bar.start_at(step - 1)
+            recent.append(loss)
+            bar.update(step - bar.n, loss=round(sum(recent) / len(recent), 4))
+
+        yield progress, bar
 
 
 def run_base(cfg: Config, data_dir: Path | None, out: Path) -> dict[str, Any]:
@@ -47,7 +68,9 @@ def run_base(cfg: Config, data_dir: Path | None, out: Path) -> dict[str, Any]:
         with log_path.open("a", encoding="utf-8") as f:
             f.write(json.dumps(row) + "\n")
 
-    metrics = build_tiny_model(docs, cfg.model.tiny, out / "model", log=log, checkpoint=ckpt)
+    with pretrain_progress(cfg.model.tiny.max_steps) as (progress, _):
+        metrics = build_tiny_model(docs, cfg.model.tiny, out / "model", log=log, checkpoint=ckpt,
+                                   progress=progress)
     ckpt.unlink(missing_ok=True)
     write_model_ref(out, base=str(out / "model"))
     return {"built": 1, **metrics}

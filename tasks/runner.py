@@ -15,7 +15,10 @@ keys are themselves content keys, every key of the DAG is known before anything 
 when the artifact folder is complete: Prefect then returns the persisted result (a ``Manifest``)
 without running anything; otherwise the task body runs and ``build_stage`` either returns the complete
 artifact or builds it (tmp folder + rename). :func:`run_node` wraps the task with tracking and the
-one-line log ``stage X: cached|ran (key) → path``.
+one-line logs ``stage X: started (key) …`` (when it has to build) and ``stage X: cached|ran (key) → path``.
+
+Prefect retries (data stage) skip deterministic errors (``tasks.artifacts.is_deterministic``: bad rows,
+config errors, missing files); an interrupt (SIGINT/SIGTERM) ends the stage's MLflow run as KILLED.
 """
 
 from __future__ import annotations
@@ -32,7 +35,14 @@ from prefect import task
 from prefect.context import TaskRunContext
 
 from conf import STAGES, Config
-from tasks.artifacts import Manifest, build_stage, find_complete, stage_dir, stage_key
+from tasks.artifacts import (
+    Manifest,
+    build_stage,
+    find_complete,
+    retry_unless_deterministic,
+    stage_dir,
+    stage_key,
+)
 
 log = logging.getLogger("hnsdpo")
 
@@ -50,8 +60,11 @@ STAGE_FUNCTIONS: dict[str, str] = {
 }
 # Stages that checkpoint: their work folder survives a failure and the next attempt resumes from it.
 RESUMABLE = frozenset({"base", "sft", "sample", "dpo"})
-# Stages that get Prefect retries: I/O-bound only (training resumes from checkpoints instead).
+# Stages that get Prefect retries: I/O-bound only (training resumes from checkpoints instead), and
+# only for errors that are not deterministic (retry_unless_deterministic).
 IO_BOUND = frozenset({"data"})
+# Stages built on a transformers Trainer: they get a progress callback (training.sft.ProgressCallback).
+TRAINER_STAGES = frozenset({"sft", "dpo"})
 DEFAULT_VERSION = "1"
 
 
@@ -204,6 +217,14 @@ def execute_stage(cfg: Config, node: Node, inputs: Mapping[str, Manifest],
         return fn(cfg, *dirs, out, **kwargs)
 
     keyed = {r: inputs[r] for r in node.keyed_roles()}
+    key = node_key(cfg, node, {r: m.key for r, m in inputs.items()})
+    if find_complete(artifacts_root(cfg), node.stage, key) is None:
+        from tasks.progress import stage_logger
+
+        work = stage_dir(artifacts_root(cfg), node.stage, key)
+        resuming = node.stage in RESUMABLE and (work.parent / f".tmp-{key}").is_dir()
+        stage_logger().info(f"stage {node.name}: started ({key}) {'resuming in' if resuming else 'building'} "
+                            f"{work.parent / ('.tmp-' + key)}")
     return build_stage(artifacts_root(cfg), node.stage, stage_version(node.stage),
                        stage_config(cfg, node.stage, node.strategy), keyed, build,
                        resume_dir=node.stage in RESUMABLE)
@@ -224,8 +245,15 @@ def stage_task(cfg: Config, node: Node, inputs: dict[str, Manifest],
     """Prefect shell of :func:`execute_stage`; step metrics go to MLflow run ``tracking_run_id``."""
     from tasks.tracking import step_callbacks
 
-    wants = tracking_run_id is not None and _accepts(stage_function(node.stage), "callbacks")
-    return execute_stage(cfg, node, inputs, callbacks=step_callbacks(cfg, tracking_run_id) if wants else ())
+    if not _accepts(stage_function(node.stage), "callbacks"):
+        return execute_stage(cfg, node, inputs)
+    callbacks: list[Any] = []
+    if node.stage in TRAINER_STAGES:
+        from training.sft import ProgressCallback
+
+        callbacks.append(ProgressCallback(node.name))
+    callbacks += step_callbacks(cfg, tracking_run_id)
+    return execute_stage(cfg, node, inputs, callbacks=callbacks)
 
 
 def configured_stage_task(cfg: Config, node: Node):
@@ -234,6 +262,7 @@ def configured_stage_task(cfg: Config, node: Node):
     return stage_task.with_options(
         result_storage=artifacts_root(cfg) / ".prefect" / "results",
         retries=retries, retry_delay_seconds=cfg.orchestration.retry_delay_s,
+        retry_condition_fn=retry_unless_deterministic,
     )
 
 
@@ -252,8 +281,14 @@ def run_node(cfg: Config, node: Node, inputs: Mapping[str, Manifest], tracker: A
     """Run one node inside a flow: nested tracking run, the cached Prefect task, the log line."""
     from prefect import get_run_logger
 
-    run_id = tracker.start_stage(node) if tracker is not None else None
-    state = configured_stage_task(cfg, node)(cfg, node, dict(inputs), run_id, return_state=True)
+    key = node_key(cfg, node, {r: m.key for r, m in inputs.items()})
+    run_id = tracker.start_stage(node, key=key) if tracker is not None else None
+    try:
+        state = configured_stage_task(cfg, node)(cfg, node, dict(inputs), run_id, return_state=True)
+    except BaseException as e:  # an interrupt (KeyboardInterrupt, Prefect's TerminationSignal) mid-stage
+        if tracker is not None:
+            tracker.kill_stage(node, run_id, e)
+        raise
     if not state.is_completed():
         if tracker is not None:
             tracker.fail_stage(node, run_id, state.message or "failed")

@@ -11,13 +11,23 @@ Adapters are logged, full models (``model/``, ``merged/``) and checkpoints never
 below ``MAX_ARTIFACT_BYTES``. Every call goes through :class:`Tracker`, whose I/O runs as Prefect tasks
 with ``orchestration.retries``. Training stages get :func:`step_callbacks`, a transformers callback that
 logs step metrics to the stage's nested run.
+
+The experiment carries ``mlflow.experimentKind = custom_model_development`` (MLflow 3's UI then shows
+runs, not the GenAI traces view). A cached stage's run links to the run that produced its artifacts
+(tags ``produced_by_run_id``/``produced_by_run``, a note with the link) instead of uploading them again.
+Runs end FINISHED, FAILED or, on SIGINT/SIGTERM, KILLED; each run records the host and PID that opened
+it (``hnsdpo.host``, ``hnsdpo.pid``), so the next :class:`Tracker` of the experiment marks RUNNING runs
+whose process is gone (a hard kill) as FAILED with ``hnsdpo.end_reason`` saying so
+(:func:`mark_stale_runs`).
 """
 
 from __future__ import annotations
 
 import json
 import math
+import os
 import re
+import socket
 import subprocess
 import time
 import urllib.error
@@ -30,13 +40,19 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from conf import Config
-from tasks.artifacts import MANIFEST, Manifest
+from tasks.artifacts import MANIFEST, Manifest, retry_unless_deterministic
 
 MAX_ARTIFACT_BYTES = 5 * 1024 * 1024
 NEVER_LOGGED = ("model/", "merged/", "checkpoints/")  # full weights and resumable state stay on disk
 ALWAYS_LOGGED = ("adapter/",)
 MAX_PARAM_CHARS = 6000
 _BAD_KEY = re.compile(r"[^A-Za-z0-9_\-./ ]")
+# What MLflow 3.x's UI reads to pick the experiment's view ("genai_development" = traces dashboard).
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+EXPERIMENT_KIND = "custom_model_development"
+END_REASON_TAG = "hnsdpo.end_reason"
+# A RUNNING run without hnsdpo.host/pid tags (older code) counts as stale after this long.
+STALE_UNTAGGED_S = 24 * 3600
 
 
 class TrackingUnavailable(RuntimeError):
@@ -135,16 +151,121 @@ def _client(uri: str):
 
 
 def _experiment_id(client: Any, name: str, location: str | None) -> str:
+    """The experiment's id (created when missing), tagged as a model-training experiment."""
     exp = client.get_experiment_by_name(name)
     if exp is not None:
+        if exp.tags.get(EXPERIMENT_KIND_TAG) != EXPERIMENT_KIND:
+            client.set_experiment_tag(exp.experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
         return exp.experiment_id
     try:
-        return client.create_experiment(name, artifact_location=location)
+        return client.create_experiment(name, artifact_location=location,
+                                        tags={EXPERIMENT_KIND_TAG: EXPERIMENT_KIND})
     except Exception:  # created concurrently
         exp = client.get_experiment_by_name(name)
         if exp is None:
             raise
         return exp.experiment_id
+
+
+def owner_tags() -> dict[str, str]:
+    """Who opened a run: this host and process (read back by :func:`mark_stale_runs`)."""
+    return {"hnsdpo.host": socket.gethostname(), "hnsdpo.pid": str(os.getpid())}
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OSError):
+        return True
+    return True
+
+
+def stale_reason(run: Any, now_ms: int | None = None, host: str | None = None) -> str | None:
+    """Why a RUNNING run is stale (its process is gone), or None when it may still be running."""
+    tags = run.data.tags
+    host = host or socket.gethostname()
+    pid = tags.get("hnsdpo.pid")
+    if pid and pid.isdigit() and tags.get("hnsdpo.host") == host:
+        if int(pid) != os.getpid() and not _pid_alive(int(pid)):
+            return (f"stale: process {pid} on {host} that ran it is gone (killed hard, e.g. SIGKILL or "
+                    "a power loss); marked FAILED by the next run")
+        return None
+    if not pid:
+        now_ms = now_ms or int(time.time() * 1000)
+        age = (now_ms - (run.info.start_time or now_ms)) / 1000
+        if age > STALE_UNTAGGED_S:
+            return (f"stale: RUNNING for {age / 3600:.0f} h without an owner process tag; "
+                    "marked FAILED by the next run")
+    return None  # another host's run: cannot tell
+
+
+def mark_stale_runs(client: Any, experiment_id: str, marked_by: str | None = None) -> list[str]:
+    """Mark the experiment's RUNNING runs whose process is gone as FAILED (tag ``hnsdpo.end_reason``).
+
+    A nested run whose parent is stale is stale too. Returns the run ids marked.
+    """
+    running = client.search_runs([experiment_id], "attributes.status = 'RUNNING'", max_results=1000)
+    stale: dict[str, str] = {}
+    for run in running:
+        reason = stale_reason(run)
+        if reason:
+            stale[run.info.run_id] = reason
+    for run in running:
+        parent = run.data.tags.get("mlflow.parentRunId")
+        if run.info.run_id not in stale and parent in stale:
+            stale[run.info.run_id] = f"stale: its parent run {parent} is stale"
+    for run_id, reason in stale.items():
+        client.set_tag(run_id, END_REASON_TAG, reason + (f" ({marked_by})" if marked_by else ""))
+        client.set_terminated(run_id, "FAILED")
+    return list(stale)
+
+
+def end_status(error: BaseException | None) -> str:
+    """MLflow run status for how a run ended: FINISHED, KILLED (interrupt/termination) or FAILED."""
+    if error is None:
+        return "FINISHED"
+    try:
+        from prefect.exceptions import ExternalSignal
+    except ImportError:  # pragma: no cover
+        ExternalSignal = ()  # noqa: N806
+    if isinstance(error, KeyboardInterrupt | SystemExit | ExternalSignal):
+        return "KILLED"
+    return "FAILED"
+
+
+def end_message(error: BaseException) -> str:
+    """A short description of why a run ended (``SIGTERM``, ``KeyboardInterrupt``, the error's repr)."""
+    sig = getattr(error, "signal", None)
+    if sig is not None:
+        import signal as _signal
+
+        try:
+            return f"killed: {_signal.Signals(sig).name}"
+        except ValueError:
+            return f"killed: signal {sig}"
+    if isinstance(error, KeyboardInterrupt):
+        return "killed: SIGINT (KeyboardInterrupt)"
+    return repr(error)
+
+
+def terminate_now(uri: str, run_id: str, status: str, message: str | None = None) -> None:
+    """End a run with a direct client call (no Prefect task: safe while the flow is being torn down)."""
+    client = _client(uri)
+    if message:
+        client.set_tag(run_id, "error" if status == "FAILED" else END_REASON_TAG, message[:5000])
+    client.set_terminated(run_id, status)
+
+
+def producer_run(client: Any, experiment_id: str, stage: str, key: str) -> Any:
+    """The newest finished, non-cached stage run that produced artifact ``stage/key``, or None."""
+    runs = client.search_runs(
+        [experiment_id],
+        f"tags.key = '{key}' and tags.stage = '{stage}' and tags.cached = 'false' "
+        "and attributes.status = 'FINISHED'",
+        max_results=1, order_by=["attributes.start_time DESC"])
+    return runs[0] if runs else None
 
 
 def _log_batch(client: Any, run_id: str, params: Mapping[str, str] | None = None,
@@ -171,7 +292,9 @@ def open_run(uri: str, experiment: str, location: str | None, run_name: str,
     all_tags = dict(tags or {})
     if parent_id:
         all_tags["mlflow.parentRunId"] = parent_id
-    run = client.create_run(exp, run_name=run_name, tags=all_tags)
+    if not parent_id:
+        mark_stale_runs(client, exp, f"by run {run_name}")
+    run = client.create_run(exp, run_name=run_name, tags={**owner_tags(), **all_tags})
     if params:
         _log_batch(client, run.info.run_id, params=params)
     return run.info.run_id
@@ -179,11 +302,27 @@ def open_run(uri: str, experiment: str, location: str | None, run_name: str,
 
 @task(name="mlflow-log-stage", cache_policy=NO_CACHE)
 def log_stage(uri: str, run_id: str, manifest: Manifest, cached: bool) -> list[str]:
-    """Metrics, tags and artifacts of a finished (or cached) stage into its nested run; closes it."""
+    """Metrics, tags and artifacts of a finished (or cached) stage into its nested run; closes it.
+
+    A cached stage whose producing run is in the experiment links to it (tags ``produced_by_run_id``,
+    ``produced_by_run`` and a note) and uploads nothing; returns the relative paths uploaded.
+    """
     client = _client(uri)
     _log_batch(client, run_id, metrics=numeric_metrics(manifest.metrics),
                tags={"cached": str(cached).lower(), "key": manifest.key, "stage": manifest.stage,
                      "artifact_dir": str(manifest.path), "code_version": manifest.code_version})
+    if cached:
+        exp = client.get_run(run_id).info.experiment_id
+        src = producer_run(client, exp, manifest.stage, manifest.key)
+        if src is not None:
+            link = f"#/experiments/{exp}/runs/{src.info.run_id}"
+            client.set_tag(run_id, "produced_by_run_id", src.info.run_id)
+            client.set_tag(run_id, "produced_by_run", src.info.run_name or src.info.run_id)
+            client.set_tag(run_id, "mlflow.note.content",
+                           f"Cached: the artifacts of `{manifest.stage}/{manifest.key}` were produced by run "
+                           f"[{src.info.run_name or src.info.run_id}]({link}) and are not uploaded again.")
+            client.set_terminated(run_id, "FINISHED")
+            return []
     logged = files_to_log(manifest, cached)
     by_dir: dict[str, list[Path]] = {}
     for rel in logged:
@@ -231,7 +370,8 @@ class Tracker:
         self.cfg = cfg
         self.uri = tracking_uri(cfg)
         check_reachable(self.uri)
-        opts = {"retries": cfg.orchestration.retries, "retry_delay_seconds": cfg.orchestration.retry_delay_s}
+        opts = {"retries": cfg.orchestration.retries, "retry_delay_seconds": cfg.orchestration.retry_delay_s,
+                "retry_condition_fn": retry_unless_deterministic}
         self._open = open_run.with_options(**opts)
         self._log = log_stage.with_options(**opts)
         self._close = close_run.with_options(**opts)
@@ -242,22 +382,37 @@ class Tracker:
         self.parent_id: str = self._open(self.uri, cfg.tracking.experiment, artifact_location(cfg), run_name,
                                          config_params(cfg), tags)
         self.stage_runs: dict[str, str] = {}
+        self.open_stages: set[str] = set()
         self.registered_version: str | None = None
 
-    def start_stage(self, node: Any) -> str:
+    def start_stage(self, node: Any, key: str | None = None) -> str:
+        tags = {"stage": node.stage, "node": node.name, **({"key": key} if key else {})}
         run_id = self._open(self.uri, self.cfg.tracking.experiment, artifact_location(self.cfg), node.name,
-                            None, {"stage": node.stage, "node": node.name}, self.parent_id)
+                            None, tags, self.parent_id)
         self.stage_runs[node.name] = run_id
+        self.open_stages.add(run_id)
         return run_id
 
     def finish_stage(self, node: Any, run_id: str, manifest: Manifest, cached: bool) -> None:
         """Log the stage; the primary strategy's DPO adapter also becomes a registered model version."""
         self._log(self.uri, run_id, manifest, cached)
+        self.open_stages.discard(run_id)
         if node.stage == "dpo" and node.strategy == self.cfg.orchestration.strategies[0]:
             self.registered_version = self.register(node, manifest)
 
     def fail_stage(self, node: Any, run_id: str, message: str) -> None:
         self._close(self.uri, run_id, "FAILED", message)
+        self.open_stages.discard(run_id)
+
+    def kill_stage(self, node: Any, run_id: str | None, error: BaseException) -> None:
+        """End a stage run interrupted by ``error`` (KILLED for SIGINT/SIGTERM), without Prefect tasks."""
+        if run_id is None or run_id not in self.open_stages:
+            return
+        self.open_stages.discard(run_id)
+        try:
+            terminate_now(self.uri, run_id, end_status(error), end_message(error))
+        except Exception:  # noqa: BLE001 - best effort while shutting down; the next run marks it stale
+            pass
 
     def register(self, node: Any, manifest: Manifest) -> str | None:
         name = self.cfg.tracking.register_model
@@ -271,7 +426,21 @@ class Tracker:
         _log_batch(_client(self.uri), self.parent_id, metrics=numeric_metrics(metrics))
 
     def end(self, status: str = "FINISHED", message: str | None = None) -> None:
-        self._close(self.uri, self.parent_id, status, message)
+        if status == "FINISHED" or status == "FAILED" and not self.open_stages:
+            self._close(self.uri, self.parent_id, status, message)
+            return
+        # interrupted: direct client calls (Prefect tasks may not run any more), open stage runs first
+        for run_id in list(self.open_stages):
+            try:
+                terminate_now(self.uri, run_id, status, message)
+            except Exception:  # noqa: BLE001
+                pass
+        self.open_stages.clear()
+        terminate_now(self.uri, self.parent_id, status, message)
+
+    def end_with(self, error: BaseException | None) -> None:
+        """End the parent run as the flow ended: FINISHED, FAILED (an error) or KILLED (SIGINT/SIGTERM)."""
+        self.end(end_status(error), end_message(error) if error is not None else None)
 
 
 def latest_model_version(cfg: Config, name: str | None = None, version: str | None = None) -> Any:

@@ -67,6 +67,42 @@ class JsonlMetricsCallback(TrainerCallback):
             f.write(json.dumps(row, default=float) + "\n")
 
 
+class ProgressCallback(TrainerCallback):
+    """Step, rate, ETA and the last logged loss of a Trainer run (SFT and DPO) through
+    :class:`tasks.progress.Progress`: a tqdm bar in a terminal, a plain line every 30 s in a log or under
+    Prefect (``sft: step 40/150 (27%), 0.52 step/s, ETA 3m32s, loss 1.21``). The trainers' own tqdm bar
+    stays off (``disable_tqdm``), so there is one progress display."""
+
+    SHOWN = ("loss", "rewards/margins", "learning_rate")
+
+    def __init__(self, label: str, **progress_kwargs: Any):
+        self.label, self.kwargs = label, progress_kwargs
+        self.progress: Any = None
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        if not getattr(state, "is_world_process_zero", True):
+            return
+        from tasks.progress import Progress
+
+        self.progress = Progress(self.label, total=state.max_steps or None, unit="step", **self.kwargs)
+        if state.global_step:
+            self.progress.start_at(state.global_step)
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if self.progress is not None and state.global_step > self.progress.n:
+            self.progress.update(state.global_step - self.progress.n)
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if self.progress is not None and logs:
+            self.progress.set(**{k.split("/")[-1] if k != "loss" else k: round(float(logs[k]), 4)
+                                 for k in self.SHOWN if isinstance(logs.get(k), int | float)})
+
+    def on_train_end(self, args, state, control, **kwargs):
+        if self.progress is not None:
+            self.progress.close()
+            self.progress = None
+
+
 def read_metrics(path: str | Path) -> list[dict[str, Any]]:
     """Rows of a ``metrics.jsonl`` written by :class:`JsonlMetricsCallback` (empty when absent)."""
     path = Path(path)

@@ -162,10 +162,13 @@ def lr_at(step: int, cfg: TinyModelConfig, min_ratio: float = 0.1) -> float:
 
 def pretrain(model, blocks, cfg: TinyModelConfig, log: Callable[[dict[str, Any]], None] | None = None,
              log_every: int | None = None, checkpoint: str | Path | None = None,
-             save_every: int = 100, labels=None) -> dict[str, Any]:
+             save_every: int = 100, labels=None,
+             progress: Callable[[int, float], None] | None = None) -> dict[str, Any]:
     """Train ``model`` on packed ``blocks`` for ``cfg.max_steps`` steps.
 
     ``labels`` (same shape as ``blocks``, -100 = no loss) selects the tokens in the loss; by default all.
+    ``progress(step, loss)`` is called after every optimizer step (steps count from 1; a resumed run
+    starts at the checkpoint's step + 1); it only observes, the training is the same with or without it.
 
     With ``checkpoint``, the model, optimizer and data order are saved there every ``save_every`` steps,
     and a run that finds the file resumes from it (the result equals an uninterrupted run's).
@@ -200,6 +203,8 @@ def pretrain(model, blocks, cfg: TinyModelConfig, log: Callable[[dict[str, Any]]
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
         losses.append(loss.item())
+        if progress is not None:
+            progress(step + 1, losses[-1])
         if ckpt and (step + 1) % save_every == 0 and step + 1 < cfg.max_steps:
             tmp = ckpt.with_name(ckpt.name + ".tmp")
             torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "gen": gen.get_state(),
@@ -217,10 +222,12 @@ def pretrain(model, blocks, cfg: TinyModelConfig, log: Callable[[dict[str, Any]]
 
 def build_tiny_model(documents: Sequence[str], cfg: TinyModelConfig, out: str | Path,
                      log: Callable[[dict[str, Any]], None] | None = None,
-                     checkpoint: str | Path | None = None) -> dict[str, Any]:
+                     checkpoint: str | Path | None = None,
+                     progress: Callable[[int, float], None] | None = None) -> dict[str, Any]:
     """Train tokenizer and model on ``documents`` and ``save_pretrained`` both into ``out``.
 
-    ``checkpoint``: a file to resume pretraining from (and save to); see :func:`pretrain`.
+    ``checkpoint``: a file to resume pretraining from (and save to); ``progress``: called after every
+    step with (step, loss); see :func:`pretrain`.
 
     Returns metrics: params, blocks, steps, first/final loss, seconds (wall) and cpu_seconds.
     """
@@ -240,7 +247,7 @@ def build_tiny_model(documents: Sequence[str], cfg: TinyModelConfig, out: str | 
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     try:
-        metrics = pretrain(model, blocks, cfg, log=log, checkpoint=checkpoint, labels=labels)
+        metrics = pretrain(model, blocks, cfg, log=log, checkpoint=checkpoint, labels=labels, progress=progress)
     finally:
         torch.set_num_threads(threads)
     out = Path(out)
