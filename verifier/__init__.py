@@ -7,13 +7,14 @@
 """
 
 from verifier.answers import answers_equal, extract_answer
-from verifier.core import MathVerifier, aggregate
+from verifier.core import VERIFIER_VERSION, MathVerifier, aggregate
 from verifier.semantic import similarity
 from verifier.steps import split_steps
 from verifier.verdict import DIMENSIONS, Verdict
 
 __all__ = [
     "DIMENSIONS",
+    "VERIFIER_VERSION",
     "MathVerifier",
     "Verdict",
     "aggregate",

@@ -19,9 +19,28 @@ Dimensions (each in [0, 1], 1 = fully erroneous):
 - ``semantic_alignment``: :func:`verifier.semantic.alignment`.
 - ``answer_correctness``: ``0`` when :func:`verifier.answers.answers_equal` (gold, solution) holds, else ``1``.
 
-Aggregation (coefficients from ``VerifyConfig.wrongness`` / ``VerifyConfig.absurdity``)::
+Aggregation (coefficients from ``VerifyConfig.wrongness`` / ``VerifyConfig.absurdity``; docs/verifier.md
+says where each comes from and how they were validated on PRM800K train)::
 
     wrongness = Σ_d w_d · dims[d] / Σ_d w_d        absurdity = Σ_d a_d · dims[d] / Σ_d a_d
+
+Learned channel (:mod:`verifier.learned`, ``VerifyConfig.step_scorer``): a logistic regression fitted on
+PRM800K phase-1 train (``scripts/fit_step_scorer.py``) gives every step P(bad) from symbolic-channel and text
+features (``Analysis.step_probs``; the quality report's step score is the larger of it and the flag
+severity). It does not enter the six dimensions. When the model file is missing the verifier runs the
+symbolic channel alone and says so in the notes.
+
+First erroneous step: the earliest of (a) a wrong calculation or algebra step (``symbolic_validity``) or an
+operand used before it is derived (``step_ordering``), (b) for an incorrect solution with a reference, the
+first step of the final answer's derivation that reaches a value the reference never does, and (c) the
+first step whose P(bad) is at least the threshold (``VerifyConfig.step_threshold``, default the model
+file's, chosen on PRM800K train); else the weaker flags (logical consistency, unbalanced brackets); else,
+for an incorrect solution, the step where its wrong final value first appears.
+
+Semantic alignment uses the embedding model (``VerifyConfig.embedding_model``, default ``"auto"``: the
+packaged all-MiniLM-L6-v2 when installed) only where the lexical measures see a mismatch; in
+:meth:`MathVerifier.score_batch` the workers run lexically and the parent embeds those solutions in one
+batch. ``VERIFIER_VERSION`` names what a verdict holds.
 
 Example::
 
@@ -40,6 +59,7 @@ import time
 import zlib
 from collections import Counter
 from collections.abc import Mapping, Sequence
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from fractions import Fraction
 
@@ -53,11 +73,16 @@ from verifier.answers import (
     parse_number,
 )
 from verifier.arith import Calculation, Value, extract_calculations, numbers_in, split_math, values_match
+from verifier.learned import StepScorer, load_scorer
 from verifier.semantic import Embedder, alignment, word_numbers
 from verifier.semantic import similarity as lexical_similarity
 from verifier.steps import split_steps
 from verifier.symbolic import check_algebra
 from verifier.verdict import DIMENSIONS, Verdict
+
+# bump when what a verdict holds changes (dimensions, first_error_step rules, the learned model);
+# 1: the symbolic channel alone; 2: + the learned step scorer (step_scorer-v1) and embedding alignment
+VERIFIER_VERSION = 2  # a plain number: the verify stage logs it as an MLflow metric
 
 # numbers a solution may use without a source: 0, 1, 2 (halves, doubles, pairs) and 1/2
 ALWAYS_IMPLICIT = frozenset(Fraction(x) for x in (0, 1, 2, Fraction(1, 2)))
@@ -152,13 +177,19 @@ class Analysis:
     final_answer: str | None = None
     first_error_step: int | None = None
     status: str = "ok"
+    step_probs: list[float] | None = None  # the learned scorer's P(bad step), when it ran
+    step_threshold: float | None = None  # ... and the probability above which it rejects a step
+    align_inputs: tuple | None = None  # (question, steps) kept for a later embedding pass
 
     def step_scores(self) -> list[float]:
-        """Per-step error score in [0, 1]: the largest severity of the flags on that step."""
+        """Per-step error score in [0, 1]: the largest severity of the flags on that step, and the learned
+        scorer's probability that the step is bad (when it ran)."""
         out = [0.0] * len(self.steps)
         for f in self.flags:
             if 0 <= f.step < len(out):
                 out[f.step] = max(out[f.step], f.severity)
+        if self.step_probs:
+            out = [max(x, p) for x, p in zip(out, self.step_probs, strict=False)] + out[len(self.step_probs):]
         return out
 
 
@@ -219,6 +250,21 @@ class _Budget:
         if time.thread_time() > self.cpu_deadline or time.perf_counter() > self.wall_deadline:
             raise BudgetExceeded()
 
+    @contextmanager
+    def paused(self):
+        """Time that does not count (a one-off model load): the timer is stopped, deadlines move on."""
+        c, w = time.thread_time(), time.perf_counter()
+        left = signal.getitimer(signal.ITIMER_PROF)[0] if self._armed else 0.0
+        if self._armed:
+            signal.setitimer(signal.ITIMER_PROF, 0)
+        try:
+            yield
+        finally:
+            self.cpu_deadline += time.thread_time() - c
+            self.wall_deadline += time.perf_counter() - w
+            if self._armed:
+                signal.setitimer(signal.ITIMER_PROF, max(left, 1e-3))
+
     def __exit__(self, *exc) -> None:
         if self._armed:
             signal.setitimer(signal.ITIMER_PROF, 0)
@@ -246,6 +292,29 @@ class MathVerifier:
     def __init__(self, config: VerifyConfig | None = None):
         self.config = config or VerifyConfig()
         self._embedder = Embedder(self.config.embedding_model) if self.config.embedding_model else None
+        self._scorer: StepScorer | None = None
+        self._scorer_note: str | None = None
+        self._scorer_loaded = False
+
+    @property
+    def scorer(self) -> StepScorer | None:
+        """The learned step scorer (loaded on first use; None when disabled or missing, see ``scorer_note``)."""
+        if not self._scorer_loaded:
+            self._scorer, self._scorer_note = load_scorer(self.config.step_scorer)
+            self._scorer_loaded = True
+        return self._scorer
+
+    @property
+    def scorer_note(self) -> str | None:
+        _ = self.scorer
+        return self._scorer_note
+
+    @property
+    def step_threshold(self) -> float | None:
+        s = self.scorer
+        if s is None:
+            return None
+        return self.config.step_threshold if self.config.step_threshold is not None else s.threshold
 
     # ------------------------------------------------------------ public API
     def score(self, question: str, solution: str | list[str], gold: str, reference: str | None = None,
@@ -275,16 +344,55 @@ class MathVerifier:
         re-run; scripts should still guard their entry point with ``if __name__ == "__main__":``."""
         from verifier.batch import score_batch
 
-        return score_batch(self, items, workers=workers or self.config.workers, progress=progress,
-                           description=description)
+        if self._embedder is None:
+            return score_batch(self, items, workers=workers or self.config.workers, progress=progress,
+                               description=description)
+        # workers run the lexical measures only (a model load inside a worker would exceed the item's
+        # budget); the parent then embeds, in batches, the solutions whose lexical alignment is suspect
+        lexical = MathVerifier(self.config.model_copy(update={"embedding_model": None}))
+        verdicts = score_batch(lexical, items, workers=workers or self.config.workers, progress=progress,
+                               description=description)
+        return self.embed_alignment(items, verdicts)
+
+    def embed_alignment(self, items: Sequence[Mapping], verdicts: Sequence[Verdict]) -> list[Verdict]:
+        """Verdicts with ``semantic_alignment`` recomputed from embeddings where the lexical measures saw a
+        mismatch (``semantic_alignment > 0``); one batched encode for all of them."""
+        todo = [i for i, v in enumerate(verdicts) if v.status == "ok" and v.steps
+                and v.dims.get("semantic_alignment", 0.0) > 0]
+        out = list(verdicts)
+        if not todo or self._embedder is None:
+            return out
+        questions = [str(items[i].get("question") or "")[: self.config.max_text_chars] for i in todo]
+        texts = ["\n".join(verdicts[i].steps) for i in todo]
+        vecs = self._embedder.embed_many(questions + texts)
+        if vecs is None:
+            note = self._embedder.error
+            return [v.model_copy(update={"notes": [*v.notes, note][:20]}) if i in set(todo) and note else v
+                    for i, v in enumerate(out)]
+        n = len(todo)
+        for k, i in enumerate(todo):
+            v = verdicts[i]
+            sim = float(max(-1.0, min(1.0, float(vecs[k] @ vecs[n + k]))))
+            align = alignment(questions[k], v.steps, sim)
+            dims = dict(v.dims, semantic_alignment=round(float(align.score), 6))
+            notes = [x for x in v.notes if not x.startswith(("shares ", "uses "))] + align.notes
+            out[i] = v.model_copy(update={"dims": dims, "wrongness": aggregate(dims, self.config.wrongness),
+                                          "absurdity": aggregate(dims, self.config.absurdity),
+                                          "notes": list(dict.fromkeys(notes))[:20]})
+        return out
 
     def similarity(self, a: str, b: str) -> float:
         """Embedding cosine (mapped to [0, 1]) when an embedding model is configured, else lexical."""
-        if self._embedder is not None:
+        if self._embedder is not None and isinstance(a, str) and isinstance(b, str):
             cos = self._embedder.cosine(a, b)
             if cos is not None:
-                return max(0.0, min(1.0, cos))
+                return round(max(0.0, min(1.0, cos)), 6)
         return lexical_similarity(a, b)
+
+    def prefetch(self, texts: Sequence[str]) -> None:
+        """Embed ``texts`` in batches ahead of :meth:`similarity` calls (a no-op without a model)."""
+        if self._embedder is not None:
+            self._embedder.embed_many([t for t in texts if isinstance(t, str)])
 
     def failed_verdict(self, status: str, note: str, problem_id: str = "", index: int = 0,
                        solution: str | list[str] | None = None) -> Verdict:
@@ -302,7 +410,7 @@ class MathVerifier:
 
     # ------------------------------------------------------------ analysis
     def analyze(self, question: str, solution: str | list[str], gold: str, reference: str | None = None,
-                budget: _Budget | None = None) -> Analysis:
+                budget: _Budget | None = None, use_embedding: bool = True) -> Analysis:
         """All checks on one solution (no time limit unless ``budget`` is given)."""
         limit = self.config.max_text_chars
         notes: list[str] = []
@@ -359,12 +467,20 @@ class MathVerifier:
         latex = any(m for st in steps for _, m in split_math(st[:20000]))
         logical = self._consistency(steps, calcs, cands, final_num, unsupported, flags, cents, rounding, latex)
         structural = self._structure(steps, text, cands, flags)
-        embed_sim = None
-        if self._embedder is not None and steps:
+        align = alignment(question, steps)
+        if self._embedder is not None and self._embedder.error and use_embedding:
+            notes.append(self._embedder.error)
+        elif self._embedder is not None and steps and align.score > 0 and use_embedding:
+            # the lexical measures see a mismatch: the embedding confirms or clears it (model loaded once,
+            # outside the time budget)
+            if not self._embedder.loaded:
+                with budget.paused() if budget else nullcontext():
+                    _ = self._embedder.available
             embed_sim = self._embedder.cosine(question, text)
             if embed_sim is None and self._embedder.error:
                 notes.append(self._embedder.error)
-        align = alignment(question, steps, embed_sim)
+            elif embed_sim is not None:
+                align = alignment(question, steps, embed_sim)
         for i in align.off_topic_steps:
             flags.append(StepFlag(i, "semantic_alignment", 0.4, f"step {i} is unrelated to the question"))
         notes += align.notes
@@ -381,6 +497,14 @@ class MathVerifier:
             notes.append(f"final answer {final!r} does not match gold {gold_answer!r}"[:240])
         a = Analysis(steps=steps, calcs=calcs, dims={k: round(float(v), 6) for k, v in dims.items()},
                      flags=flags, notes=notes, correct=correct, final_answer=final)
+        scorer = self.scorer
+        if scorer is not None and steps:
+            if budget:
+                budget.check()
+            a.step_probs = scorer.step_probs(question, steps, calcs, flags, gold if gold_answer is not None else "")
+            a.step_threshold = self.step_threshold
+        elif self.scorer_note:
+            notes.append(self.scorer_note)
         a.first_error_step = self._first_error(a, question, gold, reference, final_num, given)
         if not steps or (final is None and not any(calcs)):
             a.status = "unparsed"
@@ -602,6 +726,12 @@ class MathVerifier:
             ref_step = _reference_deviation(a, reference, gold, final_num, given)
             if ref_step is not None:
                 strong.append(ref_step)
+        if a.step_probs and a.step_threshold is not None:  # the learned channel rejects the step
+            learned = next((i for i, p in enumerate(a.step_probs) if p >= a.step_threshold), None)
+            if learned is not None:
+                strong.append(learned)
+                a.notes.append(f"step {learned}: the learned step scorer rejects it "
+                               f"(P(bad) = {a.step_probs[learned]:.2f} >= {a.step_threshold:.2f})")
         if strong:
             return min(strong)
         weak = [f.step for f in a.flags if f.dim == "logical_consistency"

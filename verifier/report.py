@@ -78,6 +78,23 @@ def _read_jsonl(path: Path) -> list[dict]:
 
 
 # ---------------------------------------------------------------- (a) PRM800K
+def prm_steps(r: dict) -> list[str]:
+    """A PRM800K stepwise row as steps: the chosen prefix and the candidate, with the row's final answer
+    appended as the ``# Answer`` heading that the original PRM800K steps carry."""
+    last = r["next_response"]
+    if r.get("answer"):
+        last = f"{last}\n\n# Answer\n\n{r['answer']}"
+    return [*r["responses"], last]
+
+
+def _flag_scores(a) -> list[float]:
+    out = [0.0] * len(a.steps)
+    for f in a.flags:
+        if 0 <= f.step < len(out):
+            out[f.step] = max(out[f.step], f.severity)
+    return out
+
+
 def prm800k_eval(data_root: Path, verifier: MathVerifier, limit: int | None, seed: int) -> dict:
     path = data_root / "prm800k" / "phase1_test.stepwise.jsonl"
     rows = [r for r in _read_jsonl(path) if r.get("rating") in (-1, 0, 1)]
@@ -90,36 +107,185 @@ def prm800k_eval(data_root: Path, verifier: MathVerifier, limit: int | None, see
         rating[(r["instruction"], tuple(r["responses"]), r["next_response"])] = r["rating"]
     if limit is not None and limit < len(rows):
         rows = random.Random(seed).sample(rows, limit)
-    scores, labels, traj_pred, traj_gold, with_calc = [], [], [], [], []
+    scores, sym_scores, labels, traj_pred, traj_gold, with_calc = [], [], [], [], [], []
+    fe_gold, fe_pred = [], []
+    n_failed = 0
     for r in rows:
-        steps = [*r["responses"], r["next_response"]]
+        steps = prm_steps(r)
         gold = golds.get(r["instruction"], "")
-        has_answer = bool(answer_candidates(r["next_response"]))
-        a = verifier.analyze(r["instruction"], steps, gold if has_answer else "")
-        step_scores = a.step_scores()
-        last = len(step_scores) - 1
-        if len(a.steps) != len(steps):  # an empty step was dropped: align on the candidate
+        has_answer = bool(answer_candidates(steps[-1]))
+        try:
+            a = verifier.analyze(r["instruction"], steps, gold if has_answer else "")
+        except Exception:  # noqa: BLE001 - score() would return an error verdict: count it, score 0
+            n_failed += 1
+            a = None
+        step_scores = a.step_scores() if a else []
+        flag_scores = _flag_scores(a) if a else []
+        last = len(steps) - 1
+        if len(step_scores) != len(steps):  # an empty step was dropped: align on the candidate
             step_scores = step_scores + [0.0] * (len(steps) - len(step_scores))
-        s = step_scores[last] if last >= 0 else 0.0
-        if has_answer and gold and not a.correct:
-            s = max(s, 1.0)
+            flag_scores = flag_scores + [0.0] * (len(steps) - len(flag_scores))
+        s, s_sym = step_scores[last], flag_scores[last]
+        wrong_answer = bool(a) and has_answer and bool(gold) and not a.correct
+        if wrong_answer:
+            s, s_sym = max(s, 1.0), max(s_sym, 1.0)
         scores.append(s)
+        sym_scores.append(s_sym)
         labels.append(int(r["rating"] == -1))
-        with_calc.append(bool(a.calcs and a.calcs[-1]))
-        prefix_bad = any(rating.get((r["instruction"], tuple(r["responses"][:k]), step)) == -1
-                         for k, step in enumerate(r["responses"]))
+        with_calc.append(bool(a and a.calcs and a.calcs[-1]))
+        prefix = [rating.get((r["instruction"], tuple(r["responses"][:k]), step))
+                  for k, step in enumerate(r["responses"])]
+        prefix_bad = any(x == -1 for x in prefix)
         traj_gold.append(prefix_bad or r["rating"] == -1)
-        traj_pred.append(max(step_scores, default=0.0) >= 0.5 or (has_answer and bool(gold) and not a.correct))
+        traj_pred.append(max(step_scores, default=0.0) >= 0.5 or wrong_answer)
+        gold_first = next((k for k, x in enumerate(prefix) if x == -1), last if r["rating"] == -1 else None)
+        fe_gold.append(gold_first)
+        fe_pred.append(a.first_error_step if a else None)
     calc_idx = [i for i, c in enumerate(with_calc) if c]
     out = {
-        "n_steps": len(rows), "n_bad": sum(labels),
+        "n_steps": len(rows), "n_bad": sum(labels), "n_failed": n_failed,
         "auroc": _r(auroc(scores, labels)),
+        "auroc_symbolic_only": _r(auroc(sym_scores, labels)),
         "auroc_steps_with_calculation": _r(auroc([scores[i] for i in calc_idx], [labels[i] for i in calc_idx])),
         "n_steps_with_calculation": len(calc_idx),
         "flag_rate_bad": _r(_mean([s >= 0.5 for s, y in zip(scores, labels, strict=True) if y])),
         "flag_rate_ok": _r(_mean([s >= 0.5 for s, y in zip(scores, labels, strict=True) if not y])),
         "trajectory": prf(traj_pred, traj_gold),
+        "first_error": first_error_metrics(fe_pred, fe_gold),
     }
+    return out
+
+
+def first_error_metrics(pred: list[int | None], gold: list[int | None]) -> dict:
+    """First-error-step agreement over trajectories: ``accuracy`` (equal, None = no error counts), and
+    precision/recall/F1 of located errors (a true positive is a predicted step equal to the gold step)."""
+    tp = sum(p is not None and p == g for p, g in zip(pred, gold, strict=True))
+    n_pred = sum(p is not None for p in pred)
+    n_gold = sum(g is not None for g in gold)
+    precision = tp / n_pred if n_pred else 0.0
+    recall = tp / n_gold if n_gold else 0.0
+    f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+    acc = sum(p == g for p, g in zip(pred, gold, strict=True)) / len(pred) if pred else None
+    return {"accuracy": _r(acc), "precision": _r(precision), "recall": _r(recall), "f1": _r(f1),
+            "n": len(pred), "n_gold_error": n_gold, "n_predicted": n_pred}
+
+
+# ---------------------------------------------------------------- correct references, answers, speed
+def false_flag_eval(data_root: Path, verifier: MathVerifier, n: int, seed: int) -> dict:
+    """Shares of correct reference solutions (GSM8K and MATH *train*) that the verifier calls unsound (a
+    first erroneous step), flags on any process dimension, or judges incorrect."""
+    out = {}
+    for name, rel, q, s, g in (("gsm8k", "gsm8k/train.jsonl", "question", "answer", None),
+                               ("math", "math/train.jsonl", "problem", "solution", "answer")):
+        path = data_root / rel
+        if not path.exists():
+            continue
+        rows = random.Random(seed).sample(_read_jsonl(path), n)
+        unsound = anyflag = wrong = learned = 0
+        for r in rows:
+            gold = r[g] if g else r[s].split("####")[-1].strip()
+            v = verifier.score(r[q], r[s], gold)
+            unsound += v.first_error_step is not None
+            anyflag += any(x > 0 for k, x in v.dims.items() if k != "answer_correctness")
+            wrong += not v.correct
+            learned += any("learned step scorer rejects" in x for x in v.notes)
+        out[name] = {"n": len(rows), "first_error_flagged": _r(unsound / len(rows)),
+                     "learned_rejects": _r(learned / len(rows)),
+                     "any_process_dimension": _r(anyflag / len(rows)), "judged_incorrect": _r(wrong / len(rows))}
+    return out
+
+
+def _bench(name: str):
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(f"_bench_{name}", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def answer_equivalence_eval() -> dict:
+    """``answers_equal`` on the labelled suite(s) ``tests/verifier/answer_cases*.jsonl``
+    (:mod:`benchmarks.answer_equivalence`): agreement with the labels, per style, and comparisons/s."""
+    from verifier.answers import answers_equal
+
+    bench = _bench("answer_equivalence")
+    files = sorted(Path(bench.CASES).parent.glob("answer_cases*.jsonl"))
+    cases = [c for f in files for c in bench.load(f)]
+    if not cases:
+        return {}
+    t = time.perf_counter()
+    got = [bool(answers_equal(c["gold"], c["pred"])) for c in cases]
+    secs = time.perf_counter() - t
+    out = {"n": len(cases), "files": [f.name for f in files],
+           "agreement": _r(_mean(g == c["equal"] for g, c in zip(got, cases, strict=True))),
+           "false_equal": sum(g and not c["equal"] for g, c in zip(got, cases, strict=True)),
+           "false_not_equal": sum(c["equal"] and not g for g, c in zip(got, cases, strict=True)),
+           "comparisons_per_s": round(len(cases) / secs, 1) if secs else None}
+    for style in sorted({c.get("style", "") for c in cases}):
+        idx = [i for i, c in enumerate(cases) if c.get("style", "") == style]
+        out[f"agreement_{style or 'other'}"] = _r(_mean(got[i] == cases[i]["equal"] for i in idx))
+    return out
+
+
+def throughput_eval(data_root: Path, verifier: MathVerifier, n: int) -> dict:
+    """``MathVerifier.score`` solutions/s in one process (wall clock and CPU time) on GSM8K test reference
+    answers (GSM8K-style) and MATH-500 reference solutions (MATH-style); 2 cores give about twice the CPU rate."""
+    out = {}
+    for name, rel, q, s, g in (("gsm8k_style", "gsm8k/test.jsonl", "question", "answer", None),
+                               ("math_style", "math/math500.jsonl", "problem", "solution", "answer")):
+        path = data_root / rel
+        if not path.exists():
+            continue
+        items = [{"question": r[q], "solution": r[s], "gold": r[g] if g else r[s].split("####")[-1].strip()}
+                 for r in _read_jsonl(path)[:n]]
+        verifier.score(**items[0])
+        t, c = time.perf_counter(), time.process_time()
+        for it in items:
+            verifier.score(**it)
+        wall, cpu = time.perf_counter() - t, time.process_time() - c
+        out[name] = {"n": len(items), "per_s_wall": round(len(items) / wall, 1),
+                     "per_s_cpu": round(len(items) / cpu, 1) if cpu else None}
+    return out
+
+
+def aggregation_eval(data_root: Path, verifier: MathVerifier, n: int, seed: int) -> dict:
+    """Solution-level validation of the aggregation on PRM800K phase-1 TRAIN (never test): complete
+    trajectories (prefix + a candidate that ends the solution), label = some step rated -1. AUROC of
+    wrongness, absurdity, process wrongness (no answer_correctness) and each dimension."""
+    import gzip
+
+    path = data_root / "prm800k" / "phase1_train_plus.stepwise.jsonl.gz"
+    if not path.exists():
+        return {}
+    golds = {r["problem"]: r["answer"] for r in _read_jsonl(data_root / "math" / "train.jsonl")}
+    rows, rating = [], {}
+    with gzip.open(path, "rt", encoding="utf-8") as f:
+        for line in f:
+            r = json.loads(line)
+            if r.get("rating") in (-1, 0, 1):
+                rating[(r["instruction"], tuple(r["responses"]), r["next_response"])] = r["rating"]
+                if r.get("is_solution"):
+                    rows.append(r)
+    rows = random.Random(seed).sample(rows, min(n, len(rows)))
+    from verifier.core import aggregate
+
+    labels, series = [], defaultdict(list)
+    w_proc = {d: (0.0 if d == "answer_correctness" else getattr(verifier.config.wrongness, d)) for d in DIMENSIONS}
+    for r in rows:
+        bad = r["rating"] == -1 or any(rating.get((r["instruction"], tuple(r["responses"][:k]), st)) == -1
+                                       for k, st in enumerate(r["responses"]))
+        v = verifier.score(r["instruction"], prm_steps(r), golds.get(r["instruction"], ""))
+        labels.append(int(bad))
+        series["wrongness"].append(v.wrongness)
+        series["absurdity"].append(v.absurdity)
+        series["process_wrongness"].append(aggregate(v.dims, w_proc))
+        series["first_error_located"].append(float(v.first_error_step is not None))
+        for d in DIMENSIONS:
+            series[d].append(v.dims[d])
+    out = {"n": len(rows), "n_bad": sum(labels),
+           "auroc": {k: _r(auroc(x, labels)) for k, x in series.items()}}
     return out
 
 
@@ -311,15 +477,22 @@ def _r(x: float | None) -> float | None:
 
 def to_markdown(rep: dict) -> str:
     p, inj = rep["prm800k"], rep["injection"]
+    info = rep.get("verifier", {})
     lines = ["# MathVerifier quality report", "",
+             f"verifier version {info.get('verifier_version')} (step scorer {info.get('step_scorer')}, threshold "
+             f"{info.get('step_threshold')}; embeddings {info.get('embedding_model')}); "
              f"seed {rep['seed']}, limit {rep['limit']}, {rep['seconds']:.1f} s", "",
              "## PRM800K phase-1 test (human step labels)", ""]
     if p:
         t = p["trajectory"]
+        fe = p.get("first_error", {})
         lines += [
             "| metric | value |", "| --- | --- |",
             f"| rated steps (bad = -1) | {p['n_steps']} ({p['n_bad']}) |",
             f"| step AUROC (error score vs -1) | {p['auroc']} |",
+            f"| step AUROC, symbolic channel only | {p.get('auroc_symbolic_only')} |",
+            f"| first-error step accuracy / precision / recall / F1 | {fe.get('accuracy')} / {fe.get('precision')} "
+            f"/ {fe.get('recall')} / {fe.get('f1')} (n={fe.get('n')}, with an error {fe.get('n_gold_error')}) |",
             f"| step AUROC, steps with a calculation ({p['n_steps_with_calculation']}) | "
             f"{p['auroc_steps_with_calculation']} |",
             f"| flag rate (score >= 0.5) on bad / other steps | {p['flag_rate_bad']} / {p['flag_rate_ok']} |",
@@ -345,37 +518,82 @@ def to_markdown(rep: dict) -> str:
                   "| dimension | rate | rate (with reference) |", "| --- | --- | --- |"]
         with_ref = inj.get("clean_flag_rate_with_reference", {})
         lines += [f"| {d} | {v} | {with_ref.get(d)} |" for d, v in inj["clean_flag_rate"].items()]
+    ff = rep.get("false_flags") or {}
+    if ff:
+        lines += ["", "## Correct reference solutions (train splits): false flags", "",
+                  "| set | n | first error located | learned scorer rejects a step | any process dimension > 0 "
+                  "| judged incorrect |", "| --- | --- | --- | --- | --- | --- |"]
+        lines += [f"| {k} | {v['n']} | {v['first_error_flagged']} | {v['learned_rejects']} | "
+                  f"{v['any_process_dimension']} | {v['judged_incorrect']} |" for k, v in ff.items()]
+    ans = rep.get("answer_equivalence") or {}
+    if ans:
+        per = ", ".join(f"{k[len('agreement_'):]} {v}" for k, v in ans.items() if k.startswith("agreement_"))
+        lines += ["", "## Answer equivalence suite", "",
+                  f"{ans['n']} cases ({', '.join(ans['files'])}): agreement {ans['agreement']} ({per}); "
+                  f"false equal {ans['false_equal']}, false not-equal {ans['false_not_equal']}; "
+                  f"{ans['comparisons_per_s']} comparisons/s"]
+    thr = rep.get("throughput") or {}
+    if thr:
+        lines += ["", "## Throughput (MathVerifier.score, one process)", "",
+                  "| inputs | n | solutions/s (wall) | solutions/s (CPU time) |", "| --- | --- | --- | --- |"]
+        lines += [f"| {k} | {v['n']} | {v['per_s_wall']} | {v['per_s_cpu']} |" for k, v in thr.items()]
+    agg = rep.get("aggregation_train") or {}
+    if agg:
+        lines += ["", f"## Aggregation on PRM800K train ({agg['n']} complete solutions, {agg['n_bad']} with a -1 step)",
+                  "", "| score | AUROC |", "| --- | --- |"]
+        lines += [f"| {k} | {v} |" for k, v in agg["auroc"].items()]
     return "\n".join(lines) + "\n"
 
 
-def build_report(data_root: Path, out_dir: Path, limit: int | None = None, seed: int = 0) -> dict:
-    """Run both evaluations, write ``verifier_report.{json,md}`` into ``out_dir``, return the numbers."""
+def build_report(data_root: Path, out_dir: Path, limit: int | None = None, seed: int = 0,
+                 train_checks: bool = False) -> dict:
+    """Run the evaluations, write ``verifier_report.{json,md}`` (and a copy named by the verifier version,
+    ``verifier_report.v<N>.json``) into ``out_dir``, return the numbers. ``train_checks`` adds the
+    aggregation validation on PRM800K train (slow)."""
+    from verifier.core import VERIFIER_VERSION
+
     data_root, out_dir = Path(data_root), Path(out_dir)
     t0 = time.perf_counter()
     verifier = MathVerifier()
+    scorer = verifier.scorer
+    emb = verifier._embedder
+    info = {"verifier_version": VERIFIER_VERSION,
+            "step_scorer": scorer.version if scorer else None,
+            "step_threshold": verifier.step_threshold,
+            "step_scorer_note": verifier.scorer_note,
+            "embedding_model": verifier.config.embedding_model if emb and emb.error is None else None}
     prm = {}
     if (data_root / "prm800k" / "phase1_test.stepwise.jsonl").exists():
         prm = prm800k_eval(data_root, verifier, limit, seed)
     inj = {}
     if (data_root / "gsm8k" / "train.jsonl").exists():
         inj = injection_eval(data_root, verifier, limit, seed)
-    rep = {"seed": seed, "limit": limit, "threshold": THRESHOLD, "prm800k": prm, "injection": inj,
-           "seconds": round(time.perf_counter() - t0, 2)}
+    n_small = min(limit, 300) if limit is not None else 300
+    ff = false_flag_eval(data_root, verifier, n_small, seed)
+    ans = answer_equivalence_eval()
+    thr = throughput_eval(data_root, verifier, n_small)
+    agg = aggregation_eval(data_root, verifier, limit or 1000, seed) if train_checks else {}
+    rep = {"seed": seed, "limit": limit, "threshold": THRESHOLD, "verifier": info, "prm800k": prm,
+           "injection": inj, "false_flags": ff, "answer_equivalence": ans, "throughput": thr,
+           "aggregation_train": agg, "seconds": round(time.perf_counter() - t0, 2)}
     out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "verifier_report.json").write_text(json.dumps(rep, indent=2) + "\n", encoding="utf-8")
+    blob = json.dumps(rep, indent=2) + "\n"
+    (out_dir / "verifier_report.json").write_text(blob, encoding="utf-8")
+    (out_dir / f"verifier_report.v{VERIFIER_VERSION}.json").write_text(blob, encoding="utf-8")
     (out_dir / "verifier_report.md").write_text(to_markdown(rep), encoding="utf-8")
     return rep
 
 
-def main(data_root: str | Path, out: str | Path, limit: int | None = None, seed: int = 0) -> dict:
-    rep = build_report(Path(data_root), Path(out), limit, seed)
+def main(data_root: str | Path, out: str | Path, limit: int | None = None, seed: int = 0,
+         train_checks: bool = False) -> dict:
+    rep = build_report(Path(data_root), Path(out), limit, seed, train_checks)
     print(to_markdown(rep))
     return rep
 
 
-def cli_main(data_root: str, out: str, limit: int | None = None) -> dict:
+def cli_main(data_root: str, out: str, limit: int | None = None, train_checks: bool = False) -> dict:
     """Entry point for ``hnsdpo verifier-report``."""
-    return main(data_root, out, limit)
+    return main(data_root, out, limit, train_checks=train_checks)
 
 
 if __name__ == "__main__":
@@ -385,4 +603,6 @@ if __name__ == "__main__":
          int(sys.argv[3]) if len(sys.argv) > 3 else None)
 
 
-__all__ = ["answers_equal", "auroc", "build_report", "cli_main", "inject", "main", "prf", "synthetic_problems"]
+__all__ = ["aggregation_eval", "answer_equivalence_eval", "answers_equal", "auroc", "build_report", "cli_main",
+           "false_flag_eval", "first_error_metrics", "inject", "main", "prf", "prm_steps", "synthetic_problems",
+           "throughput_eval"]

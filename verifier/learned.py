@@ -1,0 +1,206 @@
+"""Learned step scorer: the verifier's second channel, a logistic regression on per-step features.
+
+Fitted by ``scripts/fit_step_scorer.py`` on PRM800K phase-1 *train* (``phase1_train_plus``: MATH train
+problems only; phase1_test is never used for fitting or tuning). Label: a step rated ``-1`` by the human
+labeller is *bad* (1); ``0`` and ``+1`` are *not bad* (0).
+
+Features of step ``i`` (:func:`step_features`), computed from the symbolic channel's analysis of the steps
+``0..i`` and the text of step ``i`` alone:
+
+- dense (:data:`DENSE`): calculations checked / wrong in the step (arithmetic and algebra separately),
+  the verifier's flags on the step (operand used before derived, operand with no source, final answer
+  vs last derived value, structure, off-topic), numbers in the step and numbers new to the solution,
+  LaTeX, ``=`` signs, whether the step states a final answer and whether it matches the gold answer,
+  position (``log1p(i)``, first step), length, hedging words ("wait", "I think", "mistake", ...), word
+  overlap with the question and with the earlier steps;
+- hashed word unigrams and bigrams of the step (numbers folded to their digit count, LaTeX commands and
+  operators kept), :data:`N_HASH` buckets by ``zlib.crc32`` (stable across processes and machines).
+
+The model file (``verifier/models/step_scorer-v1.json``) is plain JSON: the feature spec (names, hash
+size, version), the standardisation of the dense features, the coefficients, the intercept and the
+decision threshold chosen on train. It is read with :func:`json.load` only (no pickle), and checked
+against the feature spec of this module before use.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import zlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+from verifier.answers import answer_candidates, answers_equal
+from verifier.arith import Calculation, numbers_in, split_math
+
+FEATURE_VERSION = 1
+N_HASH = 1 << 14
+MODEL_DIR = Path(__file__).resolve().parent / "models"
+DEFAULT_MODEL = MODEL_DIR / "step_scorer-v1.json"
+
+HEDGES = ("wait", "i think", "mistake", "actually", "oops", "hmm", "not sure", "maybe", "guess", "wrong",
+          "let me", "i mean", "sorry", "hold on", "no,", "that's not", "we made", "incorrect", "perhaps",
+          "probably", "seems", "try again", "redo", "instead", "oh")
+_HEDGE_RE = re.compile(r"\b(?:" + "|".join(re.escape(h) for h in HEDGES) + r")(?![a-z])")
+_TOKEN_RE = re.compile(r"\\[A-Za-z]+|[A-Za-z]+|\d+(?:\.\d+)?|[=+\-*/^()<>!]")
+_WORDS_RE = re.compile(r"[a-z]{3,}")
+
+DENSE = (
+    "calc_checked", "calc_wrong", "calc_wrong_any", "alg_checked", "alg_wrong", "flag_ordering",
+    "flag_unsupported", "flag_underived", "flag_final_vs_derived", "flag_structure", "flag_off_topic",
+    "max_flag_severity", "n_numbers", "n_new_numbers", "has_latex", "n_equals", "states_answer",
+    "answer_wrong", "answer_right", "position", "is_first", "n_chars", "n_words", "n_hedges",
+    "question_overlap", "prefix_overlap", "n_prefix_chars", "n_question_chars", "has_question_mark",
+)
+
+
+def _tokens(step: str) -> list[str]:
+    out = []
+    for t in _TOKEN_RE.findall(step[:4000]):
+        if t[0].isdigit():
+            out.append(f"<n{min(len(t), 6)}>")
+        else:
+            out.append(t.lower())
+    return out
+
+
+def hashed_indices(step: str) -> list[int]:
+    """Bucket indices of the step's word unigrams and bigrams (distinct, sorted)."""
+    toks = _tokens(step)
+    grams = toks + [f"{a} {b}" for a, b in zip(toks, toks[1:], strict=False)]
+    return sorted({zlib.crc32(g.encode("utf-8")) % N_HASH for g in grams})
+
+
+def _words(text: str) -> set[str]:
+    return set(_WORDS_RE.findall(text.lower()))
+
+
+def step_features(question: str, steps: Sequence[str], calcs: Sequence[Sequence[Calculation]], flags,
+                  gold: str = "", only: Sequence[int] | None = None) -> list[tuple[list[float], list[int]]]:
+    """(dense, hashed) features for each step (or the steps in ``only``); ``flags`` are ``StepFlag``s."""
+    per_step: dict[int, list] = {}
+    for f in flags:
+        per_step.setdefault(f.step, []).append(f)
+    q_words = _words(question)
+    q_nums = set(numbers_in(question))
+    seen_nums: set = set(q_nums)
+    seen_words: set[str] = set()
+    prefix_chars = 0
+    out = []
+    want = set(range(len(steps))) if only is None else set(only)
+    for i, step in enumerate(steps):
+        nums = numbers_in(step)
+        if i in want:
+            cs = calcs[i] if i < len(calcs) else []
+            ar = [c for c in cs if c.ok is not None and not c.algebraic]
+            al = [c for c in cs if c.ok is not None and c.algebraic]
+            fl = per_step.get(i, [])
+            notes = [f.note for f in fl]
+            cands = answer_candidates(step)
+            right = wrong = 0.0
+            if cands and gold:
+                ok = answers_equal(gold, step)
+                right, wrong = float(ok), float(not ok)
+            low = step.lower()
+            words = _words(step)
+            dense = [
+                math.log1p(len(ar)), math.log1p(sum(c.ok is False for c in ar)),
+                float(any(c.ok is False for c in ar)), math.log1p(len(al)),
+                math.log1p(sum(c.ok is False for c in al)),
+                float(any(f.dim == "step_ordering" for f in fl)),
+                float(any("neither given nor derived" in n for n in notes)),
+                float(any("reference derives" in n for n in notes)),
+                float(any("final answer" in n for n in notes)),
+                float(any(f.dim == "structural_integrity" for f in fl)),
+                float(any(f.dim == "semantic_alignment" for f in fl)),
+                max((f.severity for f in fl), default=0.0),
+                math.log1p(len(nums)), math.log1p(len(set(nums) - seen_nums)),
+                float(any(m for _, m in split_math(step[:4000]))), math.log1p(step.count("=")),
+                float(bool(cands)), wrong, right, math.log1p(i), float(i == 0),
+                math.log1p(len(step)), math.log1p(len(words)), math.log1p(len(_HEDGE_RE.findall(low))),
+                len(words & q_words) / len(words) if words else 0.0,
+                len(words & seen_words) / len(words) if words else 0.0,
+                math.log1p(prefix_chars), math.log1p(len(question)), float("?" in step),
+            ]
+            out.append((dense, hashed_indices(step)))
+        seen_nums.update(nums)
+        seen_words |= _words(step)
+        prefix_chars += len(step)
+    return out
+
+
+@dataclass
+class StepScorer:
+    """A fitted logistic regression over :func:`step_features`; ``threshold`` rejects a step."""
+
+    version: str
+    mean: list[float]
+    scale: list[float]
+    dense_coef: list[float]
+    hash_coef: list[float]
+    intercept: float
+    threshold: float
+    meta: dict
+
+    @classmethod
+    def from_dict(cls, d: dict) -> StepScorer:
+        spec = d.get("feature_spec", {})
+        if spec.get("dense") != list(DENSE) or spec.get("n_hash") != N_HASH or \
+                spec.get("feature_version") != FEATURE_VERSION:
+            raise ValueError("step scorer file does not match this verifier's feature spec")
+        n = len(DENSE)
+        s = cls(version=str(d["version"]), mean=[float(x) for x in d["mean"]],
+                scale=[float(x) or 1.0 for x in d["scale"]], dense_coef=[float(x) for x in d["dense_coef"]],
+                hash_coef=[float(x) for x in d["hash_coef"]], intercept=float(d["intercept"]),
+                threshold=float(d["threshold"]), meta=dict(d.get("meta", {})))
+        if not (len(s.mean) == len(s.scale) == len(s.dense_coef) == n and len(s.hash_coef) == N_HASH):
+            raise ValueError("step scorer file has coefficient arrays of the wrong size")
+        return s
+
+    @classmethod
+    def load(cls, path: str | Path) -> StepScorer:
+        with Path(path).open(encoding="utf-8") as f:
+            return cls.from_dict(json.load(f))
+
+    def logit(self, dense: Sequence[float], hashed: Sequence[int]) -> float:
+        z = self.intercept
+        for x, m, s, w in zip(dense, self.mean, self.scale, self.dense_coef, strict=True):
+            z += w * (x - m) / s
+        hc = self.hash_coef
+        for j in hashed:
+            z += hc[j]
+        return z
+
+    def prob(self, dense: Sequence[float], hashed: Sequence[int]) -> float:
+        z = max(-40.0, min(40.0, self.logit(dense, hashed)))
+        return 1.0 / (1.0 + math.exp(-z))
+
+    def step_probs(self, question: str, steps, calcs, flags, gold: str = "") -> list[float]:
+        return [round(self.prob(d, h), 6) for d, h in step_features(question, steps, calcs, flags, gold)]
+
+
+@lru_cache(maxsize=8)
+def _load_cached(path: str) -> StepScorer:
+    return StepScorer.load(path)
+
+
+def load_scorer(spec: str | None) -> tuple[StepScorer | None, str | None]:
+    """(scorer, note): ``spec`` None/"none"/"off" = disabled; "auto" = the shipped model; else a path.
+
+    Never raises: a missing or invalid file gives ``(None, note)`` and the verifier runs symbolic only."""
+    if spec is None or str(spec).lower() in ("none", "off", "false", ""):
+        return None, None
+    path = DEFAULT_MODEL if spec == "auto" else Path(spec)
+    try:
+        return _load_cached(str(path)), None
+    except FileNotFoundError:
+        return None, f"learned step scorer not found ({path.name}): symbolic channel only"
+    except Exception as exc:  # noqa: BLE001 - a bad file must not break the verifier
+        return None, f"learned step scorer unusable ({type(exc).__name__}: {str(exc)[:80]}): symbolic channel only"
+
+
+__all__ = ["DEFAULT_MODEL", "DENSE", "FEATURE_VERSION", "N_HASH", "StepScorer", "hashed_indices", "load_scorer",
+           "step_features"]
