@@ -26,8 +26,10 @@ $\\boxed{X}$.``; MATH solutions, which box their answer already, stay as written
 pool references (a chosen response when no sample is sound), the evaluation references and the tiny
 profile's pretraining text are then all in one format. ``answer`` (the gold) is never changed.
 
-A malformed row raises :class:`BadRowError` naming the file, row and field; with
-``data.on_bad_row: skip`` it is skipped and counted by reason in the stage metrics.
+A malformed row raises :class:`BadRowError` naming the file, row and field; every bad row of a file (up
+to ``MAX_BAD_ROWS``) is reported in one error (:class:`BadRowsError`, one line per row). With
+``data.on_bad_row: skip`` they are skipped, counted by reason in the stage metrics, listed (up to
+``MAX_BAD_ROWS``) in the manifest's ``skipped_rows`` and summarised in one console line.
 
 Writes ``sft.jsonl``, ``pool.jsonl``, ``eval/<name>.jsonl`` and, when a synthetic dataset is
 generated and ``n_pretrain > 0``, ``pretrain.txt`` (ChatML conversations separated by
@@ -50,6 +52,7 @@ from tasks.records import Problem, write_jsonl
 
 VERSION = "2"
 PRETRAIN_FILE = "pretrain.txt"
+MAX_BAD_ROWS = 20  # bad rows listed per file in one error (and skipped rows kept in the manifest)
 
 
 class DataError(ValueError):
@@ -63,6 +66,18 @@ class BadRowError(DataError):
         self.where, self.field, self.reason = where, field, reason
         msg = f"{where}: " + (f"field {field!r}: " if field else "") + reason + (f" ({detail})" if detail else "")
         super().__init__(msg)
+
+
+class BadRowsError(BadRowError):
+    """Several bad rows of one file, in one message; ``errors`` are the rows' :class:`BadRowError` s
+    (at most ``MAX_BAD_ROWS``), ``total`` how many the file has. ``field``/``reason`` are the first row's."""
+
+    def __init__(self, source: str, errors: list[BadRowError], total: int):
+        self.where, self.field, self.reason = source, errors[0].field, errors[0].reason
+        self.errors, self.total = list(errors), total
+        shown = "" if total <= len(errors) else f" (the first {len(errors)} listed)"
+        lines = "\n".join(f"  {e}" for e in errors)
+        DataError.__init__(self, f"{source}: {total} bad rows{shown}:\n{lines}")
 
 
 # --- answer extraction -------------------------------------------------------------------------------
@@ -230,7 +245,7 @@ def iter_local(path: Path) -> Iterator[tuple[str, Any]]:
                 try:
                     yield where, json.loads(line)
                 except json.JSONDecodeError as e:
-                    yield where, BadRowError(where, None, "not_json", str(e))
+                    yield where, BadRowError(where, None, "not_json", f"JSON error at column {e.colno}: {e.msg}")
     elif suffix == ".json":
         try:
             data = json.loads(path.read_text(encoding="utf-8"))
@@ -274,9 +289,12 @@ def iter_hub(spec: DatasetSpec) -> Iterator[tuple[str, Any]]:
 
 
 def load_problems(spec: DatasetSpec, data: DataConfig, skipped: Counter | None = None,
-                  synthetic: dict[str, list[Problem]] | None = None) -> list[Problem]:
-    """Load one dataset as ``Problem`` rows. Bad rows raise, or with ``on_bad_row: skip`` are counted
-    in ``skipped`` (keys ``<dataset>/<reason>``). ``limit`` keeps a seeded random subset, in source order.
+                  synthetic: dict[str, list[Problem]] | None = None,
+                  skipped_rows: list[str] | None = None) -> list[Problem]:
+    """Load one dataset as ``Problem`` rows. Bad rows raise (all of the file's, up to ``MAX_BAD_ROWS``, in
+    one :class:`BadRowsError`; a single one as its :class:`BadRowError`), or with ``on_bad_row: skip`` are
+    counted in ``skipped`` (keys ``<dataset>/<reason>``) and their messages appended to ``skipped_rows``
+    (up to ``MAX_BAD_ROWS``). ``limit`` keeps a seeded random subset, in source order.
     """
     skipped = skipped if skipped is not None else Counter()
     if spec.format == "synthetic" and not spec.path and not spec.hub_id:
@@ -288,6 +306,8 @@ def load_problems(spec: DatasetSpec, data: DataConfig, skipped: Counter | None =
     else:
         rows = iter_local(Path(spec.path).expanduser()) if spec.path else iter_hub(spec)
         problems = []
+        bad: list[BadRowError] = []
+        n_bad = 0
         for index, (where, row) in enumerate(rows):
             try:
                 if isinstance(row, BadRowError):
@@ -295,9 +315,19 @@ def load_problems(spec: DatasetSpec, data: DataConfig, skipped: Counter | None =
                 problems.append(normalise_row(spec.format, row, name=spec.name, index=index,
                                               split=spec.split, where=where))
             except BadRowError as e:
+                n_bad += 1
                 if data.on_bad_row == "error":
-                    raise
+                    if len(bad) < MAX_BAD_ROWS:
+                        bad.append(e)
+                    continue
                 skipped[f"{spec.name}/{e.reason}"] += 1
+                if skipped_rows is not None and len(skipped_rows) < MAX_BAD_ROWS:
+                    skipped_rows.append(str(e))
+        if bad:
+            if n_bad == 1:
+                raise bad[0]
+            source = str(Path(spec.path).expanduser()) if spec.path else f"dataset {spec.name!r}"
+            raise BadRowsError(source, bad, n_bad)
     if spec.limit is not None and spec.limit < len(problems):
         keep = sorted(random.Random(data.seed).sample(range(len(problems)), spec.limit))
         problems = [problems[i] for i in keep]
@@ -317,6 +347,7 @@ def run_data(cfg: Config, out: Path) -> dict[str, Any]:
     data = cfg.data
     out = Path(out)
     skipped: Counter = Counter()
+    skipped_rows: list[str] = []
     metrics: dict[str, Any] = {}
     synthetic = None
     if _needs_synthetic(data):
@@ -335,7 +366,7 @@ def run_data(cfg: Config, out: Path) -> dict[str, Any]:
     def load_all(specs: list[DatasetSpec]) -> list[Problem]:
         rows: list[Problem] = []
         for spec in specs:
-            got = load_problems(spec, data, skipped, synthetic)
+            got = load_problems(spec, data, skipped, synthetic, skipped_rows)
             metrics[f"rows/{spec.name}"] = len(got)
             rows.extend(got)
         return rows
@@ -349,4 +380,14 @@ def run_data(cfg: Config, out: Path) -> dict[str, Any]:
     for key, n in sorted(skipped.items()):
         metrics[f"skipped/{key}"] = n
     metrics["skipped_total"] = sum(skipped.values())
+    if skipped:
+        metrics["skipped_rows"] = skipped_rows
+        from tasks.progress import stage_logger
+
+        counts = ", ".join(f"{k} {n}" for k, n in sorted(skipped.items()))
+        listed = "".join(f"\n  {m}" for m in skipped_rows)
+        more = f"\n  … and {metrics['skipped_total'] - len(skipped_rows)} more" \
+            if metrics["skipped_total"] > len(skipped_rows) else ""
+        stage_logger().warning(f"data: skipped {metrics['skipped_total']} bad rows (on_bad_row: skip): "
+                               f"{counts}{listed}{more}")
     return metrics
