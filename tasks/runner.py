@@ -153,9 +153,42 @@ def stage_function(stage: str) -> Callable[..., Any]:
         raise RuntimeError(f"stage {stage}: cannot import {target}: {e}") from e
 
 
+def _literal_version(module: str) -> str | None:
+    """``VERSION = "…"`` read from the module's source without importing it (None when not a literal)."""
+    import ast
+    import importlib.util
+
+    try:
+        spec = importlib.util.find_spec(module)
+        if spec is None or not spec.origin or not spec.origin.endswith(".py"):
+            return None
+        tree = ast.parse(Path(spec.origin).read_text(encoding="utf-8"))
+    except (ImportError, OSError, SyntaxError, ValueError):
+        return None
+    found = None
+    for stmt in tree.body:
+        targets = stmt.targets if isinstance(stmt, ast.Assign) else [stmt.target] \
+            if isinstance(stmt, ast.AnnAssign) and stmt.value is not None else []
+        if any(isinstance(t, ast.Name) and t.id == "VERSION" for t in targets):
+            if not isinstance(stmt.value, ast.Constant):
+                return None
+            found = str(stmt.value.value)
+    return found
+
+
 def stage_version(stage: str) -> str:
-    """The stage module's ``VERSION`` constant ("1" when the module does not define one)."""
+    """The stage module's ``VERSION`` constant ("1" when the module does not define one).
+
+    A module not imported yet is read, not imported (``hnsdpo plan`` need not load torch); the value is
+    the same as the import's for a literal ``VERSION``.
+    """
+    import sys
+
     module = STAGE_FUNCTIONS[stage].partition(":")[0]
+    if module not in sys.modules:
+        literal = _literal_version(module)
+        if literal is not None:
+            return literal
     try:
         mod = importlib.import_module(module)
     except ImportError as e:
@@ -373,3 +406,72 @@ def stage_nodes(cfg: Config, stage: str, strategy: str | None = None) -> list[No
         raise ValueError(f"stage {stage}: nothing to run for this profile"
                          + (f" and strategy {strategy}" if strategy else ""))
     return nodes
+
+
+# --- looking before running: the plan, referenced keys, clean-up ------------------------------------------
+
+def plan_status(cfg: Config, nodes: Sequence[Node] | None = None) -> list[dict[str, Any]]:
+    """What a run of ``nodes`` (default: the whole pipeline) would do, without running anything.
+
+    One dict per node: ``name``, ``stage``, ``key``, ``path`` and ``status``: ``cached`` (complete
+    artifact: reused), ``resumes`` (a work folder ``.tmp-<key>`` of a checkpointing stage: continues from
+    it) or ``will run``.
+    """
+    nodes = list(pipeline(cfg) if nodes is None else nodes)
+    keys = plan_keys(cfg, nodes)
+    root = artifacts_root(cfg)
+    out = []
+    for node in nodes:
+        key = keys[node.name]
+        path = stage_dir(root, node.stage, key)
+        if find_complete(root, node.stage, key) is not None:
+            status = "cached"
+        elif node.stage in RESUMABLE and (path.parent / f".tmp-{key}").is_dir():
+            status = "resumes"
+        else:
+            status = "will run"
+        out.append({"name": node.name, "stage": node.stage, "key": key, "path": str(path), "status": status})
+    return out
+
+
+def referenced_keys(cfg: Config) -> set[tuple[str, str]]:
+    """(stage, key) of every artifact the profile's flows use: the pipeline and, when the profile has
+    ablation arms, the ablation flow's nodes and report."""
+    refs = {(n.stage, k) for n, k in zip(pipeline(cfg), plan_keys(cfg, pipeline(cfg)).values(), strict=True)}
+    if not getattr(cfg.ablation, "arms", None):
+        return refs
+    from tasks import ablation
+
+    keys: dict[str, str] = {}
+    for node_cfg, node in ablation.ablation_nodes(cfg):
+        keys[node.name] = node_key(node_cfg, node, {r: keys[n] for r, n in node.inputs})
+        refs.add((node.stage, keys[node.name]))
+    ab = cfg.ablation
+    needed = ["data", "verify", "evaluate/sft", *(f"pairs/{a.name}" for a in ab.arms),
+              *(f"evaluate/{a.name}/s{s}" for a in ab.arms for s in ab.seeds)]
+    if all(n in keys for n in needed):
+        refs.add(("ablation", stage_key("ablation", ablation.report_config(cfg), {n: keys[n] for n in needed},
+                                        str(ablation.VERSION))))
+    return refs
+
+
+def garbage(roots_refs: Mapping[Path, set[tuple[str, str]]]) -> list[tuple[Path, str]]:
+    """(folder, why) of what ``hnsdpo gc`` removes under each artifacts root: complete key folders no
+    profile references, and leftover work folders (``.tmp-<key>-<pid>`` of a dead process, downloads,
+    ``.tmp-<key>`` of an unreferenced key). A referenced ``.tmp-<key>`` is kept: the next run resumes it."""
+    from tasks.artifacts import scan_artifacts, tmp_owner_alive
+
+    out: list[tuple[Path, str]] = []
+    for root, refs in roots_refs.items():
+        for stage, name, folder in scan_artifacts(root, [*STAGES, "ablation"]):
+            if not name.startswith(".tmp-"):
+                if (stage, name) not in refs:
+                    out.append((folder, "unreferenced key"))
+                continue
+            key = name.removeprefix(".tmp-").split("-", 1)[0]
+            if tmp_owner_alive(folder):
+                continue
+            if name == f".tmp-{key}" and (stage, key) in refs:
+                continue  # a resumable work folder of a current key
+            out.append((folder, "leftover work folder"))
+    return out

@@ -503,3 +503,72 @@ def step_callbacks(cfg: Config, run_id: str | None) -> list[Any]:
     if not run_id or not cfg.tracking.enabled:
         return []
     return [_callback_class()(tracking_uri(cfg), run_id)]
+
+
+def _duration(info: Any) -> float | None:
+    if not info.start_time:
+        return None
+    end = info.end_time or (int(time.time() * 1000) if info.status == "RUNNING" else None)
+    return (end - info.start_time) / 1000 if end else None
+
+
+def recent_runs(uri: str, experiment: str, limit: int = 10) -> list[dict[str, Any]]:
+    """The experiment's newest flow runs (parent runs), each with its stage runs, read from MLflow.
+
+    ``[{"run_id", "name", "status", "start" (ms), "seconds", "profile", "reason",
+        "stages": [{"name", "status", "cached", "seconds", "key", "produced_by"}]}]``; [] when the
+    experiment does not exist.
+    """
+    if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).is_file():
+        return []
+    client = _client(uri)
+    exp = client.get_experiment_by_name(experiment)
+    if exp is None:
+        return []
+    parents = client.search_runs([exp.experiment_id], "tags.profile_name != ''", max_results=limit,
+                                 order_by=["attributes.start_time DESC"])
+    parents = [p for p in parents if "mlflow.parentRunId" not in p.data.tags]
+    out = []
+    for p in parents:
+        children = client.search_runs([exp.experiment_id], f"tags.mlflow.parentRunId = '{p.info.run_id}'",
+                                      max_results=1000, order_by=["attributes.start_time ASC"])
+        out.append({
+            "run_id": p.info.run_id, "name": p.info.run_name, "status": p.info.status,
+            "start": p.info.start_time, "seconds": _duration(p.info), "profile": p.data.tags.get("profile", ""),
+            "reason": p.data.tags.get(END_REASON_TAG) or p.data.tags.get("error", ""),
+            "stages": [{"name": c.info.run_name, "status": c.info.status,
+                        "cached": c.data.tags.get("cached") == "true", "seconds": _duration(c.info),
+                        "key": c.data.tags.get("key", ""), "produced_by": c.data.tags.get("produced_by_run_id", "")}
+                       for c in children],
+        })
+    return out
+
+
+def last_stage_runs(uri: str, experiment: str) -> dict[tuple[str, str], dict[str, Any]]:
+    """(stage, key) -> the newest stage run with that key: ``{"status", "start", "run_id", "cached"}``."""
+    if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).is_file():
+        return {}
+    client = _client(uri)
+    exp = client.get_experiment_by_name(experiment)
+    if exp is None:
+        return {}
+    out: dict[tuple[str, str], dict[str, Any]] = {}
+    for r in client.search_runs([exp.experiment_id], "tags.key != ''", max_results=5000,
+                                order_by=["attributes.start_time DESC"]):
+        k = (r.data.tags.get("stage", ""), r.data.tags.get("key", ""))
+        if k not in out:
+            out[k] = {"status": r.info.status, "start": r.info.start_time, "run_id": r.info.run_id,
+                      "cached": r.data.tags.get("cached") == "true"}
+    return out
+
+
+def ui_url(uri: str, experiment: str, base: str = "http://127.0.0.1:5000") -> str:
+    """The MLflow UI address of the experiment, on its model-training view (``workflowType=machine_learning``)."""
+    exp_id = None
+    try:
+        exp = _client(uri).get_experiment_by_name(experiment)
+        exp_id = exp.experiment_id if exp else None
+    except Exception:  # noqa: BLE001 - just the address then
+        pass
+    path = f"/#/experiments/{exp_id}/runs" if exp_id else "/#/experiments"
+    return f"{base}{path}?workflowType=machine_learning"
