@@ -11,7 +11,7 @@ VLLM_REQ := requirements/$(if $(HAS_CUDA),vllm-cuda,vllm-cpu).txt
 export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: setup demo ablation test test-fast lint serve stop-serve clean-artifacts
+.PHONY: setup demo ablation test test-fast lint serve serve-env stop-serve clean-artifacts
 
 setup: $(VENV)/.stamp $(VLLM_VENV)/.stamp
 
@@ -58,6 +58,10 @@ lint: $(VENV)/.stamp
 
 serve: setup
 	bash scripts/serve.sh start
+
+# The PREFECT_API_URL line of the running server: eval "$(make -s serve-env)"
+serve-env:
+	@bash scripts/serve.sh env
 
 stop-serve:
 	bash scripts/serve.sh stop

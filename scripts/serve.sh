@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # A local Prefect stack on loopback: server, process work pool, the deployments of prefect.yaml, a worker.
-#   bash scripts/serve.sh start    # (make serve)   prints the API/UI URL; PIDs in $HNSDPO_SERVE_DIR
+#   bash scripts/serve.sh start    # (make serve)   prints the API/UI URL and writes $HNSDPO_SERVE_DIR/env
+#                                  # (`source .serve/env` sets PREFECT_API_URL in a new shell); PIDs there too
 #   bash scripts/serve.sh stop     # (make stop-serve) stops exactly the processes `start` recorded
 #   bash scripts/serve.sh status
 # Settings (environment): PREFECT_PORT (4200), HNSDPO_WORK_POOL (hnsdpo-process, as in prefect.yaml), PREFECT_FILE
@@ -63,12 +64,20 @@ case "${1:-}" in
     if alive worker; then echo "worker already running (pid $(cat "$RUN_DIR/worker.pid"))"; else
       launch worker "$PREFECT" worker start --pool "$POOL" --type process
     fi
+    printf 'export PREFECT_API_URL=%s\nexport PREFECT_SERVER_ANALYTICS_ENABLED=false\n' "$PREFECT_API_URL" \
+      >"$RUN_DIR/env"
     echo "Prefect API $PREFECT_API_URL (UI http://$HOST:$PORT); pool $POOL; logs in $RUN_DIR/"
-    echo "run: PREFECT_API_URL=$PREFECT_API_URL $PREFECT deployment run hnsdpo/full"
+    echo "In a new shell, point the Prefect CLI at this server (without it, the CLI starts its own):"
+    echo "  export PREFECT_API_URL=$PREFECT_API_URL      # or: source $RUN_DIR/env"
+    echo "  $PREFECT deployment run hnsdpo/full -p profile=conf/tiny.yaml --watch"
     ;;
   stop)
     stop_one worker
     stop_one server
+    rm -f "$RUN_DIR/env"
+    ;;
+  env)  # the line to eval: eval "$(bash scripts/serve.sh env)"
+    echo "export PREFECT_API_URL=$PREFECT_API_URL"
     ;;
   status)
     for n in server worker; do
@@ -76,5 +85,5 @@ case "${1:-}" in
     done
     ;;
   *)
-    echo "usage: $0 start|stop|status" >&2; exit 2 ;;
+    echo "usage: $0 start|stop|status|env" >&2; exit 2 ;;
 esac
