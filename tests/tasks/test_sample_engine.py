@@ -26,7 +26,7 @@ from tasks.sample import VERSION, run_sample
 from training.modelref import write_model_ref
 
 ROOT = Path(__file__).resolve().parents[2]
-QUESTIONS = [f"Tom has {a} apples and buys {b} more. How many now?" for a, b in zip(range(2, 9), range(3, 10))]
+QUESTIONS = [f"Tom has {a} apples and buys {b} more. How many now?" for a, b in zip(range(2, 9), range(3, 10), strict=True)]
 
 
 @pytest.fixture(scope="module")
@@ -262,3 +262,40 @@ def _is_child(pid: int) -> bool:
         if pid == me:
             return True
     return False
+
+
+# ------------------------------------------------------------------- QLoRA adapter: which base
+
+
+@pytest.fixture(scope="module")
+def qlora_dirs(tiny_model_dir, tmp_path_factory, dirs):
+    """An SFT ref with a (random, non-zero) LoRA adapter on the tiny model."""
+    from peft import LoraConfig as PeftLora
+    from peft import get_peft_model
+
+    from training.models import load_model
+
+    root = tmp_path_factory.mktemp("qlora")
+    m = get_peft_model(load_model(tiny_model_dir, dtype="float32"),
+                       PeftLora(r=4, lora_alpha=8, target_modules="all-linear", init_lora_weights=False))
+    m.save_pretrained(root / "adapter")
+    (root / "sft").mkdir()
+    write_model_ref(root / "sft", base=str(tiny_model_dir), adapter=root / "adapter")
+    return root / "sft", dirs[1]
+
+
+@pytest.mark.parametrize("precision, want", [("full", "none"), ("train", "4bit")])
+def test_base_precision_picks_the_base(qlora_dirs, tmp_path, precision, want):
+    cfg = Config(model=ModelConfig(build_from_scratch=True, quantization="4bit"),
+                 sample=SampleConfig(engine="auto", k=2, temperature=1.0, max_tokens=4, shard_size=4, limit=2,
+                                     base_precision=precision, score_references=False,
+                                     vllm=VLLMConfig(python=str(tmp_path / "none"))))
+    m = _stage(cfg, qlora_dirs, tmp_path)
+    assert m.metrics["base_quantization"] == want and m.metrics["samples"] == 4
+
+
+def test_base_precision_train_with_merged_is_refused(qlora_dirs, tmp_path):
+    cfg = Config(model=ModelConfig(build_from_scratch=True, quantization="4bit"),
+                 sample=SampleConfig(engine="hf", adapter_mode="merged", base_precision="train", limit=1))
+    with pytest.raises(ValueError, match="adapter_mode=lora"):
+        _stage(cfg, qlora_dirs, tmp_path)
