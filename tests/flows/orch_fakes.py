@@ -17,12 +17,26 @@ FAKES = {s: f"orch_fakes:run_{s}" for s in
 
 
 def _enter(out: Path, name: str) -> None:
+    """Record the call; ``fail-<stage>`` raises RuntimeError, ``badrow-<stage>`` a BadRowError,
+    ``ioerror-<stage>`` an OSError once (then removed), ``slow-<stage>`` sleeps up to 120 s (for kills)."""
     root = Path(out).parent.parent
     with (root / "calls.log").open("a") as f:
         f.write(name + "\n")
-    flag = root / f"fail-{name.split('/')[0]}"
-    if flag.exists():
+    stage = name.split("/")[0]
+    if (root / f"fail-{stage}").exists():
         raise RuntimeError(f"injected failure in {name}")
+    if (root / f"badrow-{stage}").exists():
+        from tasks.data import BadRowError
+
+        raise BadRowError(f"{root}/bad.jsonl: row 2 (line 3)", "question", "missing_field")
+    if (root / f"ioerror-{stage}").exists():
+        (root / f"ioerror-{stage}").unlink()
+        raise ConnectionResetError(f"injected I/O error in {name}")
+    if (root / f"slow-{stage}").exists():
+        import time
+
+        for _ in range(1200):
+            time.sleep(0.1)
 
 
 def _train(callbacks, steps: int = 3) -> None:
