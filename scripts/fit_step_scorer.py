@@ -126,13 +126,13 @@ def trajectories(rows: list[dict]) -> list[list[int | None]]:
 
 
 def first_error_scores(rows, trajs, probs, strong, t) -> tuple[float, float]:
-    """(accuracy, F1) of the first rejected step (probability >= t or a wrong calculation) against the first
+    """(accuracy, F1) of the first rejected step (probability > t or a wrong calculation) against the first
     step rated -1, over trajectories. Accuracy counts "no error" agreements; F1 treats a located first
     error as a detection: true positive when it is the gold first error."""
     hit = tp = n_pred = n_gold = 0
     for tr in trajs:
         gold = next((k for k, i in enumerate(tr) if i is not None and rows[i]["rating"] == -1), None)
-        pred = next((k for k, i in enumerate(tr) if i is not None and (probs[i] >= t or strong[i])), None)
+        pred = next((k for k, i in enumerate(tr) if i is not None and (probs[i] > t or strong[i])), None)
         hit += gold == pred
         n_pred += pred is not None
         n_gold += gold is not None
@@ -227,7 +227,7 @@ def main() -> None:
     rows_t = []
     for t in grid:
         acc, f1 = first_error_scores(rows, chain_list, oof, strong, t)
-        ff = float(np.mean((ref_p >= t) | ref_strong))
+        ff = float(np.mean((ref_p > t) | ref_strong))
         rows_t.append((t, acc, f1, ff))
     ok = [r for r in rows_t if r[3] <= a.max_ref_flag] or [max(rows_t, key=lambda r: -r[3])]
     t, acc, f1, ff = max(ok, key=lambda r: (r[2], r[0]))

@@ -33,7 +33,7 @@ symbolic channel alone and says so in the notes.
 First erroneous step: the earliest of (a) a wrong calculation or algebra step (``symbolic_validity``) or an
 operand used before it is derived (``step_ordering``), (b) for an incorrect solution with a reference, the
 first step of the final answer's derivation that reaches a value the reference never does, and (c) the
-first step whose P(bad) is at least the threshold (``VerifyConfig.step_threshold``, default the model
+first step whose P(bad) is above the threshold (``VerifyConfig.step_threshold``, default the model
 file's, chosen on PRM800K train); else the weaker flags (logical consistency, unbalanced brackets); else,
 for an incorrect solution, the step where its wrong final value first appears.
 
@@ -727,11 +727,11 @@ class MathVerifier:
             if ref_step is not None:
                 strong.append(ref_step)
         if a.step_probs and a.step_threshold is not None:  # the learned channel rejects the step
-            learned = next((i for i, p in enumerate(a.step_probs) if p >= a.step_threshold), None)
+            learned = next((i for i, p in enumerate(a.step_probs) if p > a.step_threshold), None)
             if learned is not None:
                 strong.append(learned)
                 a.notes.append(f"step {learned}: the learned step scorer rejects it "
-                               f"(P(bad) = {a.step_probs[learned]:.2f} >= {a.step_threshold:.2f})")
+                               f"(P(bad) = {a.step_probs[learned]:.3f} > {a.step_threshold:.3f})")
         if strong:
             return min(strong)
         weak = [f.step for f in a.flags if f.dim == "logical_consistency"

@@ -251,9 +251,10 @@ def throughput_eval(data_root: Path, verifier: MathVerifier, n: int) -> dict:
 
 
 def aggregation_eval(data_root: Path, verifier: MathVerifier, n: int, seed: int) -> dict:
-    """Solution-level validation of the aggregation on PRM800K phase-1 TRAIN (never test): complete
-    trajectories (prefix + a candidate that ends the solution), label = some step rated -1. AUROC of
-    wrongness, absurdity, process wrongness (no answer_correctness) and each dimension."""
+    """Solution-level validation of the aggregation on PRM800K phase-1 TRAIN (never test): trajectories
+    (the chosen prefix + a rated candidate; complete solutions alone hold almost no -1 step, since labellers
+    stop at one), label = some step rated -1; the gold answer is passed when the trajectory states one.
+    AUROC of wrongness, absurdity, process wrongness (no answer_correctness) and each dimension."""
     import gzip
 
     path = data_root / "prm800k" / "phase1_train_plus.stepwise.jsonl.gz"
@@ -266,8 +267,7 @@ def aggregation_eval(data_root: Path, verifier: MathVerifier, n: int, seed: int)
             r = json.loads(line)
             if r.get("rating") in (-1, 0, 1):
                 rating[(r["instruction"], tuple(r["responses"]), r["next_response"])] = r["rating"]
-                if r.get("is_solution"):
-                    rows.append(r)
+                rows.append(r)
     rows = random.Random(seed).sample(rows, min(n, len(rows)))
     from verifier.core import aggregate
 
@@ -276,7 +276,8 @@ def aggregation_eval(data_root: Path, verifier: MathVerifier, n: int, seed: int)
     for r in rows:
         bad = r["rating"] == -1 or any(rating.get((r["instruction"], tuple(r["responses"][:k]), st)) == -1
                                        for k, st in enumerate(r["responses"]))
-        v = verifier.score(r["instruction"], prm_steps(r), golds.get(r["instruction"], ""))
+        steps = prm_steps(r)
+        v = verifier.score(r["instruction"], steps, golds.get(r["instruction"], "") if r.get("answer") else "")
         labels.append(int(bad))
         series["wrongness"].append(v.wrongness)
         series["absurdity"].append(v.absurdity)

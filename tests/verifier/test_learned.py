@@ -1,0 +1,91 @@
+"""The learned step scorer channel: feature spec, model file checks, fallback and the first-error rule."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from conf.schema import VerifyConfig
+from verifier import VERIFIER_VERSION, MathVerifier
+from verifier.learned import DEFAULT_MODEL, DENSE, FEATURE_VERSION, N_HASH, StepScorer, hashed_indices, load_scorer
+
+Q = "Natalia sold 48 clips in April and half as many in May. How many clips did she sell in all?"
+GOOD = "She sold 48/2 = 24 clips in May.\nShe sold 48+24 = 72 clips in all.\n#### 72"
+
+
+def _model(tmp_path, **dense_weights) -> str:
+    coef = [dense_weights.get(n, 0.0) for n in DENSE]
+    d = {"version": "test", "feature_spec": {"feature_version": FEATURE_VERSION, "dense": list(DENSE), "n_hash": N_HASH},
+         "mean": [0.0] * len(DENSE), "scale": [1.0] * len(DENSE), "dense_coef": coef, "hash_coef": [0.0] * N_HASH,
+         "intercept": -5.0, "threshold": 0.5}
+    path = tmp_path / "m.json"
+    path.write_text(json.dumps(d))
+    return str(path)
+
+
+def test_hashing_is_stable_and_bounded():
+    a = hashed_indices("Wait, 3 + 4 = 8? I made a mistake.")
+    assert a == hashed_indices("Wait, 3 + 4 = 8? I made a mistake.")
+    assert a and all(0 <= i < N_HASH for i in a) and a == sorted(set(a))
+
+
+def test_load_scorer_disabled_missing_and_invalid(tmp_path):
+    assert load_scorer(None) == (None, None)
+    assert load_scorer("none") == (None, None)
+    s, note = load_scorer(str(tmp_path / "absent.json"))
+    assert s is None and "symbolic channel only" in note
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"version": "x", "feature_spec": {"dense": ["nope"]}}))
+    s, note = load_scorer(str(bad))
+    assert s is None and "unusable" in note
+
+
+def test_missing_model_still_scores_and_says_so(tmp_path):
+    v = MathVerifier(VerifyConfig(step_scorer=str(tmp_path / "absent.json"), embedding_model=None))
+    r = v.score(Q, GOOD, "72")
+    assert r.correct and r.first_error_step is None and r.status == "ok"
+    assert any("symbolic channel only" in n for n in r.notes)
+
+
+def test_shipped_model_matches_the_feature_spec():
+    if not DEFAULT_MODEL.exists():
+        pytest.skip("no shipped step scorer")
+    assert DEFAULT_MODEL.stat().st_size <= 1_000_000
+    s = StepScorer.load(DEFAULT_MODEL)
+    assert 0 < s.threshold < 1 and s.meta.get("cv_auroc", 0) > 0.6
+    v = MathVerifier(VerifyConfig(embedding_model=None))
+    a = v.analyze(Q, GOOD, "72")
+    assert a.step_probs is not None and len(a.step_probs) == len(a.steps)
+    assert all(0 <= p <= 1 for p in a.step_probs)
+    assert v.score(Q, GOOD, "72").first_error_step is None
+
+
+def test_learned_rejection_sets_the_first_error(tmp_path):
+    # a scorer that rejects hedging steps: the earliest rejected step is the first error
+    v = MathVerifier(VerifyConfig(step_scorer=_model(tmp_path, n_hedges=20.0), embedding_model=None))
+    steps = ["She sold 48/2 = 24 clips in May.", "Wait, I think I made a mistake, maybe it is 25.",
+             "She sold 48+24 = 72 clips in all.", "#### 72"]
+    r = v.score(Q, steps, "72")
+    assert r.correct and r.first_error_step == 1
+    assert any("learned step scorer rejects" in n for n in r.notes)
+    # a wrong calculation before it still comes first
+    steps[0] = "She sold 48/2 = 25 clips in May."
+    assert v.score(Q, steps, "72").first_error_step == 0
+    # the threshold in the config overrides the model file's
+    v = MathVerifier(VerifyConfig(step_scorer=_model(tmp_path, n_hedges=20.0), step_threshold=1.0,
+                                  embedding_model=None))
+    assert v.score(Q, ["She sold 48/2 = 24 clips in May.", *steps[1:]], "72").first_error_step is None
+
+
+def test_version_reaches_the_verify_stage_metrics():
+    from tasks.verify import verifier_info
+
+    assert isinstance(VERIFIER_VERSION, int)
+    assert verifier_info() == {"verifier_version": VERIFIER_VERSION}
+
+
+def test_similarity_without_embeddings_is_lexical():
+    v = MathVerifier(VerifyConfig(embedding_model=None))
+    assert v.similarity(GOOD, GOOD) == 1.0
+    assert 0.0 <= v.similarity(GOOD, "The weather is nice today.") < 0.5
