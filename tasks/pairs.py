@@ -105,6 +105,7 @@ class Candidate:
     process_wrongness: float
     absurdity: float
     lp_source: str = "sample"
+    flagged: bool = False  # the verifier found an erroneous step (first_error_step is set)
 
     @property
     def confidence(self) -> float:
@@ -232,7 +233,8 @@ def _candidates(pid: str, group: Sequence[Sample], verdict_of: Mapping, cfg: Pai
         count[f"samples_{kind}"] += 1
         if kind == "degenerate":
             count[f"samples_degenerate_{v.degenerate}"] += 1
-        out.append(Candidate(s.index, s.text, min(lp, 0.0), kind, v.wrongness, w_proc, v.absurdity))
+        out.append(Candidate(s.index, s.text, min(lp, 0.0), kind, v.wrongness, w_proc, v.absurdity,
+                             flagged=v.first_error_step is not None))
     return out
 
 
@@ -345,7 +347,7 @@ def build_pairs(
     weights = final_weights(cfg, raws) if strategy == "weighted" else [(1.0, False)] * len(drafts)
     pairs = [
         Pair(problem_id=p.id, prompt=prompts[p.id], chosen=c.text, rejected=r.text, weight=w, strategy=strategy,
-             chosen_index=c.index, rejected_index=r.index, rejected_kind=r.kind, chosen_sound=c.kind != "unsound",
+             chosen_index=c.index, rejected_index=r.index, rejected_kind=r.kind, chosen_sound=not c.flagged,
              confidence_chosen=c.confidence, confidence_rejected=r.confidence,
              confidence_chosen_source=c.lp_source, similarity=sim, wrongness=r.wrongness,
              process_wrongness=r.process_wrongness, absurdity=r.absurdity, perplexity=r.perplexity,
@@ -421,6 +423,7 @@ def _stats(strategy: str, probs: Mapping[str, Problem], samples: Sequence[Sample
         **{k: count.get(k, 0) for k in COUNT_KEYS},
         **{f"pairs_rejected_{k}": kinds.get(k, 0) for k in ("incorrect", "unsound", "degenerate")},
         "pairs_reference_chosen": sum(p.chosen_index is None for p in pairs),
+        "share_chosen_sound": (sum(p.chosen_sound for p in pairs) / n) if n else float("nan"),
         "share_reference_chosen": (sum(p.chosen_index is None for p in pairs) / n) if n else float("nan"),
         "weight_mean": agg(ws, statistics.fmean),
         "weight_std": agg(ws, statistics.pstdev),

@@ -59,7 +59,8 @@ class Pair(Record):
     chosen_index: int | None = Field(None, description="Sample index; None = reference solution.")
     rejected_index: int
     rejected_kind: NegativeKind = Field("incorrect", description="incorrect | unsound | degenerate")
-    chosen_sound: bool = Field(True, description="The verifier finds no erroneous step in the chosen.")
+    chosen_sound: bool = Field(True, description="The verifier finds no erroneous step in the chosen (a "
+                               "reference counts as sound).")
     confidence_chosen: float
     confidence_rejected: float
     confidence_chosen_source: Literal["sample", "model", "mean"] = Field(

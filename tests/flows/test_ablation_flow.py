@@ -23,8 +23,8 @@ def _keys(cfg) -> dict[str, str]:
 
 def test_profile_plan_shares_the_chain_and_separates_arms_and_seeds():
     cfg = load_config(PROFILE, [])
-    assert [a.name for a in cfg.ablation.arms] == ["random", "uniform", "weighted-0.3", "weighted-0.6",
-                                                   "weighted-1.0"]
+    assert [a.name for a in cfg.ablation.arms] == ["random", "uniform", "weighted-0.3", "weighted-0.3-original",
+                                                   "weighted-0.3-answer-only"]
     assert cfg.ablation.seeds == [0, 1, 2] and cfg.data.synthetic.n_test >= 500
     keys = _keys(cfg)
     assert len(keys) == 6 + 5 * (1 + 2 * 3)  # shared chain + evaluate/sft, then pairs + (dpo, evaluate) × seeds
@@ -36,9 +36,11 @@ def test_profile_plan_shares_the_chain_and_separates_arms_and_seeds():
     dpo = {keys[f"dpo/{a.name}/s{s}"] for a in cfg.ablation.arms for s in cfg.ablation.seeds}
     assert len(pairs) == 5 and len(dpo) == 15
     nodes = dict((n.name, (c, n)) for c, n in ablation_nodes(cfg))
-    c, n = nodes["dpo/weighted-1.0/s2"]
-    assert (c.pairs.strategy, c.pairs.lam, c.dpo.seed, n.inputs) == (
-        "weighted", 1.0, 2, (("sft", "sft"), ("pairs", "pairs/weighted-1.0")))
+    c, n = nodes["dpo/weighted-0.3-original/s2"]
+    assert (c.pairs.strategy, c.pairs.lam, c.pairs.weights.formula, c.dpo.seed, n.inputs) == (
+        "weighted", 0.3, "original", 2, (("sft", "sft"), ("pairs", "pairs/weighted-0.3-original")))
+    c, _ = nodes["pairs/weighted-0.3-answer-only"]
+    assert (c.pairs.soundness, nodes["pairs/weighted-0.3"][0].pairs.soundness) == ("answer_only", "first_error")
     assert nodes["pairs/uniform"][0].pairs.lam == cfg.pairs.lam  # uniform keeps the profile's λ (unused)
 
 
@@ -50,7 +52,7 @@ REDUCED = [
     "warmup_steps: 1}",
     "sft.max_steps=2", "sft.batch_size=4", "sft.save_steps=2", "sft.max_seq_len=256",
     "sample.engine=hf", "sample.k=3", "sample.max_tokens=24", "sample.shard_size=4",
-    "verify.time_budget_s=30", "verify.max_error_share=1.0",
+    "verify.time_budget_s=30", "verify.max_error_share=1.0", "pairs.negatives=[incorrect, unsound, degenerate]",
     "dpo.max_steps=1", "dpo.batch_size=2", "dpo.save_steps=1", "dpo.max_length=256", "dpo.max_prompt_length=128",
     "evaluate.engine=hf", "evaluate.max_tokens=24", "evaluate.bootstrap_samples=50",
     "ablation.arms=[{name: random, strategy: random}, {name: weighted-0.3, strategy: weighted, lam: 0.3}]",

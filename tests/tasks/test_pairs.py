@@ -187,8 +187,8 @@ def test_unsound_correct_is_never_chosen_and_is_a_negative_of_its_own():
     assert {p.chosen_index for p in old} == {1} and [p.rejected_index for p in old] == [2]
     lucky_only = [sample("p", 0, -0.1, "lucky"), sample("p", 2, -0.3, "wrong")]
     v2 = [verdict("p", 0, True, 0.3, first_error_step=0), verdict("p", 2, False, 0.5)]
-    old, _ = build([problem("p")], lucky_only, v2, PairsConfig(soundness="answer_only"), "weighted", no_sim)
-    assert [p.chosen_index for p in old] == [0]
+    old, stats = build([problem("p")], lucky_only, v2, PairsConfig(soundness="answer_only"), "weighted", no_sim)
+    assert [p.chosen_index for p in old] == [0] and not old[0].chosen_sound and stats["share_chosen_sound"] == 0.0
     new, stats = build([problem("p")], lucky_only, v2, PairsConfig(), "weighted", no_sim)
     assert {p.chosen_index for p in new} == {None} and stats["problems_reference_chosen"] == 1
 
