@@ -50,7 +50,7 @@ import logging
 import math
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -225,8 +225,29 @@ class _Progress:
                  self.done, self.n_problems, 100 * self.done / max(1, self.n_problems), self.last - self.t0)
 
 
-def run_sample(cfg, model_dir: Path, data_dir: Path, out: Path) -> dict[str, Any]:
-    """Sample ``cfg.sample.k`` solutions per pool problem into ``out/samples``; see the module doc."""
+def sample_one_shard(cfg, model_dir: Path, data_dir: Path, out: Path, i: int) -> int:
+    """Generate and commit shard ``i`` alone (HF engine, or a one-shard vLLM worker), exactly as
+    :func:`run_sample` would: the unit a distributed task runner maps over (``flows.sample_scaleout``).
+    Returns its token count (0 when it was already complete)."""
+    sc = cfg.sample
+    problems = read_pool(Path(data_dir) / "pool.jsonl", sc.limit)
+    plan = shards(problems, sc.shard_size)
+    folder = Path(out) / SAMPLES_DIR
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / shard_name(i)
+    if shard_is_complete(path, plan[i], sc.k):
+        return 0
+    single = cfg.model_copy(update={"sample": sc.model_copy(update={"score_references": False})})
+    return int(run_sample(single, model_dir, data_dir, out, only=[i])["new_tokens"])
+
+
+def run_sample(cfg, model_dir: Path, data_dir: Path, out: Path,
+               map_shards: Callable[[list[int]], None] | None = None,
+               only: list[int] | None = None) -> dict[str, Any]:
+    """Sample ``cfg.sample.k`` solutions per pool problem into ``out/samples``; see the module doc.
+
+    ``map_shards(todo)`` (optional) generates the missing shards elsewhere, e.g. as Prefect tasks on a
+    Dask cluster each running :func:`sample_one_shard`; this function then only checks and summarises."""
     sc = cfg.sample
     model_dir, data_dir, out = Path(model_dir), Path(data_dir), Path(out)
     problems = read_pool(data_dir / "pool.jsonl", sc.limit)
@@ -236,12 +257,13 @@ def run_sample(cfg, model_dir: Path, data_dir: Path, out: Path) -> dict[str, Any
     tokenizer = load_tokenizer(model.tokenizer, trust_remote_code=cfg.model.trust_remote_code)
     folder = out / SAMPLES_DIR
     folder.mkdir(parents=True, exist_ok=True)
-    for stale in folder.glob("*.tmp"):  # a write cut short by a crash
-        stale.unlink()
     plan = shards(problems, sc.shard_size)
-    keep = {folder / shard_name(i) for i in range(len(plan))} | {folder / part_name(i) for i in range(len(plan))}
-    for extra in {*folder.glob("shard-*.jsonl"), *folder.glob("shard-*.partial")} - keep:
-        extra.unlink()
+    if only is None:  # (with ``only``, other workers may be writing the other shards)
+        for stale in folder.glob("*.tmp"):  # a write cut short by a crash
+            stale.unlink()
+        keep = {folder / shard_name(i) for i in range(len(plan))} | {folder / part_name(i) for i in range(len(plan))}
+        for extra in {*folder.glob("shard-*.jsonl"), *folder.glob("shard-*.partial")} - keep:
+            extra.unlink()
     base_q = base_quantization(cfg, model)
     engine, why = resolve_engine(sc.engine, sc.vllm)
     vllm_cfg = sc.vllm
@@ -256,13 +278,15 @@ def run_sample(cfg, model_dir: Path, data_dir: Path, out: Path) -> dict[str, Any
                                                                      **vllm_cfg.engine_kwargs}})
     log.info("sample: engine %s (%s); adapter on the %s base", engine, why,
              "4-bit (as trained)" if base_q == "4bit" else "full-precision")
-    _check_engine(folder, engine)
-
-    write_jsonl(out / PROMPTS_FILE, ({"problem_id": p.id, "prompt": user_turn(p.question, sc.instruction)}
-                                     for p in problems))
+    if only is None:
+        _check_engine(folder, engine)
+        write_jsonl(out / PROMPTS_FILE, ({"problem_id": p.id, "prompt": user_turn(p.question, sc.instruction)}
+                                         for p in problems))
     stats: dict[int, dict[str, Any]] = {}
     todo = []
     for i, chunk in enumerate(plan):
+        if only is not None and i not in only:
+            continue
         path = folder / shard_name(i)
         if shard_is_complete(path, chunk, sc.k):
             stats[i] = shard_stats(path)
@@ -278,6 +302,16 @@ def run_sample(cfg, model_dir: Path, data_dir: Path, out: Path) -> dict[str, Any
                   adapter_mode=sc.adapter_mode)
     t_stage = time.perf_counter()
     timing: dict[str, Any] = {}
+    if map_shards is not None and todo:
+        log.info("sample: %d shards handed to the task runner", len(todo))
+        map_shards(list(todo))
+        for i in todo:
+            if not shard_is_complete(folder / shard_name(i), plan[i], sc.k):
+                raise RuntimeError(f"sample: shard {i} was not written by the task runner")
+            stats[i] = shard_stats(folder / shard_name(i))
+        done_by_runner, todo = list(todo), []
+    else:
+        done_by_runner = []
 
     def commit(i: int, gens: list[list[Generation]], dt: float | None) -> None:
         path = folder / shard_name(i)
@@ -319,8 +353,12 @@ def run_sample(cfg, model_dir: Path, data_dir: Path, out: Path) -> dict[str, Any
             if sc.score_references:
                 refs = score_references(cfg, model, tokenizer, problems, out / REFERENCES_FILE)
     seconds = time.perf_counter() - t_stage
-    new_tokens = sum(stats[i]["tokens"] for i in todo if i in stats)
+    new_tokens = sum(stats[i]["tokens"] for i in [*todo, *done_by_runner] if i in stats)
+    if only is not None:
+        return {"new_tokens": new_tokens, "seconds": seconds}
     metrics = summarise([stats[i] for i in range(len(plan))], len(problems), new_tokens, seconds, resumed)
+    if done_by_runner:
+        metrics["shards_by_task_runner"] = len(done_by_runner)
     metrics.update(engine=engine, engine_vllm=int(engine == "vllm"), engine_reason=why,
                    base_quantization=base_q)
     if timing:
