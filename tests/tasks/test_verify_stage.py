@@ -198,3 +198,32 @@ def test_verify_stage_fails_when_errors_pass_the_threshold(shared_data, tmp_path
         run_verify(tiny_cfg, sample_dir, data_dir, tmp_path / "verify")
     assert "injected failure 0" in str(e.value)
     assert not (tmp_path / "verify" / "verdicts.jsonl").exists()
+
+
+def test_near_miss_beats_truncated_and_looping_negatives(shared_data, tmp_path, tiny_cfg):
+    """Hand-made Natalia samples, scored by the real verifier: a truncated output whose last number is the gold
+    is never correct, and the hard negative is the near miss, not the truncated or looping output (which the
+    model is made *more* confident in here)."""
+    rows = [json.loads(line) for line in (shared_data / "gsm8k" / "train.jsonl").open().readlines()[:1]]
+    prob = Problem(id="g-0", question=rows[0]["question"], answer="72", solution=rows[0]["answer"], source="gsm8k",
+                   split="train")
+    truncated = "Natalia sold 48 / 2 = 24 clips in May.\nAltogether she sold 48 + 24 = 72"
+    looping = "Natalia sold 48 / 2 = 24 clips in May.\n" * 6 + "The answer is \\boxed{24}."
+    samples = [sample("g-0", 0, NATALIA_OK, -0.3), sample("g-0", 1, NATALIA_DOUBLE, -0.3),
+               sample("g-0", 2, truncated, -0.05).model_copy(update={"finish_reason": "length"}),
+               sample("g-0", 3, looping, -0.05)]
+    write_jsonl(tmp_path / "data" / "pool.jsonl", [prob])
+    write_jsonl(tmp_path / "sample" / "samples" / "shard-00000.jsonl", samples)
+    write_jsonl(tmp_path / "sample" / "prompts.jsonl", [{"problem_id": "g-0", "prompt": prob.question}])
+    run_verify(tiny_cfg, tmp_path / "sample", tmp_path / "data", tmp_path / "verify")
+    vs = {v.index: v for v in read_records(tmp_path / "verify" / "verdicts.jsonl", Verdict)}
+    assert vs[2].degenerate == "truncated" and not vs[2].correct and vs[3].degenerate == "looping"
+    assert vs[0].correct and vs[0].degenerate is None and not vs[1].correct
+
+    from tasks.pairs import run_pairs
+
+    cfg = tiny_cfg.model_copy(update={"pairs": tiny_cfg.pairs.model_copy(update={"per_problem": 1})})
+    stats = run_pairs(cfg, "weighted", tmp_path / "sample", tmp_path / "verify", tmp_path / "data", tmp_path / "p")
+    (pair,) = read_records(tmp_path / "p" / "pairs.jsonl", Pair)
+    assert (pair.chosen_index, pair.rejected_index) == (0, 1)
+    assert stats["samples_degenerate_truncated"] == 1 and stats["samples_degenerate_looping"] == 1
