@@ -26,6 +26,7 @@ from __future__ import annotations
 import importlib
 import inspect
 import logging
+import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -254,10 +255,11 @@ def execute_stage(cfg: Config, node: Node, inputs: Mapping[str, Manifest],
     if find_complete(artifacts_root(cfg), node.stage, key) is None:
         from tasks.progress import stage_logger
 
-        work = stage_dir(artifacts_root(cfg), node.stage, key)
-        resuming = node.stage in RESUMABLE and (work.parent / f".tmp-{key}").is_dir()
-        stage_logger().info(f"stage {node.name}: started ({key}) {'resuming in' if resuming else 'building'} "
-                            f"{work.parent / ('.tmp-' + key)}")
+        parent = stage_dir(artifacts_root(cfg), node.stage, key).parent
+        resumable = node.stage in RESUMABLE
+        work = parent / (f".tmp-{key}" if resumable else f".tmp-{key}-{os.getpid()}")
+        how = "resuming in" if resumable and work.is_dir() else "building in"
+        stage_logger().info(f"stage {node.name}: started ({key}) {how} {work}")
     return build_stage(artifacts_root(cfg), node.stage, stage_version(node.stage),
                        stage_config(cfg, node.stage, node.strategy), keyed, build,
                        resume_dir=node.stage in RESUMABLE)

@@ -128,7 +128,7 @@ def test_stage_started_line_only_when_building(fake_stages, root, base_overrides
     node = runner.pipeline(cfg)[0]
     m = runner.execute_stage(cfg, node, {})
     started = [r.getMessage() for r in caplog.records if ": started (" in r.getMessage()]
-    assert started == [f"stage data: started ({m.key}) building {root / 'data' / ('.tmp-' + m.key)}"]
+    assert started == [f"stage data: started ({m.key}) building in {root / 'data' / f'.tmp-{m.key}-{os.getpid()}'}"]
     caplog.clear()
     runner.execute_stage(cfg, node, {})  # complete: no started line
     assert not [r for r in caplog.records if ": started (" in r.getMessage()]
