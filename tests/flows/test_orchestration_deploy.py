@@ -55,10 +55,10 @@ def test_prefect_yaml_deployments_load_and_validate():
 
     spec = yaml.safe_load((ROOT / "prefect.yaml").read_text())
     deps = {d["name"]: d for d in spec["deployments"]}
-    assert set(deps) == {"full", "reevaluate", "ablation", "full-gpu"}
-    expected_flow = {"full": "hnsdpo", "reevaluate": "reevaluate", "ablation": "ablation", "full-gpu": "hnsdpo"}
-    for name, d in deps.items():  # full-gpu: the Kubernetes GPU pool (tests/flows/test_k8s_pool.py)
-        assert d["work_pool"]["name"] == ("hnsdpo-k8s-gpu" if name == "full-gpu" else POOL)
+    assert set(deps) == {"full", "reevaluate", "ablation"}
+    expected_flow = {"full": "hnsdpo", "reevaluate": "reevaluate", "ablation": "ablation"}
+    for name, d in deps.items():
+        assert d["work_pool"]["name"] == POOL
         flow = load_flow_from_entrypoint(str(ROOT / d["entrypoint"]))
         assert flow.name == expected_flow[name]  # so `prefect deployment run hnsdpo/full` names it
         flow.validate_parameters(d["parameters"])
