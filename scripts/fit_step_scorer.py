@@ -11,7 +11,8 @@ Model: L2 logistic regression (liblinear) on standardised dense features + binar
 chosen by 5-fold cross-validation grouped by problem (train only); the printed CV AUROC is out-of-fold.
 Threshold: the out-of-fold probability cut that maximises first-error-step F1 on the train trajectories
 (every rated row: its chosen prefix + the candidate; the first step that the scorer or a wrong calculation rejects vs the first ``-1`` step), among cuts
-that flag at most ``--max-ref-flag`` of a seeded sample of MATH train reference solutions. Deterministic
+that give a first error (either channel) to at most ``--max-ref-flag`` of seeded samples of MATH and of
+GSM8K train reference solutions (all correct). Deterministic
 (``--seed``). Usage::
 
     HF_HUB_OFFLINE=1 .venv/bin/python scripts/fit_step_scorer.py [--data ../shared/data] [--workers 2]
@@ -66,14 +67,14 @@ def featurize(args) -> tuple[list[float], list[int]] | None:
         return None
 
 
-def ref_max_probs(args):
-    """Per-step features of one reference solution (all steps)."""
+def ref_features(args):
+    """Per-step features of one correct reference solution (all steps), and whether the symbolic channel
+    alone already names a first erroneous step in it."""
     question, solution, gold = args
     v = _verifier()
     try:
         a = v.analyze(question, solution, gold)
-        strong = [f.step for f in a.flags if f.dim in ("symbolic_validity", "step_ordering")]
-        return step_features(question, a.steps, a.calcs, a.flags, gold), bool(strong)
+        return step_features(question, a.steps, a.calcs, a.flags, gold), a.first_error_step is not None
     except Exception:  # noqa: BLE001
         return None
 
@@ -127,18 +128,21 @@ def trajectories(rows: list[dict]) -> list[list[int | None]]:
 
 def first_error_scores(rows, trajs, probs, strong, t) -> tuple[float, float]:
     """(accuracy, F1) of the first rejected step (probability > t or a wrong calculation) against the first
-    step rated -1, over trajectories. Accuracy counts "no error" agreements; F1 treats a located first
-    error as a detection: true positive when it is the gold first error."""
-    hit = tp = n_pred = n_gold = 0
+    step rated -1, over trajectories. F1 is ProcessBench's: the harmonic mean of the exact-step accuracy on
+    trajectories with an error and the no-error accuracy on those without."""
+    hit = hit_err = hit_ok = n_err = 0
     for tr in trajs:
         gold = next((k for k, i in enumerate(tr) if i is not None and rows[i]["rating"] == -1), None)
         pred = next((k for k, i in enumerate(tr) if i is not None and (probs[i] > t or strong[i])), None)
         hit += gold == pred
-        n_pred += pred is not None
-        n_gold += gold is not None
-        tp += pred is not None and pred == gold
-    p, r = tp / n_pred if n_pred else 0.0, tp / n_gold if n_gold else 0.0
-    return hit / len(trajs), (2 * p * r / (p + r) if p + r else 0.0)
+        if gold is None:
+            hit_ok += pred is None
+        else:
+            n_err += 1
+            hit_err += pred == gold
+    a_err = hit_err / n_err if n_err else 0.0
+    a_ok = hit_ok / (len(trajs) - n_err) if len(trajs) > n_err else 0.0
+    return hit / len(trajs), (2 * a_err * a_ok / (a_err + a_ok) if a_err + a_ok else 0.0)
 
 
 def main() -> None:
@@ -149,7 +153,7 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--limit", type=int, default=None, help="about this many rows (whole problems)")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--n-refs", type=int, default=400, help="MATH train references for the false-flag check")
+    ap.add_argument("--n-refs", type=int, default=300, help="MATH and GSM8K train references for the false-flag check")
     ap.add_argument("--max-ref-flag", type=float, default=0.04)
     a = ap.parse_args()
     from sklearn.linear_model import LogisticRegression
@@ -209,11 +213,14 @@ def main() -> None:
     d_idx = {n: k for k, n in enumerate(DENSE)}
     strong = [bool(f[0][d_idx["calc_wrong_any"]] or f[0][d_idx["alg_wrong"]]) for f in feats]
     chain_list = trajectories(rows)
-    math_rows = [json.loads(x) for x in (data / "math" / "train.jsonl").open(encoding="utf-8")]
-    math_rows = random.Random(a.seed).sample(math_rows, min(a.n_refs, len(math_rows)))
-    with mp.get_context("fork").Pool(a.workers) as pool:
-        refs = pool.map(ref_max_probs, [(r["problem"], r["solution"], r["answer"]) for r in math_rows], chunksize=16)
-    refs = [x for x in refs if x is not None]
+    refs = {}
+    for name, rel, qk, sk, gk in (("MATH", "math/train.jsonl", "problem", "solution", "answer"),
+                                  ("GSM8K", "gsm8k/train.jsonl", "question", "answer", None)):
+        rr = [json.loads(x) for x in (data / rel).open(encoding="utf-8")]
+        rr = random.Random(a.seed).sample(rr, min(a.n_refs, len(rr)))
+        jobs = [(r[qk], r[sk], r[gk] if gk else r[sk].split("####")[-1].strip()) for r in rr]
+        with mp.get_context("fork").Pool(a.workers) as pool:
+            refs[name] = [x for x in pool.map(ref_features, jobs, chunksize=16) if x is not None]
 
     def ref_max(feats_r):
         if not feats_r:
@@ -221,21 +228,21 @@ def main() -> None:
         Xr, _, _ = build_matrix(feats_r, mean, scale)
         return float(model.predict_proba(Xr)[:, 1].max())
 
-    ref_p = np.array([ref_max(fr) for fr, _ in refs])
-    ref_strong = np.array([s for _, s in refs])
+    ref_p = {k: np.array([ref_max(fr) for fr, _ in v]) for k, v in refs.items()}
+    ref_sym = {k: np.array([s for _, s in v]) for k, v in refs.items()}
     grid = [round(x, 3) for x in np.arange(0.3, 0.99, 0.01)]
     rows_t = []
     for t in grid:
         acc, f1 = first_error_scores(rows, chain_list, oof, strong, t)
-        ff = float(np.mean((ref_p > t) | ref_strong))
+        ff = max(float(np.mean((ref_p[k] > t) | ref_sym[k])) for k in refs)  # the worse of MATH and GSM8K
         rows_t.append((t, acc, f1, ff))
     ok = [r for r in rows_t if r[3] <= a.max_ref_flag] or [max(rows_t, key=lambda r: -r[3])]
     t, acc, f1, ff = max(ok, key=lambda r: (r[2], r[0]))
+    sym_ff = {k: round(float(np.mean(v)), 4) for k, v in ref_sym.items()}
     base_acc, base_f1 = first_error_scores(rows, chain_list, oof, strong, 2.0)
     print(f"{len(chain_list)} train trajectories: first-error accuracy / F1 symbolic only {base_acc:.4f} / "
           f"{base_f1:.4f}; with the scorer at threshold {t}: {acc:.4f} / {f1:.4f}; MATH train references "
-          f"flagged {ff:.4f} "
-          f"(symbolic alone {float(np.mean(ref_strong)):.4f}, n={len(refs)})")
+          f"flagged {ff:.4f} (worse of MATH/GSM8K; symbolic alone {sym_ff}, n={a.n_refs} each)")
     out = {
         "version": "step_scorer-v1", "kind": "logistic_regression",
         "feature_spec": {"feature_version": FEATURE_VERSION, "dense": list(DENSE), "n_hash": N_HASH,
@@ -248,9 +255,10 @@ def main() -> None:
         "meta": {"data": "PRM800K phase1_train_plus (MATH train problems)", "n_steps": int(len(y)),
                  "n_bad": int(y.sum()), "C": C, "seed": a.seed, "cv_auroc": round(float(auc), 4),
                  "cv": "5-fold GroupKFold by problem",
-                 "train_first_error_accuracy": round(acc, 4), "train_first_error_f1": round(f1, 4), "math_train_ref_flag_rate": round(ff, 4),
-                 "threshold_rule": f"max OOF first-error F1 on train trajectories with <= {a.max_ref_flag} of "
-                                   f"{len(refs)} MATH train references flagged",
+                 "train_first_error_accuracy": round(acc, 4), "train_first_error_f1": round(f1, 4), "train_ref_flag_rate": round(ff, 4), "train_ref_flag_rate_symbolic": sym_ff,
+                 "threshold_rule": f"max OOF first-error F1 (ProcessBench-style) on train trajectories with <= "
+                                   f"{a.max_ref_flag} of {a.n_refs} MATH and of {a.n_refs} GSM8K train reference "
+                                   "solutions given a first error (either channel)",
                  "sklearn": __import__("sklearn").__version__},
     }
     Path(a.out).parent.mkdir(parents=True, exist_ok=True)

@@ -35,7 +35,8 @@ operand used before it is derived (``step_ordering``), (b) for an incorrect solu
 first step of the final answer's derivation that reaches a value the reference never does, and (c) the
 first step whose P(bad) is above the threshold (``VerifyConfig.step_threshold``, default the model
 file's, chosen on PRM800K train); else the weaker flags (logical consistency, unbalanced brackets); else,
-for an incorrect solution, the step where its wrong final value first appears.
+for a solution that a gold answer shows incorrect, the step where its wrong final value first appears
+(without a gold answer nothing says the solution is wrong: no step is named).
 
 Semantic alignment uses the embedding model (``VerifyConfig.embedding_model``, default ``"auto"``: the
 packaged all-MiniLM-L6-v2 when installed) only where the lexical measures see a mismatch; in
@@ -296,6 +297,13 @@ class MathVerifier:
         self._scorer_note: str | None = None
         self._scorer_loaded = False
 
+    def warm_up(self) -> MathVerifier:
+        """Load the lazy resources now (learned scorer, embedding model) rather than inside a first call."""
+        _ = self.scorer
+        if self._embedder is not None:
+            _ = self._embedder.available
+        return self
+
     @property
     def scorer(self) -> StepScorer | None:
         """The learned step scorer (loaded on first use; None when disabled or missing, see ``scorer_note``)."""
@@ -356,13 +364,17 @@ class MathVerifier:
 
     def embed_alignment(self, items: Sequence[Mapping], verdicts: Sequence[Verdict]) -> list[Verdict]:
         """Verdicts with ``semantic_alignment`` recomputed from embeddings where the lexical measures saw a
-        mismatch (``semantic_alignment > 0``); one batched encode for all of them."""
+        mismatch (:attr:`Alignment.mismatch` > 0); one batched encode for all of them."""
+        def q(i: int) -> str:
+            x = items[i].get("question") if isinstance(items[i], Mapping) else None
+            return x[: self.config.max_text_chars] if isinstance(x, str) else ""
+
         todo = [i for i, v in enumerate(verdicts) if v.status == "ok" and v.steps
-                and v.dims.get("semantic_alignment", 0.0) > 0]
+                and v.dims.get("semantic_alignment", 0.0) > 0 and alignment(q(i), v.steps).mismatch > 0]
         out = list(verdicts)
         if not todo or self._embedder is None:
             return out
-        questions = [str(items[i].get("question") or "")[: self.config.max_text_chars] for i in todo]
+        questions = [q(i) for i in todo]
         texts = ["\n".join(verdicts[i].steps) for i in todo]
         vecs = self._embedder.embed_many(questions + texts)
         if vecs is None:
@@ -470,7 +482,7 @@ class MathVerifier:
         align = alignment(question, steps)
         if self._embedder is not None and self._embedder.error and use_embedding:
             notes.append(self._embedder.error)
-        elif self._embedder is not None and steps and align.score > 0 and use_embedding:
+        elif self._embedder is not None and steps and align.mismatch > 0 and use_embedding:
             # the lexical measures see a mismatch: the embedding confirms or clears it (model loaded once,
             # outside the time budget)
             if not self._embedder.loaded:
@@ -501,7 +513,9 @@ class MathVerifier:
         if scorer is not None and steps:
             if budget:
                 budget.check()
-            a.step_probs = scorer.step_probs(question, steps, calcs, flags, gold if gold_answer is not None else "")
+            known = {final: correct} if final is not None and gold_answer is not None else None
+            a.step_probs = scorer.step_probs(question, steps, calcs, flags, gold if gold_answer is not None else "",
+                                             known=known)
             a.step_threshold = self.step_threshold
         elif self.scorer_note:
             notes.append(self.scorer_note)
@@ -738,8 +752,8 @@ class MathVerifier:
                 or (f.dim == "structural_integrity" and f.note.startswith("unbalanced"))]
         if weak:
             return min(weak)
-        if a.correct or not a.steps:
-            return None
+        if a.correct or not a.steps or extract_answer(gold) is None:
+            return None  # correct, empty, or no gold answer to call it wrong against
         # wrong answer without a located error: the step where the wrong final value first appears
         if final_num is not None:
             for i, s in enumerate(a.steps):

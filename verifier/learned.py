@@ -33,7 +33,14 @@ from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
-from verifier.answers import answer_candidates, answers_equal
+from verifier.answers import (
+    answer_candidates,
+    answers_equal,
+    extract_answer,
+    normalize_answer,
+    numbers_equal,
+    parse_number,
+)
 from verifier.arith import Calculation, numbers_in, split_math
 
 FEATURE_VERSION = 1
@@ -74,18 +81,36 @@ def hashed_indices(step: str) -> list[int]:
     return sorted({zlib.crc32(g.encode("utf-8")) % N_HASH for g in grams})
 
 
+def _cheap_equal(gold: str, ans: str | None) -> bool:
+    """Normalised string or number equality (no math-verify): for intermediate answer-like steps."""
+    g = extract_answer(gold)
+    if ans is None or g is None:
+        return False
+    a, b = parse_number(ans), parse_number(g)
+    if a is not None and b is not None:
+        return numbers_equal(a, b)
+    return normalize_answer(ans) == normalize_answer(g)
+
+
+@lru_cache(maxsize=1024)
+def _question_info(question: str) -> tuple[frozenset[str], frozenset]:
+    """The question's words and numbers (cached: the samples of one problem share the question)."""
+    return frozenset(_words(question)), frozenset(numbers_in(question))
+
+
 def _words(text: str) -> set[str]:
     return set(_WORDS_RE.findall(text.lower()))
 
 
 def step_features(question: str, steps: Sequence[str], calcs: Sequence[Sequence[Calculation]], flags,
-                  gold: str = "", only: Sequence[int] | None = None) -> list[tuple[list[float], list[int]]]:
-    """(dense, hashed) features for each step (or the steps in ``only``); ``flags`` are ``StepFlag``s."""
+                  gold: str = "", only: Sequence[int] | None = None,
+                  known: dict[str, bool] | None = None) -> list[tuple[list[float], list[int]]]:
+    """(dense, hashed) features for each step (or the steps in ``only``); ``flags`` are ``StepFlag``s.
+    ``known`` maps answers already compared with ``gold`` to the outcome (the solution's final answer)."""
     per_step: dict[int, list] = {}
     for f in flags:
         per_step.setdefault(f.step, []).append(f)
-    q_words = _words(question)
-    q_nums = set(numbers_in(question))
+    q_words, q_nums = _question_info(question)
     seen_nums: set = set(q_nums)
     seen_words: set[str] = set()
     prefix_chars = 0
@@ -93,6 +118,7 @@ def step_features(question: str, steps: Sequence[str], calcs: Sequence[Sequence[
     want = set(range(len(steps))) if only is None else set(only)
     for i, step in enumerate(steps):
         nums = numbers_in(step)
+        words = _words(step)
         if i in want:
             cs = calcs[i] if i < len(calcs) else []
             ar = [c for c in cs if c.ok is not None and not c.algebraic]
@@ -102,10 +128,13 @@ def step_features(question: str, steps: Sequence[str], calcs: Sequence[Sequence[
             cands = answer_candidates(step)
             right = wrong = 0.0
             if cands and gold:
-                ok = answers_equal(gold, step)
+                if known is None:
+                    ok = answers_equal(gold, step)
+                else:  # the final answer's outcome is known; others get the cheap normalised comparison
+                    ans = extract_answer(step)
+                    ok = known[ans] if ans in known else _cheap_equal(gold, ans)
                 right, wrong = float(ok), float(not ok)
             low = step.lower()
-            words = _words(step)
             dense = [
                 math.log1p(len(ar)), math.log1p(sum(c.ok is False for c in ar)),
                 float(any(c.ok is False for c in ar)), math.log1p(len(al)),
@@ -127,7 +156,7 @@ def step_features(question: str, steps: Sequence[str], calcs: Sequence[Sequence[
             ]
             out.append((dense, hashed_indices(step)))
         seen_nums.update(nums)
-        seen_words |= _words(step)
+        seen_words |= words
         prefix_chars += len(step)
     return out
 
@@ -178,8 +207,10 @@ class StepScorer:
         z = max(-40.0, min(40.0, self.logit(dense, hashed)))
         return 1.0 / (1.0 + math.exp(-z))
 
-    def step_probs(self, question: str, steps, calcs, flags, gold: str = "") -> list[float]:
-        return [round(self.prob(d, h), 6) for d, h in step_features(question, steps, calcs, flags, gold)]
+    def step_probs(self, question: str, steps, calcs, flags, gold: str = "",
+                   known: dict[str, bool] | None = None) -> list[float]:
+        return [round(self.prob(d, h), 6) for d, h in step_features(question, steps, calcs, flags, gold,
+                                                                     known=known)]
 
 
 @lru_cache(maxsize=8)

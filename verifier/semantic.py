@@ -113,6 +113,7 @@ class Alignment:
     lexical: float
     off_topic_steps: list[int] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    mismatch: float = 0.0  # the quantity/word mismatch part of ``score`` (off-topic steps excluded)
 
 
 def _is_math(step: str) -> bool:
@@ -167,7 +168,7 @@ def alignment(question: str, steps: list[str], embed_sim: float | None = None) -
     if mismatch < DEAD_ZONE:
         mismatch = 0.0  # a terse or symbol-heavy solution of the right question is not misaligned
     score = mismatch + min(0.6, 0.4 * len(off_topic))
-    return Alignment(round(min(1.0, score), 6), coverage, round(lexical, 6), off_topic, notes)
+    return Alignment(round(min(1.0, score), 6), coverage, round(lexical, 6), off_topic, notes, round(mismatch, 6))
 
 
 # below this the quantity/lexical mismatch is noise. Measured on 500 MATH train reference solutions: 38%
@@ -264,8 +265,15 @@ class Embedder:
         keys = [t[:4000] for t in texts]
         todo = list(dict.fromkeys(k for k in keys if k not in self._cache))
         if todo:
-            vecs = self._model.encode(todo, batch_size=self.batch_size, normalize_embeddings=True,
-                                      show_progress_bar=False, convert_to_numpy=True)
+            import torch
+
+            threads = torch.get_num_threads()
+            torch.set_num_threads(1)  # small batches: threads only contend with the verifier's workers
+            try:
+                vecs = self._model.encode(todo, batch_size=self.batch_size, normalize_embeddings=True,
+                                          show_progress_bar=False, convert_to_numpy=True)
+            finally:
+                torch.set_num_threads(threads)
             for k, v in zip(todo, vecs, strict=True):
                 self._cache[k] = v
         out = []

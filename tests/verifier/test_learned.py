@@ -8,7 +8,15 @@ import pytest
 
 from conf.schema import VerifyConfig
 from verifier import VERIFIER_VERSION, MathVerifier
-from verifier.learned import DEFAULT_MODEL, DENSE, FEATURE_VERSION, N_HASH, StepScorer, hashed_indices, load_scorer
+from verifier.learned import (
+    DEFAULT_MODEL,
+    DENSE,
+    FEATURE_VERSION,
+    N_HASH,
+    StepScorer,
+    hashed_indices,
+    load_scorer,
+)
 
 Q = "Natalia sold 48 clips in April and half as many in May. How many clips did she sell in all?"
 GOOD = "She sold 48/2 = 24 clips in May.\nShe sold 48+24 = 72 clips in all.\n#### 72"
