@@ -13,7 +13,7 @@ would give). Usage::
 
 ``--false-flags`` instead scores a seeded sample of correct reference solutions from the TRAIN splits
 (MATH ``solution``, GSM8K ``answer``) and prints the share with any dimension except answer_correctness
-above 0, and with logical_consistency, semantic_alignment, symbolic_validity above 0 separately.
+above 0, with each process dimension above 0 separately, and with a first erroneous step (either channel).
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ def load(data: Path, n: int) -> dict[str, list[dict]]:
 
 def _timed_worker(args):
     config_json, items = args
-    v = MathVerifier(VerifyConfig.model_validate_json(config_json))
+    v = MathVerifier(VerifyConfig.model_validate_json(config_json)).warm_up()  # model loads are not latency
     v.score(**items[0])  # warm-up (imports)
     lat, cpu = [], []
     for it in items:
@@ -68,7 +68,7 @@ def full(items: list[dict], workers: int) -> dict:
 
 
 def single(items: list[dict]) -> tuple[float, list[float]]:
-    v = MathVerifier()
+    v = MathVerifier().warm_up()
     v.score(**items[0])
     lats = []
     t0 = time.perf_counter()
@@ -114,19 +114,22 @@ def false_flags(data: Path, n: int, seed: int) -> None:
 
     v = MathVerifier()
     print("| reference solutions (train) | n | any flag | logical_consistency | semantic_alignment "
-          "| symbolic_validity | step_ordering | structural_integrity |\n| --- | --- | --- | --- | --- | --- | --- | --- |")
+          "| symbolic_validity | step_ordering | structural_integrity | first error located |\n"
+          "| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for name, path, q, s, g in (("MATH", "math/train.jsonl", "problem", "solution", "answer"),
                                 ("GSM8K", "gsm8k/train.jsonl", "question", "answer", None)):
         rows = [json.loads(x) for x in (data / path).read_text().splitlines() if x.strip()]
         rows = random.Random(seed).sample(rows, min(n, len(rows)))
         counts = dict.fromkeys(("any", "logical_consistency", "semantic_alignment", "symbolic_validity",
-                                "step_ordering", "structural_integrity"), 0)
+                                "step_ordering", "structural_integrity", "first_error"), 0)
         for r in rows:
             gold = r[g] if g else r[s].split("####")[-1].strip()
-            d = v.score(r[q], r[s], gold).dims
+            verdict = v.score(r[q], r[s], gold)
+            d = verdict.dims
             counts["any"] += any(x > 0 for k, x in d.items() if k != "answer_correctness")
+            counts["first_error"] += verdict.first_error_step is not None
             for k in counts:
-                if k != "any":
+                if k not in ("any", "first_error"):
                     counts[k] += d[k] > 0
         print(f"| {name} | {len(rows)} | " + " | ".join(f"{100 * c / len(rows):.1f}%" for c in counts.values()) + " |")
 

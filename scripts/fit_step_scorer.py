@@ -28,6 +28,7 @@ import multiprocessing as mp
 import random
 import sys
 import time
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -182,7 +183,7 @@ def main() -> None:
     rows = [rows[i] for i in keep]
     feats = [feats[i] for i in keep]
     y = np.array([int(r["rating"] == -1) for r in rows])
-    groups = np.array([hash(r["instruction"]) % (1 << 30) for r in rows])
+    groups = np.array([zlib.crc32(r["instruction"].encode("utf-8")) for r in rows])  # stable across runs
     X, mean, scale = build_matrix(feats)
     print(f"bad steps: {y.sum()} of {len(y)} ({y.mean():.3f})")
 

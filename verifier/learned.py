@@ -41,7 +41,8 @@ from verifier.answers import (
     numbers_equal,
     parse_number,
 )
-from verifier.arith import Calculation, numbers_in, split_math
+from verifier.arith import Calculation, split_math
+from verifier.semantic import cached_numbers
 
 FEATURE_VERSION = 1
 N_HASH = 1 << 14
@@ -95,7 +96,7 @@ def _cheap_equal(gold: str, ans: str | None) -> bool:
 @lru_cache(maxsize=1024)
 def _question_info(question: str) -> tuple[frozenset[str], frozenset]:
     """The question's words and numbers (cached: the samples of one problem share the question)."""
-    return frozenset(_words(question)), frozenset(numbers_in(question))
+    return frozenset(_words(question)), frozenset(cached_numbers(question))
 
 
 def _words(text: str) -> set[str]:
@@ -117,7 +118,7 @@ def step_features(question: str, steps: Sequence[str], calcs: Sequence[Sequence[
     out = []
     want = set(range(len(steps))) if only is None else set(only)
     for i, step in enumerate(steps):
-        nums = numbers_in(step)
+        nums = cached_numbers(step)
         words = _words(step)
         if i in want:
             cs = calcs[i] if i < len(calcs) else []

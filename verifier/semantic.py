@@ -21,6 +21,7 @@ import re
 from collections import Counter, OrderedDict
 from dataclasses import dataclass, field
 from fractions import Fraction
+from functools import lru_cache
 
 from verifier.arith import numbers_in, split_math
 
@@ -46,6 +47,12 @@ WORD_NUMBERS = {
     "week": 7, "weeks": 7, "hour": 60, "hours": 60, "minute": 60, "minutes": 60, "day": 24, "days": 24,
     "year": 12, "years": 12, "month": 30, "months": 12, "pair": 2, "pairs": 2, "percent": 100,
 }
+
+
+@lru_cache(maxsize=8192)
+def cached_numbers(text: str) -> tuple:
+    """``numbers_in(text)`` as a tuple, cached (alignment and the learned features read the same steps)."""
+    return tuple(numbers_in(text))
 
 
 def _stem(w: str) -> str:
@@ -129,8 +136,8 @@ def alignment(question: str, steps: list[str], embed_sim: float | None = None) -
     notes: list[str] = []
     text = "\n".join(steps)
     question = _ASY_RE.sub(" ", question) if "[asy]" in question else question  # drawing code, not quantities
-    q_nums = set(numbers_in(question))
-    s_nums = set().union(*(numbers_in(s) for s in steps)) if steps else set()
+    q_nums = set(cached_numbers(question))
+    s_nums = set().union(*(cached_numbers(s) for s in steps)) if steps else set()
     coverage = None
     num_term = 0.0
     if q_nums:

@@ -97,3 +97,41 @@ def test_similarity_without_embeddings_is_lexical():
     v = MathVerifier(VerifyConfig(embedding_model=None))
     assert v.similarity(GOOD, GOOD) == 1.0
     assert 0.0 <= v.similarity(GOOD, "The weather is nice today.") < 0.5
+
+
+class _FakeEmbedder:
+    """Stands in for the sentence-transformers model: every text gets the same unit vector."""
+
+    error = None
+    loaded = True
+    available = True
+
+    def __init__(self):
+        self.calls = 0
+
+    def embed_many(self, texts):
+        import numpy as np
+
+        self.calls += 1
+        return [np.array([1.0, 0.0]) for _ in texts]
+
+    def cosine(self, a, b):
+        self.calls += 1
+        return 1.0
+
+
+def test_embedding_is_consulted_only_where_the_lexical_measures_see_a_mismatch():
+    v = MathVerifier(VerifyConfig(step_scorer=None))
+    fake = _FakeEmbedder()
+    v._embedder = fake
+    assert v.score(Q, GOOD, "72").dims["semantic_alignment"] == 0.0
+    assert fake.calls == 0  # aligned lexically: the model is never asked
+    off = "The weather in Paris is mild in spring and many people enjoy music.\n#### 72"
+    lexical = MathVerifier(VerifyConfig(step_scorer=None, embedding_model=None)).score(Q, off, "72")
+    r = v.score(Q, off, "72")
+    assert fake.calls == 1
+    assert r.dims["semantic_alignment"] <= lexical.dims["semantic_alignment"]  # cosine 1.0 clears the word mismatch
+    # the batch path: lexical verdicts from the workers, embeddings in the parent
+    again = v.embed_alignment([{"question": Q, "solution": off}], [lexical])
+    assert fake.calls == 2 and again[0].dims["semantic_alignment"] == r.dims["semantic_alignment"]
+    assert v.similarity("a b c", "d e f") == 1.0
