@@ -39,7 +39,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
-import logging
 import math
 import os
 import platform
@@ -52,11 +51,12 @@ from pathlib import Path
 from typing import Any, Literal
 
 from conf.schema import VLLMConfig
+from tasks.progress import run_log
 from training.modelref import ModelRef
 from training.prompts import chat_prompt
 
 ROOT = Path(__file__).resolve().parents[1]
-log_ = logging.getLogger("hnsdpo")
+log_ = run_log  # through the Prefect run logger inside a flow
 FINISH_REASONS = ("stop", "length")
 
 

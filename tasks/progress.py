@@ -45,6 +45,19 @@ def stage_logger() -> logging.Logger | logging.LoggerAdapter:
     return log
 
 
+
+class StageLog:
+    """A logger whose every call goes through :func:`stage_logger` at call time, for module-level use:
+    inside a flow the lines reach the console, the Prefect UI and ``--watch``; outside it they go to
+    ``logging.getLogger("hnsdpo")``."""
+
+    def __getattr__(self, name: str):
+        return getattr(stage_logger(), name)
+
+
+run_log = StageLog()
+
+
 def format_duration(seconds: float) -> str:
     """``75 -> '1m15s'``, ``3725 -> '1h02m'``; ``'?'`` when unknown."""
     if seconds is None or not math.isfinite(seconds) or seconds < 0:

@@ -46,7 +46,6 @@ run, engine start included), ``engine``/``engine_vllm``/``engine_reason``, ``bas
 from __future__ import annotations
 
 import json
-import logging
 import math
 import time
 from collections import Counter
@@ -70,6 +69,7 @@ from tasks.generation import (
     score_completions,
     write_part_lines,
 )
+from tasks.progress import run_log as log
 from tasks.records import Problem, Sample, iter_jsonl, write_jsonl
 from training.modelref import read_model_ref
 from training.prompts import user_turn
@@ -78,7 +78,6 @@ VERSION = "2"
 SAMPLES_DIR = "samples"
 PROMPTS_FILE = "prompts.jsonl"
 REFERENCES_FILE = "references.jsonl"
-log = logging.getLogger("hnsdpo")
 
 
 def shard_name(i: int) -> str:

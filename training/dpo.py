@@ -56,7 +56,14 @@ from trl.trainer.utils import use_adapter
 
 from training.models import load_model, load_tokenizer, peft_lora_config, resolve_dtype
 from training.prompts import user_messages
-from training.sft import METRICS_FILE, JsonlMetricsCallback, TrainResult, common_args, run_trainer
+from training.sft import (
+    METRICS_FILE,
+    JsonlMetricsCallback,
+    TrainResult,
+    common_args,
+    drop_printer_when_progress,
+    run_trainer,
+)
 
 WEIGHT = "weight"
 
@@ -430,6 +437,7 @@ def train_dpo(
         peft_config=peft_lora_config(cfg.lora),
         callbacks=[JsonlMetricsCallback(output_dir / METRICS_FILE), *callbacks],
     )
+    drop_printer_when_progress(trainer)
     result = run_trainer(trainer, output_dir, output_dir / "adapter", keep_checkpoints)
     weights = [float(r[WEIGHT]) for r in rows]
     result.metrics.update(

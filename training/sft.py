@@ -103,6 +103,16 @@ class ProgressCallback(TrainerCallback):
             self.progress = None
 
 
+def drop_printer_when_progress(trainer: Any) -> Any:
+    """With a :class:`ProgressCallback` attached, remove transformers' ``PrinterCallback`` (with tqdm off it
+    prints every log dict raw); the loss is then in the progress line, ``metrics.jsonl`` and MLflow."""
+    from transformers.trainer_callback import PrinterCallback
+
+    if any(isinstance(cb, ProgressCallback) for cb in trainer.callback_handler.callbacks):
+        trainer.remove_callback(PrinterCallback)
+    return trainer
+
+
 def read_metrics(path: str | Path) -> list[dict[str, Any]]:
     """Rows of a ``metrics.jsonl`` written by :class:`JsonlMetricsCallback` (empty when absent)."""
     path = Path(path)
@@ -240,14 +250,14 @@ def build_sft_trainer(
         completion_only_loss=cfg.completion_only_loss,
         packing=False,
     )
-    return SFTTrainer(
+    return drop_printer_when_progress(SFTTrainer(
         model=model,
         args=args,
         train_dataset=Dataset.from_list(rows),
         processing_class=tokenizer,
         peft_config=peft_lora_config(cfg.lora),
         callbacks=[JsonlMetricsCallback(output_dir / METRICS_FILE), *callbacks],
-    )
+    ))
 
 
 def train_sft(

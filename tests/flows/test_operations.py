@@ -379,3 +379,33 @@ def test_mlflow_ui_screenshot_script(tmp_path):
     assert (tmp_path / "ui.png").stat().st_size > 10_000
     dom = (tmp_path / "ui.html").read_text()
     assert "hnsdpo-ui-check" in dom
+
+
+@pytest.mark.usefixtures("prefect_api")
+def test_sampling_and_engine_lines_go_through_the_run_logger():
+    """The sample stage's engine, resume and per-shard lines (and the vLLM timing line) resolve the logger
+    at call time, so inside a flow they reach the Prefect run logger (the console and ``--watch``)."""
+    from prefect import flow
+
+    import tasks.generation
+    import tasks.sample
+
+    seen = []
+
+    class Catch(logging.Handler):
+        def emit(self, record):
+            seen.append((record.name, record.getMessage()))
+
+    @flow(name="log-check")
+    def f():
+        tasks.sample.log.info("sample: shard 1/2 done")
+        tasks.generation.log_.info("vllm: one engine")
+
+    handler = Catch()
+    logging.getLogger("prefect.flow_runs").addHandler(handler)
+    try:
+        f()
+    finally:
+        logging.getLogger("prefect.flow_runs").removeHandler(handler)
+    assert ("prefect.flow_runs", "sample: shard 1/2 done") in seen
+    assert ("prefect.flow_runs", "vllm: one engine") in seen

@@ -116,6 +116,25 @@ def test_completion_only_loss_masks_the_prompt(tiny_model_dir, tmp_path, complet
         assert "What is 2 + 3?" in trained and "#### 5" in trained
 
 
+def test_progress_callback_replaces_the_raw_log_printer(tiny_model_dir, tmp_path):
+    """With the stage's progress line attached, transformers' PrinterCallback (raw log dicts) is gone;
+    without it (a script calling build_sft_trainer) the printer stays."""
+    from transformers.trainer_callback import PrinterCallback
+
+    from training.sft import ProgressCallback
+
+    model_cfg = ModelConfig(name_or_path=str(tiny_model_dir), dtype="float32")
+
+    def kinds(trainer):
+        return {type(cb) for cb in trainer.callback_handler.callbacks}
+
+    quiet = build_sft_trainer(tiny_model_dir, examples(), small_cfg(), model_cfg, tmp_path / "a",
+                              callbacks=[ProgressCallback("sft", mode="off")])
+    assert ProgressCallback in kinds(quiet) and PrinterCallback not in kinds(quiet)
+    plain = build_sft_trainer(tiny_model_dir, examples(), small_cfg(), model_cfg, tmp_path / "b")
+    assert PrinterCallback in kinds(plain)
+
+
 class Crash(TrainerCallback):
     def __init__(self, at):
         self.at = at
