@@ -53,6 +53,7 @@ import numpy as np
 from tasks.records import DIMENSIONS, Pair, Problem, iter_jsonl
 from tasks.report import format_p
 from tasks.stats import bootstrap_mean, mcnemar
+from tasks.tracking import git_commit
 from verifier.answers import parse_number
 from verifier.verdict import Verdict
 
@@ -386,7 +387,7 @@ def build_ablation_report(
     report = {"n_problems": len(ids), "level": level, "bootstrap_samples": samples, "seed": seed,
               "alpha": alpha, "primary": primary, "random_arm": random_arm if random_arm in arms else None,
               "arms": rows, "comparisons": comparisons, "by_steps": by_steps, "by_sft_error": by_error,
-              "weights": weights, "verifier_check": check}
+              "weights": weights, "verifier_check": check, "commit": git_commit()}
     report["reading"] = reading(report)
     return report
 
@@ -513,6 +514,8 @@ def render_markdown(report: Mapping[str, Any], command: str | None = None, title
     lines = [f"# {title}", ""]
     if command:
         lines += ["Regenerate with:", "", "```bash", command, "```", ""]
+    if report.get("commit"):
+        lines += [f"From commit `{report['commit'][:12]}` (the code that ran the arms).", ""]
     lines += ["## Reading", "", *(f"- {x}" for x in report["reading"]["sentences"]), ""]
     if report["reading"]["diagnostics"]:
         lines += ["Diagnostics:", ""] + [f"- {d}" for d in report["reading"]["diagnostics"]] + [""]

@@ -204,6 +204,13 @@ def test_accuracy_table(report):
             "| 83.3, 83.3 |") in md
 
 
+def test_page_states_the_commit_it_came_from(report):
+    from tasks.tracking import git_commit
+
+    assert report["commit"] == git_commit()
+    assert f"From commit `{report['commit'][:12]}`" in render_markdown(report)
+
+
 def test_paired_differences_table(report):
     md = render_markdown(report)
     w_avg = [(a + b) / 2 for a, b in zip(WEIGHTED[0], WEIGHTED[1], strict=True)]
