@@ -152,25 +152,12 @@ def main(argv: list[str]) -> int:
     with open(argv[0], encoding="utf-8") as f:
         req = json.load(f)
     t0 = time.time()
-    from vllm import LLM, SamplingParams
+    from vllm import LLM
 
     llm = LLM(**_engine_kwargs(req))
     t_ready = time.time()
     print(f"[vllm_worker] engine ready in {t_ready - t0:.1f}s", file=sys.stderr, flush=True)
-    lora = None
-    if req.get("lora"):
-        from vllm.lora.request import LoRARequest
-
-        lora = LoRARequest("adapter", 1, req["lora"])
-    tokenizer = llm.get_tokenizer()
-    s = req["sampling"]
-    greedy = float(s["temperature"]) == 0.0
-
-    def params(seed):
-        return SamplingParams(n=int(s["n"]), temperature=float(s["temperature"]),
-                              top_p=1.0 if greedy else float(s["top_p"]),
-                              top_k=-1 if greedy else int(s["top_k"]), max_tokens=int(s["max_tokens"]),
-                              logprobs=0, seed=None if greedy else seed)
+    lora, tokenizer, params = _setup(req, llm)
 
     prompts = req["prompts"]
     seeds = req.get("seeds")
