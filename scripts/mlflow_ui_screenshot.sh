@@ -5,7 +5,11 @@
 #   defaults: sqlite:///artifacts/mlflow.db, artifacts/mlflow-ui (→ .png and .html), the newest experiment
 # Needs a Chromium (CHROMIUM=/path, or chromium / chromium-browser / google-chrome / headless_shell on PATH);
 # exits 3 when there is none. Leaves the browser's workflow type at its default (no ?workflowType=…), so
-# the screenshot shows what a new user sees: the view picked from the experiment's mlflow.experimentKind.
+# the screenshot shows what a new user sees; WORKFLOW=machine_learning adds ?workflowType=machine_learning,
+# the link that `hnsdpo run` prints. (Seen with MLflow 3.17.2 and Chromium 156: with the default the UI
+# opens on the GenAI "Overview" of traces whatever the experiment's mlflow.experimentKind tag says — the
+# UI's global GenAI / Model training switch, stored in the browser, decides; with the parameter it opens
+# on the runs table.)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 URI=${1:-sqlite:///artifacts/mlflow.db}
@@ -41,7 +45,7 @@ for _ in $(seq 1 90); do
   kill -0 "$PID" 2>/dev/null || { echo "mlflow ui exited; see $OUT.server.log" >&2; exit 1; }
   sleep 1
 done
-URL="http://127.0.0.1:$PORT/#/experiments/$EXP"
+URL="http://127.0.0.1:$PORT/#/experiments/$EXP${WORKFLOW:+?workflowType=$WORKFLOW}"
 flags=(--headless --no-sandbox --disable-gpu --hide-scrollbars --window-size=1400,900
        --virtual-time-budget=20000 --user-data-dir="$(mktemp -d)")
 "$BROWSER" "${flags[@]}" --screenshot="$OUT.png" "$URL" >/dev/null 2>&1

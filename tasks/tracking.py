@@ -12,8 +12,9 @@ below ``MAX_ARTIFACT_BYTES``. Every call goes through :class:`Tracker`, whose I/
 with ``orchestration.retries``. Training stages get :func:`step_callbacks`, a transformers callback that
 logs step metrics to the stage's nested run.
 
-The experiment carries ``mlflow.experimentKind = custom_model_development`` (MLflow 3's UI then shows
-runs, not the GenAI traces view). A cached stage's run links to the run that produced its artifacts
+The experiment carries ``mlflow.experimentKind = custom_model_development``; MLflow 3.17.2's UI opens a
+new browser on the GenAI view regardless, so the printed link adds ``?workflowType=machine_learning``
+(:func:`ui_url`), which opens the runs table. A cached stage's run links to the run that produced its artifacts
 (tags ``produced_by_run_id``/``produced_by_run``, a note with the link) instead of uploading them again.
 Runs end FINISHED, FAILED or, on SIGINT/SIGTERM, KILLED; each run records the host and PID that opened
 it (``hnsdpo.host``, ``hnsdpo.pid``), so the next :class:`Tracker` of the experiment marks RUNNING runs

@@ -374,8 +374,10 @@ def test_mlflow_ui_screenshot_script(tmp_path):
     exp = tracking._experiment_id(client, "hnsdpo-ui", (tmp_path / "mlruns").as_uri())
     client.create_run(exp, run_name="hnsdpo-ui-check")
     out = subprocess.run(["bash", str(ROOT / "scripts" / "mlflow_ui_screenshot.sh"), uri, str(tmp_path / "ui"), exp],
-                         capture_output=True, text=True, timeout=300, env={**os.environ, "CHROMIUM": browser})
+                         capture_output=True, text=True, timeout=300,
+                         env={**os.environ, "CHROMIUM": browser, "WORKFLOW": "machine_learning"})
     assert out.returncode == 0, out.stdout + out.stderr
+    assert "workflowType=machine_learning" in out.stdout  # the link `hnsdpo run` prints
     assert (tmp_path / "ui.png").stat().st_size > 10_000
     dom = (tmp_path / "ui.html").read_text()
     assert "hnsdpo-ui-check" in dom
