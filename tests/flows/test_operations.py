@@ -221,8 +221,11 @@ def test_signal_ends_mlflow_runs_killed_and_flow_run_crashed(fake_stages, root, 
     (root / "slow-dpo").touch()
     env = {**os.environ, "PREFECT_API_URL": PREFECT_API_URL.value(), "PYTHONUNBUFFERED": "1",
            "HNSDPO_PROGRESS": "lines"}
+    # A shell without job control starts background commands with SIGINT ignored, and the child would
+    # inherit that (Python then installs no KeyboardInterrupt handler): give it the default, as a terminal does.
     proc = subprocess.Popen([sys.executable, "-c", _kill_script(root, overrides)], env=env, cwd=ROOT,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         deadline = time.time() + 240
         while "dpo/weighted" not in fake_stages.calls(root):

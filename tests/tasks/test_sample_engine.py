@@ -216,7 +216,9 @@ def test_one_vllm_worker_per_stage_and_resume_after_kill(dirs, tmp_path, fake_vl
 @pytest.mark.skipif(not (ROOT / ".venv-vllm" / "bin" / "python").exists(), reason="no .venv-vllm (run `make setup`)")
 def test_real_vllm_worker_killed_mid_stage_resumes_identically(dirs, tmp_path):
     vcfg = VLLMConfig(dtype="float32", enforce_eager=True, chunk_size=1)
-    cfg = _cfg(engine="vllm", shard_size=3, max_tokens=8, score_references=False, vllm=vcfg)
+    # 48 tokens per sample: each one-problem chunk takes long enough (~0.3 s) for the 50 ms poll below
+    # to see shard 1 part-written even on an idle machine (with 8 tokens the worker finished first).
+    cfg = _cfg(engine="vllm", shard_size=3, max_tokens=48, score_references=False, vllm=vcfg)
     reference = _rows(_stage(cfg, dirs, tmp_path / "uninterrupted").path)
 
     root = tmp_path / "killed"
@@ -233,7 +235,7 @@ def test_real_vllm_worker_killed_mid_stage_resumes_identically(dirs, tmp_path):
     deadline = time.time() + 600
     killed = False
     while t.is_alive() and time.time() < deadline and not killed:
-        time.sleep(0.2)
+        time.sleep(0.05)
         for part in (root / "sample").glob(".tmp-*/samples/shard-00001.partial"):
             if part.stat().st_size > 0:  # shard 0 committed, shard 1 has a chunk: kill the worker
                 out = subprocess.run(["pgrep", "-f", "tasks.vllm_worker --jobs"], capture_output=True, text=True)
