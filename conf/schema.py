@@ -365,6 +365,9 @@ class DPOConfig(Section):
     logging_steps: int = Field(10, ge=1)
     gradient_checkpointing: bool = False
     precompute_ref_batch_size: int | None = Field(None, ge=1, description="None = batch_size.")
+    displacement_pairs: int = Field(
+        256, ge=0, description="After training, the chosen and rejected log-probs of this many training pairs "
+        "before and after DPO (likelihood displacement, in the stage's metrics and the report); 0 = off.")
     seed: int = 0
 
     @model_validator(mode="after")

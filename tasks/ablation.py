@@ -57,7 +57,7 @@ from tasks.tracking import git_commit
 from verifier.answers import parse_number
 from verifier.verdict import Verdict
 
-VERSION = "2"
+VERSION = "3"
 DASH = "—"
 SFT = "sft"
 ANSWER_KINDS = ("correct", "near_miss", "far_off", "no_answer")
@@ -539,6 +539,17 @@ def render_markdown(report: Mapping[str, Any], command: str | None = None, title
                   "intervals and tests as above.", ""]
         lines += _arms_table(report["sound"]["arms"], level, "sound accuracy")
         lines += [""] + _comparisons_table(report["sound"]["comparisons"], level)
+    if report.get("displacement"):
+        lines += ["", "## Likelihood displacement", "",
+                  "Mean summed log-probability of the training pairs' chosen and rejected responses under the policy "
+                  "before DPO (= the reference) and after it, mean over seeds. A chosen Δ below 0 is displacement: "
+                  "DPO lowered the chosen response too.", "",
+                  "| arm | seeds | chosen before | chosen after | chosen Δ | rejected Δ | chosen fell |",
+                  "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
+        for r in report["displacement"]:
+            lines.append(f"| {r['arm']} | {r['seeds']} | {r['logps_chosen_before']:.2f} | {r['logps_chosen_after']:.2f} "
+                         f"| {r['logps_chosen_delta']:+.2f} | {r['logps_rejected_delta']:+.2f} "
+                         f"| {100 * r['share_chosen_logp_fell']:.0f}% |")
     arms = [r["arm"] for r in report["arms"]]
     lines += ["", "## Accuracy (%) by difficulty (number of steps)", "",
               "| steps | n | " + " | ".join(arms) + " |", "| ---: | ---: |" + " ---: |" * len(arms)]
@@ -768,6 +779,20 @@ def flat_metrics(report: Mapping[str, Any]) -> dict[str, float]:
     return {k: float(v) for k, v in out.items() if v is not None}
 
 
+def arm_displacement(arm_evals: Mapping[str, Mapping[int, str | Path]]) -> list[dict[str, Any]]:
+    """Per arm, the DPO stages' likelihood-displacement metrics (:func:`tasks.report.displacement_rows`)
+    averaged over the seeds that have them."""
+    from tasks.report import DISPLACEMENT_KEYS, displacement_rows
+
+    out = []
+    for arm, by_seed in arm_evals.items():
+        rows = displacement_rows({str(s): d for s, d in by_seed.items()})
+        if rows:
+            out.append({"arm": arm, "seeds": len(rows),
+                        **{k: float(np.mean([r[k] for r in rows])) for k in DISPLACEMENT_KEYS}})
+    return out
+
+
 def run_ablation_report(cfg, sft_eval: str | Path, arm_evals: Mapping[str, Mapping[int, str | Path]],
                         arm_pairs: Mapping[str, str | Path], verify_dir: str | Path, data_dir: str | Path,
                         out: str | Path, *, arm_meta: Mapping[str, Mapping[str, Any]] | None = None,
@@ -819,6 +844,7 @@ def run_ablation_report(cfg, sft_eval: str | Path, arm_evals: Mapping[str, Mappi
         methods = {r.get("sound_method") for r in sft_rows}
         report["sound"] = {"arms": sound["arms"], "comparisons": sound["comparisons"],
                            "method": methods.pop() if len(methods) == 1 else "mixed"}
+    report["displacement"] = arm_displacement(arm_evals)
     report.update(dataset=name, command=command, profile=getattr(cfg, "name", None))
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -906,7 +932,7 @@ def run_ablation_stage(cfg, manifests: Mapping[str, Any], command: str | None = 
 
 
 __all__ = ["ANSWER_KINDS", "ERROR_KINDS", "FEATURES", "SHARED_STAGES", "VERSION", "AblationError",
-           "ablation_nodes", "answer_kind", "arm_config", "report_config", "run_ablation_stage",
+           "ablation_nodes", "answer_kind", "arm_displacement", "arm_config", "report_config", "run_ablation_stage",
            "build_ablation_report", "classify_sft", "correlation", "dataset_name", "error_kind", "flat_metrics",
            "known_arithmetic_slip", "plot_ablation", "publish", "read_graded", "read_pairs", "reading", "render_markdown",
            "run_ablation_report", "score_sft_outputs", "t_interval", "verifier_check", "weight_summary"]

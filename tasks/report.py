@@ -29,7 +29,7 @@ from typing import Any, Literal
 from tasks.records import iter_jsonl
 from tasks.stats import accuracy, mcnemar, paired_difference
 
-VERSION = "2"
+VERSION = "3"
 DASH = "—"
 
 # label -> dataset -> [(problem id, correct)], in each set's order
@@ -75,6 +75,30 @@ def sound_methods(evals: Mapping[str, str | Path]) -> dict[str, str]:
             if s.get("sound_method"):
                 out.setdefault(name, s["sound_method"])
     return out
+
+
+DISPLACEMENT_KEYS = ("displacement_pairs", "logps_chosen_before", "logps_chosen_after", "logps_chosen_delta",
+                     "logps_rejected_before", "logps_rejected_after", "logps_rejected_delta",
+                     "logp_token_chosen_before", "logp_token_chosen_after", "logp_token_rejected_before",
+                     "logp_token_rejected_after", "share_chosen_logp_fell")
+
+
+def displacement_rows(evals: Mapping[str, str | Path]) -> list[dict[str, Any]]:
+    """Per evaluated DPO model, the DPO stage's likelihood-displacement metrics (``training.dpo``): found
+    through the evaluate folder's manifest (``inputs.model``, a key of ``<artifacts>/dpo/``). Models that
+    are not DPO stages, or DPO runs from before the diagnostic, give no row."""
+    rows = []
+    for label, folder in evals.items():
+        try:
+            manifest = json.loads((Path(folder) / "manifest.json").read_text())
+            key = manifest["inputs"]["model"]
+            dpo = json.loads((Path(folder).parent.parent / "dpo" / key / "manifest.json").read_text())
+        except (OSError, KeyError, TypeError, ValueError):
+            continue
+        m = dpo.get("metrics") or {}
+        if all(k in m for k in DISPLACEMENT_KEYS):
+            rows.append({"model": label, **{k: m[k] for k in DISPLACEMENT_KEYS}})
+    return rows
 
 
 def _num(x: float) -> float | None:
@@ -166,6 +190,21 @@ def render_markdown(report: Mapping[str, Any]) -> str:
                   "The share of outputs whose final answer is right *and* whose steps are right "
                   f"({how}). Same CIs and paired tests as above.", ""]
         lines += _table(report["sound_rows"], level, vs, "sound accuracy")
+    if report.get("displacement"):
+        lines += ["", "## Likelihood displacement (DPO models)", "",
+                  "Mean log-probability (summed over the response's tokens; per token in brackets) of the chosen and "
+                  "the rejected responses of the training pairs, under the policy before DPO (= the reference) and "
+                  "after it. A chosen Δ below 0 is displacement: DPO lowered the chosen response too.", "",
+                  "| model | pairs | chosen before | chosen after | chosen Δ | rejected before | rejected after "
+                  "| rejected Δ | chosen fell |", "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+        for r in report["displacement"]:
+            lines.append(
+                f"| {r['model']} | {r['displacement_pairs']} | {r['logps_chosen_before']:.2f} "
+                f"({r['logp_token_chosen_before']:.3f}) | {r['logps_chosen_after']:.2f} "
+                f"({r['logp_token_chosen_after']:.3f}) | {r['logps_chosen_delta']:+.2f} | "
+                f"{r['logps_rejected_before']:.2f} ({r['logp_token_rejected_before']:.3f}) | "
+                f"{r['logps_rejected_after']:.2f} ({r['logp_token_rejected_after']:.3f}) | "
+                f"{r['logps_rejected_delta']:+.2f} | {100 * r['share_chosen_logp_fell']:.0f}% |")
     lines += ["", "## Accuracy (%) by model", ""]
     lines.append("| model | " + " | ".join(report["datasets"]) + " |")
     lines.append("| --- |" + " ---: |" * len(report["datasets"]))
@@ -219,6 +258,9 @@ def flat_metrics(report: Mapping[str, Any]) -> dict[str, float]:
             for key in ("accuracy", "ci_low", "ci_high", "diff", "diff_low", "diff_high", "p_value"):
                 if r[key] is not None:
                     out[f"{stem}/{prefix}{key}"] = r[key]
+    for r in report.get("displacement") or []:
+        for key in ("logps_chosen_delta", "logps_rejected_delta", "share_chosen_logp_fell"):
+            out[f"{r['model']}/displacement/{key}"] = r[key]
     return out
 
 
@@ -235,6 +277,7 @@ def run_report(cfg, evals: Mapping[str, str | Path], out: Path) -> dict[str, Any
         report["sound_rows"] = build_report(sound, reference=ev.reference, samples=ev.bootstrap_samples,
                                             seed=ev.seed, test=ev.mcnemar)["rows"]
         report["sound_methods"] = sound_methods(evals)
+    report["displacement"] = displacement_rows(evals)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "report.json").write_text(json.dumps(report, indent=2, ensure_ascii=False))
@@ -243,5 +286,5 @@ def run_report(cfg, evals: Mapping[str, str | Path], out: Path) -> dict[str, Any
     return flat_metrics(report)
 
 
-__all__ = ["VERSION", "ReportError", "build_report", "flat_metrics", "load_eval_dir", "plot_report",
+__all__ = ["VERSION", "ReportError", "build_report", "displacement_rows", "flat_metrics", "load_eval_dir", "plot_report",
            "render_markdown", "run_report"]

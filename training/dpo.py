@@ -289,6 +289,58 @@ class WeightedDPOTrainer(DPOTrainer):
             return loss, outputs
         return loss
 
+    # --- likelihood displacement: the chosen and rejected responses before and after DPO ---------------
+    def displacement(self, max_pairs: int) -> dict[str, float]:
+        """Mean log-probability of the chosen and the rejected responses of the first ``max_pairs`` training
+        pairs under the policy *before* DPO (the reference: the new LoRA starts at zero, so the reference is
+        the starting policy) and *after* it, summed over the completion tokens (``logps_*``, TRL's
+        ``logps/chosen`` convention) and per token (``logp_token_*``). ``logps_chosen_delta < 0`` while the
+        margin grows is likelihood displacement: DPO pushed the chosen response down too. Also the share of
+        pairs whose chosen log-prob fell."""
+        from torch.utils.data import DataLoader
+
+        ds = self.train_dataset
+        ds = ds.select(range(min(max_pairs, len(ds))))
+        bs = self.args.precompute_ref_batch_size or self.args.per_device_train_batch_size
+        keep = [c for c in ("prompt_ids", "chosen_ids", "rejected_ids", WEIGHT) if c in ds.column_names]
+        loader = DataLoader(ds.select_columns(keep), batch_size=bs, collate_fn=self.data_collator, shuffle=False)
+        tot: dict[str, float] = dict.fromkeys(
+            ("c0", "c1", "r0", "r1", "tc0", "tc1", "tr0", "tr1", "fell"), 0.0)
+        n = 0
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            for batch in loader:
+                batch = self._prepare_inputs(batch)
+                ref_c, ref_r = self.compute_ref_log_probs(self.model, batch)
+                non_model = {"completion_mask", "ref_chosen_logps", "ref_rejected_logps", WEIGHT}
+                model_kwargs = {k: v for k, v in batch.items() if k not in non_model}
+                model_kwargs["use_cache"] = False
+                shift_mask = batch["completion_mask"][..., 1:]
+                labels = batch["input_ids"].masked_fill(batch["completion_mask"] == 0, -100)
+                with torch.no_grad():
+                    out = self.model(**model_kwargs, labels=labels, fused_lm_head=True)
+                pol_c, pol_r = out.log_probs[:, -shift_mask.size(1):].sum(dim=1).chunk(2, dim=0)
+                len_c, len_r = shift_mask.sum(dim=1).clamp(min=1).float().chunk(2, dim=0)
+                for key, v in (("c0", ref_c), ("c1", pol_c), ("r0", ref_r), ("r1", pol_r),
+                               ("tc0", ref_c / len_c), ("tc1", pol_c / len_c), ("tr0", ref_r / len_r),
+                               ("tr1", pol_r / len_r), ("fell", (pol_c < ref_c).float())):
+                    tot[key] += float(v.float().sum())
+                n += int(ref_c.numel())
+        finally:
+            self.model.train(was_training)
+        m = {k: v / max(n, 1) for k, v in tot.items()}
+        return {
+            "displacement_pairs": n,
+            "logps_chosen_before": m["c0"], "logps_chosen_after": m["c1"],
+            "logps_chosen_delta": m["c1"] - m["c0"],
+            "logps_rejected_before": m["r0"], "logps_rejected_after": m["r1"],
+            "logps_rejected_delta": m["r1"] - m["r0"],
+            "logp_token_chosen_before": m["tc0"], "logp_token_chosen_after": m["tc1"],
+            "logp_token_rejected_before": m["tr0"], "logp_token_rejected_after": m["tr1"],
+            "share_chosen_logp_fell": m["fell"],
+        }
+
     def _reference_logps(self, model_kwargs, labels, seq_len):
         """One no-grad forward of the concatenated [chosen; rejected] batch through the reference: TRL 1.16's
         on-the-fly branch of ``_compute_loss`` (the adapter disabled, or the ``ref`` adapter, for PEFT)."""
@@ -450,4 +502,6 @@ def train_dpo(
         vals = [r[key] for r in result.log_history if key in r]
         if vals:
             result.metrics[key.replace("/", "_") + "_last"] = float(vals[-1])
+    if cfg.displacement_pairs:
+        result.metrics.update(trainer.displacement(cfg.displacement_pairs))
     return result

@@ -375,3 +375,25 @@ def test_run_ablation_report_missing_eval(tmp_path):
     write_jsonl(tmp_path / "data" / "eval" / f"{name}.jsonl", _problems())
     with pytest.raises(AblationError, match=f"evaluation records not found: .*sft/{name}.jsonl"):
         run_ablation_report(cfg, tmp_path / "sft", {}, {}, tmp_path, tmp_path / "data", tmp_path / "out")
+
+
+def test_arm_displacement_averages_the_seeds_dpo_metrics(tmp_path):
+    from tasks.ablation import arm_displacement
+    from tasks.report import DISPLACEMENT_KEYS
+
+    root = tmp_path / "artifacts"
+    evals: dict[str, dict[int, Path]] = {"weighted-0.3": {}, "old": {}}
+    for seed, delta in ((0, -2.0), (1, -4.0)):
+        (root / "dpo" / f"k{seed}").mkdir(parents=True)
+        (root / "dpo" / f"k{seed}" / "manifest.json").write_text(json.dumps(
+            {"metrics": {**dict.fromkeys(DISPLACEMENT_KEYS, 1.0), "logps_chosen_delta": delta}}))
+        folder = root / "evaluate" / f"e{seed}"
+        folder.mkdir(parents=True)
+        (folder / "manifest.json").write_text(json.dumps({"inputs": {"model": f"k{seed}"}}))
+        evals["weighted-0.3"][seed] = folder
+    old = root / "evaluate" / "old"
+    old.mkdir()
+    (old / "manifest.json").write_text(json.dumps({"inputs": {"model": "missing"}}))
+    evals["old"][0] = old  # a DPO run from before the diagnostic: no row
+    rows = arm_displacement(evals)
+    assert [(r["arm"], r["seeds"], r["logps_chosen_delta"]) for r in rows] == [("weighted-0.3", 2, -3.0)]

@@ -132,3 +132,29 @@ def test_load_eval_dir_errors(tmp_path):
         load_eval_dir(tmp_path)
     with pytest.raises(ReportError, match="no evaluate folders"):
         run_report(load_config(ROOT / "conf/tiny.yaml"), {}, tmp_path / "out")
+
+
+def test_report_shows_the_dpo_stages_displacement(tmp_path):
+    """The report finds each DPO model's displacement metrics through the evaluate manifest's model key."""
+    cfg = load_config(ROOT / "conf/tiny.yaml", ["evaluate.bootstrap_samples=100"])
+    root = tmp_path / "artifacts"
+    disp = {"displacement_pairs": 4, "logps_chosen_before": -20.0, "logps_chosen_after": -23.5,
+            "logps_chosen_delta": -3.5, "logps_rejected_before": -25.0, "logps_rejected_after": -31.0,
+            "logps_rejected_delta": -6.0, "logp_token_chosen_before": -0.5, "logp_token_chosen_after": -0.59,
+            "logp_token_rejected_before": -0.6, "logp_token_rejected_after": -0.74, "share_chosen_logp_fell": 0.75}
+    (root / "dpo" / "k1").mkdir(parents=True)
+    (root / "dpo" / "k1" / "manifest.json").write_text(json.dumps({"metrics": {"steps": 3, **disp}}))
+    (root / "sft" / "k0").mkdir(parents=True)
+    (root / "sft" / "k0" / "manifest.json").write_text(json.dumps({"metrics": {"steps": 3}}))
+    evals = {}
+    for label, res, model in (("sft", SFT, "k0"), ("dpo-weighted", DPO, "k1")):
+        folder = _write_eval(root / "evaluate" / label, res)
+        (folder / "manifest.json").write_text(json.dumps({"inputs": {"model": model, "data": "d"}}))
+        evals[label] = folder
+    metrics = run_report(cfg, evals, tmp_path / "report")
+    rep = json.loads((tmp_path / "report" / "report.json").read_text())
+    assert rep["displacement"] == [{"model": "dpo-weighted", **disp}]
+    md = (tmp_path / "report" / "report.md").read_text()
+    assert "| dpo-weighted | 4 | -20.00 (-0.500) | -23.50 (-0.590) | -3.50 | -25.00 (-0.600) | -31.00 (-0.740) " \
+           "| -6.00 | 75% |" in md
+    assert metrics["dpo-weighted/displacement/logps_chosen_delta"] == -3.5

@@ -174,6 +174,29 @@ def test_unit_weights_equal_trl_sigmoid_loss_and_grads(tiny_model_dir, tmp_path,
     )
 
 
+def test_displacement_reads_the_same_log_probs_as_the_loss(tiny_model_dir, tmp_path):
+    """The displacement diagnostic's "after" log-probs are the loss's own ``logps/chosen|rejected`` (the
+    policy), its "before" ones the reference's (``logps − rewards/β``), on the same pairs."""
+    trainer = make_trainer(WeightedDPOTrainer, tiny_model_dir, tmp_path, rows(), WeightedDPOConfig,
+                           precompute_ref_log_probs=False)
+    d = trainer.displacement(10)
+    assert trainer.model.training  # left as it was
+    assert d["displacement_pairs"] == 4
+    trainer.model.eval()
+    with torch.no_grad():
+        trainer.compute_loss(trainer.model, batch_of(trainer, range(4)))
+    m = trainer.metrics_to_host()["eval"]
+    beta = trainer.beta
+    assert d["logps_chosen_after"] == pytest.approx(m["logps/chosen"][-1], rel=1e-5)
+    assert d["logps_rejected_after"] == pytest.approx(m["logps/rejected"][-1], rel=1e-5)
+    assert d["logps_chosen_before"] == pytest.approx(m["logps/chosen"][-1] - m["rewards/chosen"][-1] / beta, rel=1e-4)
+    assert d["logps_rejected_before"] == pytest.approx(
+        m["logps/rejected"][-1] - m["rewards/rejected"][-1] / beta, rel=1e-4)
+    assert abs(d["logps_chosen_delta"]) > 1e-4  # the LoRA B is non-zero: policy != reference
+    assert d["logp_token_chosen_before"] < 0 and 0.0 <= d["share_chosen_logp_fell"] <= 1.0
+    assert trainer.displacement(2)["displacement_pairs"] == 2
+
+
 def test_doubling_one_weight_scales_its_gradient(tiny_model_dir, tmp_path):
     w = [1.0, 2.0, 1.0, 1.0]
     trainer = make_trainer(
@@ -368,6 +391,8 @@ def test_train_dpo_reduces_loss_and_logs(tiny_model_dir, tmp_path, quantization)
     assert logged[0]["weight/min"] >= 0.5 and logged[0]["weight/mean"] == pytest.approx(1.25)
     assert (tmp_path / "adapter" / "adapter_config.json").is_file()
     assert not (tmp_path / "checkpoints").exists()
+    assert m["displacement_pairs"] == 4 and m["logps_chosen_after"] != m["logps_chosen_before"]
+    assert m["logps_chosen_after"] - m["logps_rejected_after"] > m["logps_chosen_before"] - m["logps_rejected_before"]
 
 
 def test_run_dpo_stage_from_sft_adapter(tiny_model_dir, tmp_path):
