@@ -90,6 +90,16 @@ class SyntheticConfig(Section):
         return self
 
 
+class ValidationConfig(Section):
+    """Pool problems held out of sampling: the split that every tuning decision is read on (never the test
+    sets). Written as ``eval/<source>_<name>.jsonl`` (one file per source, so each is graded by its own
+    format) and removed from ``pool.jsonl``."""
+
+    n: int = Field(0, ge=0, description="How many pool problems to hold out (seeded); 0 = no validation split.")
+    name: str = Field("validation", pattern=r"^[A-Za-z0-9_.-]+$")
+    seed: int = 0
+
+
 class DataConfig(Section):
     on_bad_row: Literal["error", "skip"] = "error"
     solution_format: Literal["boxed", "source"] = Field(
@@ -101,6 +111,7 @@ class DataConfig(Section):
     sft: list[DatasetSpec] = Field(default_factory=list, description="SFT corpus (CoT solutions).")
     pool: list[DatasetSpec] = Field(default_factory=list, description="Preference pool problems.")
     eval: list[DatasetSpec] = Field(default_factory=list, description="Evaluation sets.")
+    validation: ValidationConfig = ValidationConfig()
     seed: int = Field(0, description="Seed of the random subset kept by a dataset's 'limit'.")
 
     @model_validator(mode="after")

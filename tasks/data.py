@@ -50,7 +50,7 @@ from typing import Any
 from conf.schema import Config, DataConfig, DatasetSpec
 from tasks.records import Problem, write_jsonl
 
-VERSION = "2"
+VERSION = "3"
 PRETRAIN_FILE = "pretrain.txt"
 MAX_BAD_ROWS = 20  # bad rows listed per file in one error (and skipped rows kept in the manifest)
 
@@ -339,6 +339,28 @@ def _needs_synthetic(data: DataConfig) -> bool:
                for s in [*data.sft, *data.pool, *data.eval])
 
 
+def hold_out(pool: list[Problem], data: DataConfig) -> tuple[list[Problem], dict[str, list[Problem]]]:
+    """(the pool without the validation problems, ``{"<source>_<name>": problems}``): ``data.validation.n``
+    pool problems drawn with ``data.validation.seed``, in pool order, with ``split="validation"``. One set
+    per source, so each is graded with its own format. Raises :class:`DataError` when the pool is too small
+    or a set's name collides with a ``data.eval`` name."""
+    v = data.validation
+    if not v.n:
+        return pool, {}
+    if v.n >= len(pool):
+        raise DataError(f"data.validation.n={v.n} must be smaller than the pool ({len(pool)} problems): "
+                        "the rest is what sampling and DPO use")
+    keep = set(random.Random(f"validation:{v.seed}").sample(range(len(pool)), v.n))
+    held: dict[str, list[Problem]] = {}
+    for i, p in enumerate(pool):
+        if i in keep:
+            held.setdefault(f"{p.source}_{v.name}", []).append(p.model_copy(update={"split": "validation"}))
+    clash = sorted(set(held) & {d.name for d in data.eval})
+    if clash:
+        raise DataError(f"validation set name(s) {clash} collide with data.eval names; set data.validation.name")
+    return [p for i, p in enumerate(pool) if i not in keep], held
+
+
 def run_data(cfg: Config, out: Path) -> dict[str, Any]:
     """Write sft.jsonl, pool.jsonl, eval/<name>.jsonl (+ pretrain.txt for synthetic data) into ``out``.
 
@@ -372,8 +394,11 @@ def run_data(cfg: Config, out: Path) -> dict[str, Any]:
         return rows
 
     metrics["rows/sft"] = write_jsonl(out / "sft.jsonl", load_all(data.sft))
-    metrics["rows/pool"] = write_jsonl(out / "pool.jsonl", load_all(data.pool))
+    pool, held = hold_out(load_all(data.pool), data)
+    metrics["rows/pool"] = write_jsonl(out / "pool.jsonl", pool)
     (out / "eval").mkdir(parents=True, exist_ok=True)
+    for name, rows in held.items():
+        metrics[f"rows/eval/{name}"] = write_jsonl(out / "eval" / f"{name}.jsonl", rows)
     for spec in data.eval:
         metrics[f"rows/eval/{spec.name}"] = write_jsonl(out / "eval" / f"{spec.name}.jsonl",
                                                         load_all([spec]))

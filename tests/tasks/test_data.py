@@ -275,3 +275,55 @@ def test_run_data_writes_every_file(tmp_path, shared_data):
     test_q = {p.question for p in read_records(out / "eval" / "synthetic_test.jsonl", Problem)}
     assert not any(q in text for q in test_q)
     assert not (out / "pretrain.txt.tmp").exists()
+
+
+def _pool_cfg(tmp_path, **validation):
+    from conf import config_from_dict
+
+    gsm = write_lines(tmp_path / "g.jsonl", [{"question": f"Q{i}?", "answer": f"{i} + 1 = {i + 1}\n#### {i + 1}"}
+                                             for i in range(6)])
+    return config_from_dict({
+        "model": {"build_from_scratch": True},
+        "data": {
+            "synthetic": {"seed": 3, "n_pretrain": 0, "n_sft": 5, "n_pool": 10, "n_test": 8},
+            "sft": [{"name": "synthetic_sft", "format": "synthetic", "split": "sft"}],
+            "pool": [{"name": "synthetic_pool", "format": "synthetic", "split": "pool"},
+                     {"name": "g", "format": "gsm8k", "path": str(gsm)}],
+            "eval": [{"name": "synthetic_test", "format": "synthetic", "split": "test"}],
+            "validation": validation,
+        },
+    })
+
+
+def test_validation_split_is_held_out_of_the_pool(tmp_path):
+    """data.validation.n pool problems leave pool.jsonl (so sampling and DPO never see them) and become one
+    evaluation set per source, drawn by seed; the test set does not change."""
+    runs = {}
+    for tag, validation in (("none", {}), ("a", {"n": 6, "seed": 1}), ("b", {"n": 6, "seed": 1}),
+                            ("c", {"n": 6, "seed": 2})):
+        out = tmp_path / tag
+        out.mkdir()
+        m = run_data(_pool_cfg(tmp_path, **validation), out)
+        held = {f.stem: read_records(f, Problem) for f in sorted((out / "eval").glob("*_validation.jsonl"))}
+        runs[tag] = (m, read_records(out / "pool.jsonl", Problem), held,
+                     read_records(out / "eval" / "synthetic_test.jsonl", Problem))
+    full = {p.id for p in runs["none"][1]}
+    m, pool, held, test = runs["a"]
+    held_ids = [p.id for rows in held.values() for p in rows]
+    assert len(full) == 16 and m["rows/pool"] == 10 and len(held_ids) == 6
+    assert set(held_ids).isdisjoint(p.id for p in pool) and set(held_ids) | {p.id for p in pool} == full
+    assert all(name == f"{rows[0].source}_validation" and {p.source for p in rows} == {rows[0].source}
+               and {p.split for p in rows} == {"validation"} for name, rows in held.items())
+    assert sum(m[f"rows/eval/{name}"] for name in held) == 6
+    assert [p.id for p in test] == [p.id for p in runs["none"][3]]  # the test set is untouched
+    assert runs["b"][2] == held and sorted(p.id for r in runs["c"][2].values() for p in r) != sorted(held_ids)
+    assert not runs["none"][2]
+
+
+def test_validation_split_errors(tmp_path):
+    out = tmp_path / "o"
+    out.mkdir()
+    with pytest.raises(DataError, match=r"data.validation.n=16 must be smaller than the pool \(16 problems\)"):
+        run_data(_pool_cfg(tmp_path, n=16), out)
+    with pytest.raises(DataError, match="collide with data.eval names"):
+        run_data(_pool_cfg(tmp_path, n=15, name="test"), out)
