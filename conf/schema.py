@@ -514,7 +514,10 @@ class Config(Section):
     @model_validator(mode="after")
     def _eval_names(self) -> Config:
         known = {d.name for d in self.data.eval}
-        unknown = [n for n in self.evaluate.datasets if n not in known]
+        v = self.data.validation
+        held = f"_{v.name}" if v.n else None  # validation sets are named <source>_<name> (tasks.data.hold_out)
+        unknown = [n for n in self.evaluate.datasets if n not in known and not (held and n.endswith(held))]
         if unknown:
-            raise ValueError(f"evaluate.datasets: {unknown} not in data.eval names {sorted(known)}")
+            extra = f" or <source>_{v.name} (the validation split)" if held else ""
+            raise ValueError(f"evaluate.datasets: {unknown} not in data.eval names {sorted(known)}{extra}")
         return self

@@ -55,6 +55,8 @@ def run_data(cfg, out):
     _enter(out, "data")
     (out / "eval").mkdir()
     (out / "eval" / "synthetic_test.jsonl").write_text('{"id": "t-0"}\n{"id": "t-1"}\n')
+    if cfg.data.validation.n:
+        (out / "eval" / f"synthetic_{cfg.data.validation.name}.jsonl").write_text('{"id": "v-0"}\n')
     (out / "pool.jsonl").write_text('{"id": "p-0"}\n')
     return {"n_eval": 2, "n_pool": 1}
 
@@ -101,15 +103,21 @@ def run_dpo(cfg, sft_dir, pairs_dir, out, callbacks=()):
     _train(callbacks)
     (out / "adapter").mkdir()
     (out / "adapter" / "adapter_model.safetensors").write_bytes(b"2" * 32)
-    (out / "model.json").write_text(json.dumps({"base": str(sft_dir), "adapter": "adapter"}))
-    return {"train_loss": 0.25, "beta": cfg.dpo.beta}
+    (out / "model.json").write_text(json.dumps({"base": str(sft_dir), "adapter": "adapter",
+                                                "lr": cfg.dpo.learning_rate}))
+    return {"train_loss": 0.25, "beta": cfg.dpo.beta, "logps_chosen_delta": -1.0}
 
 
 def run_evaluate(cfg, model_dir, data_dir, out):
+    """Accuracy 0.1 / 0.3 / 0.4 for base / SFT / DPO; a DPO model's grows with its learning rate (so a
+    sweep has a best point). Flat metrics, as the real stage returns them."""
     _enter(out, f"evaluate/{model_dir.parent.name}")
     acc = {"base": 0.1, "sft": 0.3, "dpo": 0.4}[model_dir.parent.name]
+    if model_dir.parent.name == "dpo":
+        acc += json.loads((model_dir / "model.json").read_text()).get("lr", 0.0)
     (out / "metrics.json").write_text(json.dumps({"synthetic_test": {"accuracy": acc}}))
-    return {"synthetic_test": {"accuracy": acc, "n": 2}}
+    names = list(cfg.evaluate.datasets) or ["synthetic_test"]
+    return {k: v for name in names for k, v in ((f"{name}/accuracy", acc), (f"{name}/n", 2))}
 
 
 def run_report(cfg, evals, out):
