@@ -47,6 +47,7 @@ def test_profile_plan_shares_the_chain_and_separates_arms_and_seeds():
 REDUCED = [
     "orchestration.retry_delay_s=0",
     "data.synthetic={seed: 1234, n_pretrain: 200, n_sft: 40, n_pool: 4, n_test: 8, min_steps: 2, max_steps: 3}",
+    "data.validation.n=0",
     "model.tiny={vocab_size: 400, hidden_size: 64, num_layers: 1, num_heads: 1, num_kv_heads: 1, head_dim: 64, "
     "intermediate_size: 128, max_position_embeddings: 512, block_size: 128, batch_size: 4, max_steps: 4, "
     "warmup_steps: 1}",

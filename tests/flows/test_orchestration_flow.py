@@ -9,6 +9,7 @@ import pytest
 from conftest import PROFILE
 from typer.testing import CliRunner
 
+from conf import load_config
 from flows.cli import app
 from flows.pipeline import hnsdpo, reevaluate
 from flows.stages import stage_flows
@@ -43,7 +44,7 @@ def test_full_flow_caches_reruns_and_tracks(fake_stages, root, base_overrides, c
     # MLflow: every stage has a nested run with its metrics and artifacts; full models are not logged
     client = _client(root)
     parent = client.get_run(first["mlflow_run_id"])
-    assert parent.data.params["dpo.beta"] == "0.1" and parent.data.tags["profile"] == str(PROFILE)
+    assert parent.data.params["dpo.beta"] == str(load_config(PROFILE).dpo.beta) and parent.data.tags["profile"] == str(PROFILE)
     assert parent.data.tags["git_commit"] and parent.info.status == "FINISHED"
     runs = _stage_runs(client, first["mlflow_run_id"])
     assert set(runs) == set(first["stages"])

@@ -133,7 +133,7 @@ def test_tracking_helpers(tmp_path):
     assert tracking.tracking_uri(cfg) == f"sqlite:///{tmp_path / 'a' / 'mlflow.db'}"
     assert tracking.artifact_location(cfg) == (tmp_path / "a" / "mlruns").as_uri()
     params = tracking.config_params(cfg)
-    assert params["dpo.beta"] == "0.1" and params["orchestration.strategies"] == '["weighted", "random"]'
+    assert params["dpo.beta"] == str(load_config(PROFILE).dpo.beta) and params["orchestration.strategies"] == '["weighted", "random"]'
     assert tracking.numeric_metrics({"a": 1, "b": {"c": 2.5, "d": "x"}, "e": float("nan"), "f g(h)": True}) == {
         "a": 1.0, "b.c": 2.5, "f g_h_": 1.0}
     m = Manifest(stage="sft", key="k", path=tmp_path, files={

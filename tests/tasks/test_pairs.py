@@ -9,7 +9,15 @@ from pathlib import Path
 import pytest
 
 from conf.schema import PairsConfig
-from tasks.pairs import NoPairsError, build_pairs, final_weights, midranks, run_pairs, spearman, variance_shares
+from tasks.pairs import (
+    NoPairsError,
+    build_pairs,
+    final_weights,
+    midranks,
+    run_pairs,
+    spearman,
+    variance_shares,
+)
 from tasks.records import DIMENSIONS, Pair, Problem, Sample, read_records, write_jsonl
 from verifier.verdict import Verdict
 
