@@ -241,17 +241,22 @@ class WeightedDPOTrainer(DPOTrainer):
         return super().compute_ref_log_probs(model, {k: v for k, v in inputs.items() if k != WEIGHT})
 
     # --- the loss -----------------------------------------------------------------------------------------
-    def _compute_loss(self, model, inputs, return_outputs):
-        mode = "train" if self.model.training else "eval"
+    def _policy_forward(self, model, inputs):
+        """One forward of the concatenated [chosen; rejected] batch through ``model``: (outputs, per-token
+        log-probs of the completion positions, the shifted completion mask, the model kwargs, the labels)."""
         non_model = {"completion_mask", "ref_chosen_logps", "ref_rejected_logps", WEIGHT}
         model_kwargs = {k: v for k, v in inputs.items() if k not in non_model}
         model_kwargs["use_cache"] = False
         completion_mask = inputs["completion_mask"]
         shift_mask = completion_mask[..., 1:]
-        seq_len = shift_mask.size(1)
         labels = inputs["input_ids"].masked_fill(completion_mask == 0, -100)
         outputs = model(**model_kwargs, labels=labels, fused_lm_head=True)
-        per_token_logps = outputs.log_probs[:, -seq_len:]
+        return outputs, outputs.log_probs[:, -shift_mask.size(1):], shift_mask, model_kwargs, labels
+
+    def _compute_loss(self, model, inputs, return_outputs):
+        mode = "train" if self.model.training else "eval"
+        outputs, per_token_logps, shift_mask, model_kwargs, labels = self._policy_forward(model, inputs)
+        seq_len = shift_mask.size(1)
         chosen_logps, rejected_logps = per_token_logps.sum(dim=1).chunk(2, dim=0)
 
         if self.precompute_ref_logps:
@@ -313,14 +318,9 @@ class WeightedDPOTrainer(DPOTrainer):
             for batch in loader:
                 batch = self._prepare_inputs(batch)
                 ref_c, ref_r = self.compute_ref_log_probs(self.model, batch)
-                non_model = {"completion_mask", "ref_chosen_logps", "ref_rejected_logps", WEIGHT}
-                model_kwargs = {k: v for k, v in batch.items() if k not in non_model}
-                model_kwargs["use_cache"] = False
-                shift_mask = batch["completion_mask"][..., 1:]
-                labels = batch["input_ids"].masked_fill(batch["completion_mask"] == 0, -100)
                 with torch.no_grad():
-                    out = self.model(**model_kwargs, labels=labels, fused_lm_head=True)
-                pol_c, pol_r = out.log_probs[:, -shift_mask.size(1):].sum(dim=1).chunk(2, dim=0)
+                    _, per_token_logps, shift_mask, _, _ = self._policy_forward(self.model, batch)
+                pol_c, pol_r = per_token_logps.sum(dim=1).chunk(2, dim=0)
                 len_c, len_r = shift_mask.sum(dim=1).clamp(min=1).float().chunk(2, dim=0)
                 for key, v in (("c0", ref_c), ("c1", pol_c), ("r0", ref_r), ("r1", pol_r),
                                ("tc0", ref_c / len_c), ("tc1", pol_c / len_c), ("tr0", ref_r / len_r),
