@@ -26,13 +26,10 @@ from prefect import flow
 
 from flows.pipeline import _close, load_profile, open_tracker
 from tasks import runner, sweep
+from tasks.data import validation_sets
 from tasks.tracking import git_commit
 
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-
-
-def validation_sets(data_dir: Path, name: str) -> list[str]:
-    return sorted(p.stem for p in (Path(data_dir) / "eval").glob(f"*_{name}.jsonl"))
 
 
 @flow(name="sweep")
@@ -41,10 +38,7 @@ def sweep_flow(profile: str = "conf/tiny.yaml", overrides: list[str] | None = No
                dataset: str | None = None, command: str | None = None) -> dict[str, Any]:
     """Run every point of ``grid`` (``{"dpo.beta": ["0.1", "0.5"], ...}``) for ``strategies`` and write the
     sweep table; returns its paths, the rows and the best point per arm."""
-    if not grid:
-        raise sweep.SweepError("empty grid: give at least one KEY=V1,V2")
-    for key in grid:
-        sweep.parse_grid([f"{key}=" + ",".join(grid[key])])  # the same checks as the CLI
+    sweep.check_grid(grid or {})
     strategies = list(strategies or ["weighted", "random"])
     base = [*(overrides or []), f"orchestration.strategies=[{', '.join(strategies)}]", "evaluate.models=[sft, dpo]"]
     cfg0 = load_profile(profile, base)

@@ -339,6 +339,16 @@ def _needs_synthetic(data: DataConfig) -> bool:
                for s in [*data.sft, *data.pool, *data.eval])
 
 
+def validation_set_name(source: str, name: str) -> str:
+    """The evaluation-set name of the validation problems of one source: ``<source>_<name>``."""
+    return f"{source}_{name}"
+
+
+def validation_sets(data_dir: str | Path, name: str) -> list[str]:
+    """The validation sets a data stage folder holds (``eval/<source>_<name>.jsonl``), sorted."""
+    return sorted(p.stem for p in (Path(data_dir) / "eval").glob(f"{validation_set_name('*', name)}.jsonl"))
+
+
 def hold_out(pool: list[Problem], data: DataConfig) -> tuple[list[Problem], dict[str, list[Problem]]]:
     """(the pool without the validation problems, ``{"<source>_<name>": problems}``): ``data.validation.n``
     pool problems drawn with ``data.validation.seed``, in pool order, with ``split="validation"``. One set
@@ -354,7 +364,7 @@ def hold_out(pool: list[Problem], data: DataConfig) -> tuple[list[Problem], dict
     held: dict[str, list[Problem]] = {}
     for i, p in enumerate(pool):
         if i in keep:
-            held.setdefault(f"{p.source}_{v.name}", []).append(p.model_copy(update={"split": "validation"}))
+            held.setdefault(validation_set_name(p.source, v.name), []).append(p.model_copy(update={"split": "validation"}))
     clash = sorted(set(held) & {d.name for d in data.eval})
     if clash:
         raise DataError(f"validation set name(s) {clash} collide with data.eval names; set data.validation.name")

@@ -51,12 +51,11 @@ from pathlib import Path
 from typing import Any, Literal
 
 from conf.schema import VLLMConfig
-from tasks.progress import run_log
+from tasks.progress import run_log as log_  # the Prefect run logger inside a flow
 from training.modelref import ModelRef
 from training.prompts import chat_prompt
 
 ROOT = Path(__file__).resolve().parents[1]
-log_ = run_log  # through the Prefect run logger inside a flow
 FINISH_REASONS = ("stop", "length")
 
 

@@ -45,7 +45,6 @@ def stage_logger() -> logging.Logger | logging.LoggerAdapter:
     return log
 
 
-
 class StageLog:
     """A logger whose every call goes through :func:`stage_logger` at call time, for module-level use:
     inside a flow the lines reach the console, the Prefect UI and ``--watch``; outside it they go to

@@ -26,6 +26,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
+from tasks.artifacts import Manifest
 from tasks.records import iter_jsonl
 from tasks.stats import accuracy, mcnemar, paired_difference
 
@@ -90,12 +91,10 @@ def displacement_rows(evals: Mapping[str, str | Path]) -> list[dict[str, Any]]:
     rows = []
     for label, folder in evals.items():
         try:
-            manifest = json.loads((Path(folder) / "manifest.json").read_text())
-            key = manifest["inputs"]["model"]
-            dpo = json.loads((Path(folder).parent.parent / "dpo" / key / "manifest.json").read_text())
+            key = Manifest.load(folder).inputs["model"]
+            m = Manifest.load(Path(folder).parent.parent / "dpo" / key).metrics or {}
         except (OSError, KeyError, TypeError, ValueError):
             continue
-        m = dpo.get("metrics") or {}
         if all(k in m for k in DISPLACEMENT_KEYS):
             rows.append({"model": label, **{k: m[k] for k in DISPLACEMENT_KEYS}})
     return rows

@@ -22,6 +22,20 @@ class SweepError(ValueError):
     """A grid that cannot be swept (unknown syntax, a section outside DPO/pairs, no values)."""
 
 
+def check_grid(grid: Mapping[str, Sequence[str]]) -> Mapping[str, Sequence[str]]:
+    """``grid`` itself, or :class:`SweepError` when it is empty, has a key outside ``dpo.*``/``pairs.*``, or a
+    key without values."""
+    if not grid:
+        raise SweepError("empty grid: give at least one --grid KEY=V1,V2")
+    for key, values in grid.items():
+        if not key.startswith(SWEEPABLE):
+            raise SweepError(f"grid key {key!r}: a DPO sweep varies dpo.* or pairs.* only "
+                             "(the upstream stages must stay cached)")
+        if not values:
+            raise SweepError(f"grid key {key!r}: no values")
+    return grid
+
+
 def parse_grid(specs: Sequence[str]) -> dict[str, list[str]]:
     """``["dpo.beta=0.1,0.5", "dpo.max_steps=30,60"]`` -> ``{"dpo.beta": ["0.1", "0.5"], ...}`` (values are
     override strings, parsed by the profile loader like any ``-o``)."""
@@ -31,14 +45,10 @@ def parse_grid(specs: Sequence[str]) -> dict[str, list[str]]:
         key = key.strip()
         if not sep or not key or not values.strip():
             raise SweepError(f"grid entry {spec!r}: expected KEY=V1,V2,...")
-        if not key.startswith(SWEEPABLE):
-            raise SweepError(f"grid entry {spec!r}: a DPO sweep varies dpo.* or pairs.* only "
-                             "(the upstream stages must stay cached)")
         if key in grid:
             raise SweepError(f"grid key {key!r} given twice")
         grid[key] = [v.strip() for v in values.split(",") if v.strip()]
-    if not grid:
-        raise SweepError("empty grid: give at least one --grid KEY=V1,V2")
+    check_grid(grid)
     return grid
 
 
@@ -126,4 +136,4 @@ def render_markdown(report: Mapping[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-__all__ = ["SWEEPABLE", "SweepError", "best", "overrides_of", "parse_grid", "points", "render_markdown", "row"]
+__all__ = ["SWEEPABLE", "SweepError", "best", "check_grid", "overrides_of", "parse_grid", "points", "render_markdown", "row"]

@@ -387,14 +387,17 @@ def test_arm_displacement_averages_the_seeds_dpo_metrics(tmp_path):
     for seed, delta in ((0, -2.0), (1, -4.0)):
         (root / "dpo" / f"k{seed}").mkdir(parents=True)
         (root / "dpo" / f"k{seed}" / "manifest.json").write_text(json.dumps(
-            {"metrics": {**dict.fromkeys(DISPLACEMENT_KEYS, 1.0), "logps_chosen_delta": delta}}))
+            {"stage": "dpo", "key": f"k{seed}",
+             "metrics": {**dict.fromkeys(DISPLACEMENT_KEYS, 1.0), "logps_chosen_delta": delta}}))
         folder = root / "evaluate" / f"e{seed}"
         folder.mkdir(parents=True)
-        (folder / "manifest.json").write_text(json.dumps({"inputs": {"model": f"k{seed}"}}))
+        (folder / "manifest.json").write_text(json.dumps({"stage": "evaluate", "key": f"e{seed}",
+                                                          "inputs": {"model": f"k{seed}"}}))
         evals["weighted-0.3"][seed] = folder
     old = root / "evaluate" / "old"
     old.mkdir()
-    (old / "manifest.json").write_text(json.dumps({"inputs": {"model": "missing"}}))
+    (old / "manifest.json").write_text(json.dumps({"stage": "evaluate", "key": "old",
+                                                   "inputs": {"model": "missing"}}))
     evals["old"][0] = old  # a DPO run from before the diagnostic: no row
     rows = arm_displacement(evals)
     assert [(r["arm"], r["seeds"], r["logps_chosen_delta"]) for r in rows] == [("weighted-0.3", 2, -3.0)]

@@ -143,13 +143,16 @@ def test_report_shows_the_dpo_stages_displacement(tmp_path):
             "logps_rejected_delta": -6.0, "logp_token_chosen_before": -0.5, "logp_token_chosen_after": -0.59,
             "logp_token_rejected_before": -0.6, "logp_token_rejected_after": -0.74, "share_chosen_logp_fell": 0.75}
     (root / "dpo" / "k1").mkdir(parents=True)
-    (root / "dpo" / "k1" / "manifest.json").write_text(json.dumps({"metrics": {"steps": 3, **disp}}))
+    (root / "dpo" / "k1" / "manifest.json").write_text(json.dumps({"stage": "dpo", "key": "k1",
+                                                                  "metrics": {"steps": 3, **disp}}))
     (root / "sft" / "k0").mkdir(parents=True)
-    (root / "sft" / "k0" / "manifest.json").write_text(json.dumps({"metrics": {"steps": 3}}))
+    (root / "sft" / "k0" / "manifest.json").write_text(json.dumps({"stage": "sft", "key": "k0",
+                                                                  "metrics": {"steps": 3}}))
     evals = {}
     for label, res, model in (("sft", SFT, "k0"), ("dpo-weighted", DPO, "k1")):
         folder = _write_eval(root / "evaluate" / label, res)
-        (folder / "manifest.json").write_text(json.dumps({"inputs": {"model": model, "data": "d"}}))
+        (folder / "manifest.json").write_text(json.dumps({"stage": "evaluate", "key": label,
+                                                          "inputs": {"model": model, "data": "d"}}))
         evals[label] = folder
     metrics = run_report(cfg, evals, tmp_path / "report")
     rep = json.loads((tmp_path / "report" / "report.json").read_text())
