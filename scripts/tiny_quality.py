@@ -27,7 +27,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from conf import load_config  # noqa: E402
 from tasks.data import format_solution  # noqa: E402
-from tasks.synthetic import generate_splits, pretrain_documents  # noqa: E402
+from tasks.grading import stated_calculations  # noqa: E402
+from tasks.synthetic import ERROR_KINDS, STRUCTURAL_KINDS, generate_splits, known_error, pretrain_documents  # noqa: E402
 from training.prompts import chat_prompt  # noqa: E402
 from training.tiny import build_tiny_model  # noqa: E402
 
@@ -125,6 +126,14 @@ def main() -> None:
             r["sample_acc"] += sum(ok) / len(ok)
             r["unparsed"] += sum(final_number(s) is None for s in ss) / len(ss)
     print("\nexample greedy output:\n" + greedy[0][0] + "\n")
+    kinds = [known_error(p.meta, p.answer, None if (v := final_number(gr[0])) is None else str(v),
+                         stated_calculations(gr[0])) for p, gr in zip(test, greedy, strict=True)]
+    errors = [k for k in kinds if k != "correct"]
+    if errors:
+        share = {k: errors.count(k) / len(errors) for k in ERROR_KINDS if errors.count(k)}
+        structural = sum(errors.count(k) for k in STRUCTURAL_KINDS) / len(errors)
+        print(f"greedy errors by known type (n={len(errors)}, structural {structural:.1%}): "
+              + ", ".join(f"{k} {v:.1%}" for k, v in share.items()))
     print(f"{'subset':<10}{'n':>5}{'greedy':>9}{'mixed@' + str(args.k):>9}{'any@' + str(args.k):>8}"
           f"{'sample acc':>12}{'unparsed':>10}")
     for key in ["all"] + sorted(k for k in rows if k != "all"):
