@@ -42,6 +42,8 @@ CFG = DPOConfig(
     lora=LoraConfig(r=4, alpha=8, dropout=0.0), warmup_ratio=0.0, lr_scheduler="constant",
     save_steps=100, logging_steps=1, displacement_pairs=4, seed=0,
 )
+# the two losses the trainer computes: the weighted sigmoid loss alone, and with the NLL term (rpo_alpha)
+CASES = {"weighted": CFG, "weighted+nll": CFG.model_copy(update={"rpo_alpha": 0.5})}
 
 
 def dpo_curve(model_dir: Path, out: Path, cfg: DPOConfig = CFG) -> dict:
@@ -55,29 +57,37 @@ def dpo_curve(model_dir: Path, out: Path, cfg: DPOConfig = CFG) -> dict:
         result = train_dpo(model_dir, rows, cfg, model_cfg, out)
     finally:
         torch.set_num_threads(threads)
+    keys = STEP_KEYS + (("nll",) if cfg.rpo_alpha else ())
     logged = [r for r in result.log_history if "loss" in r]
     return {
-        "steps": [{"step": r["step"], **{k: float(r[k]) for k in STEP_KEYS}} for r in logged],
+        "steps": [{"step": r["step"], **{k: float(r[k]) for k in keys}} for r in logged],
         "run": {k: float(result.metrics[k]) for k in RUN_KEYS},
     }
 
 
-def test_weighted_dpo_matches_the_golden_curve(tiny_model_dir, tmp_path):
-    got = dpo_curve(tiny_model_dir, tmp_path)
+def _update_golden(case: str, curve: dict) -> None:
+    golden = json.loads(GOLDEN.read_text()) if GOLDEN.is_file() else {}
+    golden[case] = curve
+    GOLDEN.parent.mkdir(exist_ok=True)
+    GOLDEN.write_text(json.dumps({k: golden[k] for k in sorted(golden)}, indent=1) + "\n")
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_weighted_dpo_matches_the_golden_curve(tiny_model_dir, tmp_path, case):
+    got = dpo_curve(tiny_model_dir, tmp_path, CASES[case])
     assert [s["step"] for s in got["steps"]] == list(range(1, CFG.max_steps + 1))
     if UPDATE:
-        GOLDEN.parent.mkdir(exist_ok=True)
-        GOLDEN.write_text(json.dumps(got, indent=1) + "\n")
-        pytest.skip(f"rewrote {GOLDEN}")
+        _update_golden(case, got)
+        pytest.skip(f"rewrote {case!r} in {GOLDEN}")
     assert GOLDEN.is_file(), f"no {GOLDEN}: regenerate it with HNSDPO_UPDATE_GOLDEN=1 (module docstring)"
-    want = json.loads(GOLDEN.read_text())
+    want = json.loads(GOLDEN.read_text())[case]
     assert len(got["steps"]) == len(want["steps"])
     for g, w in zip(got["steps"], want["steps"], strict=True):
         assert g.keys() == w.keys()
         for key in w:
-            assert g[key] == pytest.approx(w[key], rel=RTOL, abs=ATOL), f"step {w['step']} {key}"
+            assert g[key] == pytest.approx(w[key], rel=RTOL, abs=ATOL), f"{case} step {w['step']} {key}"
     for key in want["run"]:
-        assert got["run"][key] == pytest.approx(want["run"][key], rel=RTOL, abs=ATOL), key
+        assert got["run"][key] == pytest.approx(want["run"][key], rel=RTOL, abs=ATOL), f"{case} {key}"
     # the curve is a real one: the loss moves off log 2 and the weights reach the loss
     assert want["steps"][-1]["loss/unweighted"] < want["steps"][0]["loss/unweighted"] - 0.05
     assert any(abs(s["loss"] - s["loss/unweighted"]) > 1e-3 for s in want["steps"])
