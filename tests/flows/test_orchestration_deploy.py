@@ -138,8 +138,10 @@ if sys.argv[1:3] in (["server", "start"], ["worker", "start"]):
 def _make_recipe(target: str) -> list[str]:
     """The command lines ``make <target>`` runs, from ``make -n`` (the environment set-up is taken as done;
     run for real, make would export its own ``VENV``)."""
-    out = subprocess.run(["make", "-n", "-o", "setup", "-o", ".venv/.stamp", target], cwd=ROOT,
-                         capture_output=True, text=True, timeout=60)
+    # Under `make test` the parent make's MAKEFLAGS/MAKELEVEL would make this one print "Entering directory"
+    env = {k: v for k, v in os.environ.items() if k not in ("MAKEFLAGS", "MFLAGS", "MAKELEVEL")}
+    out = subprocess.run(["make", "--no-print-directory", "-n", "-o", "setup", "-o", ".venv/.stamp", target],
+                         cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     return [line for line in out.stdout.splitlines() if line.strip()]
 
