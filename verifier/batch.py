@@ -38,6 +38,7 @@ from __future__ import annotations
 import math
 import multiprocessing as mp
 import os
+import queue
 import signal
 import socket
 import subprocess
@@ -45,7 +46,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
-from concurrent.futures import FIRST_COMPLETED, Future, wait
+from concurrent.futures import Future
 from concurrent.futures.process import BrokenProcessPool
 from contextlib import contextmanager
 from multiprocessing.connection import Connection
@@ -62,6 +63,7 @@ except ImportError:  # not on Windows: the in-worker timer and the wall-clock ba
 
 REQUIRED = ("question", "solution", "gold")
 STARTUP_LIMIT_S = 180.0  # a pool that starts no item in this long is replaced
+POLL_S = 0.5  # how often the parent checks that the pool is alive while no result comes
 MAX_START_FAILURES = 3
 INIT_DELAY_ENV = "VERIFIER_WORKER_INIT_DELAY_S"
 WARM_UP = ("What is 3 + 4?", "3 + 4 = 7.\nThe answer is $\\boxed{7}$.", "\\frac{14}{2}")
@@ -180,9 +182,9 @@ def _one_pool(jobs: dict[int, dict], config_json: str, n_workers: int, limits: L
                        context=mp.get_context("fork"))
     futures = {pool.schedule(_score_item, args=(kw, limits.cpu_s), timeout=limits.wall_s): pos
                for pos, kw in jobs.items()}
-    left, why, started = [], f"no worker ready after {STARTUP_LIMIT_S:g} s", False
+    left, why, started = [], "", False
     try:
-        for fut in _as_completed(futures):
+        for fut in _as_completed(futures, pool):
             outcome = _outcome(fut, limits)
             if outcome is None:  # the pool broke: its workers died before they could take an item
                 left.append(futures[fut])
@@ -191,20 +193,31 @@ def _one_pool(jobs: dict[int, dict], config_json: str, n_workers: int, limits: L
             started = True
             yield futures[fut], outcome
         left += [pos for fut, pos in futures.items() if not fut.done()]
+        if left and not why:
+            why = "the worker pool broke" if not pool.active else f"no worker ready after {STARTUP_LIMIT_S:g} s"
     finally:
         pool.stop()
         pool.join()
     return sorted(left), why, started
 
 
-def _as_completed(futures: Mapping[Future, int]) -> Iterator[Future]:
-    """The futures as they finish; stops early when none has finished or started for ``STARTUP_LIMIT_S``."""
-    pending = set(futures)
-    while pending:
-        done, pending = wait(pending, timeout=STARTUP_LIMIT_S, return_when=FIRST_COMPLETED)
-        if not done and not any(f.running() for f in pending):
-            return
-        yield from sorted(done, key=futures.__getitem__)
+def _as_completed(futures: Mapping[Future, int], pool: ProcessPool) -> Iterator[Future]:
+    """The futures as they finish; stops early when the pool broke (pebble leaves the items it never
+    dispatched pending) or when no item has finished or run for ``STARTUP_LIMIT_S``."""
+    finished: queue.SimpleQueue = queue.SimpleQueue()
+    for fut in futures:
+        fut.add_done_callback(finished.put)
+    for _ in range(len(futures)):
+        idle = 0.0
+        while True:
+            try:
+                fut = finished.get(timeout=POLL_S)
+                break
+            except queue.Empty:
+                idle += POLL_S
+                if not pool.active or (idle >= STARTUP_LIMIT_S and not any(f.running() for f in futures)):
+                    return
+        yield fut
 
 
 def _outcome(fut: Future, limits: Limits) -> Outcome | None:

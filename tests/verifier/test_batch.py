@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from concurrent.futures import Future
 from concurrent.futures.process import BrokenProcessPool
@@ -190,6 +191,27 @@ def test_outcomes_of_failed_items():
     ok: Future = Future()
     ok.set_result({"a": 1})
     assert batch_mod._outcome(ok, limits) == ("ok", {"a": 1})
+
+
+class _Pool:
+    def __init__(self, active: bool):
+        self.active = active
+
+
+def test_as_completed_stops_when_the_pool_broke_or_nothing_runs(monkeypatch):
+    """A broken pebble pool leaves the items it never dispatched pending: the wait must end anyway."""
+    monkeypatch.setattr(batch_mod, "STARTUP_LIMIT_S", 1.0)
+    done, pending = Future(), Future()
+    done.set_result(1)
+    t0 = time.perf_counter()
+    assert list(batch_mod._as_completed({done: 0, pending: 1}, _Pool(active=False))) == [done]
+    assert time.perf_counter() - t0 < 0.9  # at the first poll, not after STARTUP_LIMIT_S
+    assert list(batch_mod._as_completed({done: 0, pending: 1}, _Pool(active=True))) == [done]
+    assert time.perf_counter() - t0 > 1.0  # alive but nothing ran for STARTUP_LIMIT_S
+    slow = Future()
+    slow.set_running_or_notify_cancel()  # a running item keeps the wait going past STARTUP_LIMIT_S
+    threading.Timer(1.6, slow.set_result, (2,)).start()
+    assert list(batch_mod._as_completed({slow: 0, done: 1}, _Pool(active=True))) == [done, slow]
 
 
 def test_cpu_limit_is_set_for_the_item_and_restored():
