@@ -58,7 +58,7 @@ from verifier.verdict import Verdict
 
 try:
     import resource
-except ImportError:  # not on Windows: the in-worker timer and the wall-clock backstop remain
+except ImportError:  # Windows has no resource module: the in-worker timer and the wall-clock backstop remain
     resource = None  # type: ignore[assignment]
 
 REQUIRED = ("question", "solution", "gold")
@@ -296,7 +296,7 @@ def _preload() -> None:
 
 
 class _Bar:
-    """rich progress without its refresh thread (the parent stays single-threaded, so fork stays safe)."""
+    """rich progress without its refresh thread (no thread of ours may hold a lock when pebble forks a worker)."""
 
     def __init__(self, total: int, enabled: bool, description: str):
         self.bar = None

@@ -159,7 +159,7 @@ STRUCT_REPETITIVE = 0.7
 STRUCT_UNBALANCED = 0.4
 STRUCT_EACH_FURTHER = 0.1  # added per structural problem beyond the largest
 MIN_REPEAT_CHARS = 12  # shorter steps are not counted as repeats
-REPEATED_SHARE = 0.25  # repetitive: a repeated step and at least this share of the steps repeated, or ...
+REPEATED_SHARE = 0.25  # repetitive: two repeated steps, or repeats that are at least this share of the steps, or ...
 COMPRESSION_RATIO = 0.12  # ... text over 400 characters that zlib compresses below this ratio
 
 
