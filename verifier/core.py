@@ -75,7 +75,7 @@ from verifier.answers import (
 )
 from verifier.arith import Calculation, Value, extract_calculations, numbers_in, split_math, values_match
 from verifier.learned import StepScorer, load_scorer
-from verifier.semantic import Embedder, alignment, word_numbers
+from verifier.semantic import Alignment, Embedder, alignment, word_numbers
 from verifier.semantic import similarity as lexical_similarity
 from verifier.steps import split_steps
 from verifier.symbolic import check_algebra
@@ -132,6 +132,35 @@ def implicit_constants(text: str) -> set[Fraction]:
 
 
 _ROUND_RE = re.compile(r"\bround|\bnearest\b")
+
+# ---------------------------------------------------------------- severities (hand-set; docs/verifier.md)
+# Flag severities (StepFlag.severity, the per-step error score), ordered by how sure each check is.
+SEV_WRONG_CALC = 1.0  # a calculation or algebra step that does not hold
+SEV_CONTRADICTION = 0.9  # conflicting final answers; a final answer that contradicts the last derived value
+SEV_USED_BEFORE_DERIVED = 0.8
+SEV_SKIPPED_STEP = 0.7  # an operand the reference derives but this solution never does
+SEV_FINAL_IS_EARLIER = 0.5  # the final answer is an earlier intermediate value, not the last one
+SEV_SOURCELESS = 0.5  # an operand that is neither given, nor derived, nor stated
+SEV_OFF_TOPIC = 0.4
+STRUCT_FLAG_WEIGHT = 0.6  # a structural flag's severity: this share of the problem's dimension score
+
+# Dimension scores (the module docstring gives the formulas).
+SYMBOLIC_FLOOR = 0.5  # symbolic_validity = 0.5 + 0.5 * wrong / checked
+ORDERING_FIRST, ORDERING_EACH = 0.6, 0.2  # step_ordering: the first step used before derived, each further one
+CONFLICTING_ANSWERS = 1.0  # logical_consistency ...
+FINAL_CONTRADICTS = 1.0  # ... the final answer is not the last derived value
+FINAL_IS_EARLIER_VALUE = 0.4  # ... but an earlier one
+SOURCELESS_EACH, SOURCELESS_MAX = 0.3, 0.6  # ... per step with a sourceless operand, at most
+UNDERIVED_FIRST, UNDERIVED_EACH, UNDERIVED_PER_SOURCELESS = 0.6, 0.2, 0.1  # ... skipped steps (with a reference)
+STRUCT_EMPTY = 1.0  # structural_integrity: no steps at all
+STRUCT_NO_ANSWER = 0.5
+STRUCT_TRUNCATED = 0.8
+STRUCT_REPETITIVE = 0.7
+STRUCT_UNBALANCED = 0.4
+STRUCT_EACH_FURTHER = 0.1  # added per structural problem beyond the largest
+MIN_REPEAT_CHARS = 12  # shorter steps are not counted as repeats
+REPEATED_SHARE = 0.25  # repetitive: two repeated steps, or repeats that are at least this share of the steps, or ...
+COMPRESSION_RATIO = 0.12  # ... text over 400 characters that zlib compresses below this ratio
 
 
 def _is_int(v: Value) -> bool:
@@ -425,44 +454,17 @@ class MathVerifier:
                 budget: _Budget | None = None, use_embedding: bool = True) -> Analysis:
         """All checks on one solution (no time limit unless ``budget`` is given)."""
         limit = self.config.max_text_chars
-        notes: list[str] = []
-        question = question if isinstance(question, str) else ""
+        question = question[:limit] if isinstance(question, str) else ""
         gold = gold if isinstance(gold, str) else ""
-        if isinstance(solution, str):
-            if len(solution) > limit:
-                notes.append(f"solution has {len(solution)} characters; checked the first {limit}")
-                solution = solution[:limit]
-            steps = split_steps(solution)
-        else:
-            steps, used = [], 0
-            for s in solution or []:
-                s = str(s).strip()
-                if used + len(s) > limit:
-                    notes.append(f"solution longer than {limit} characters; checked a prefix")
-                    break
-                if s:
-                    steps.append(s)
-                    used += len(s)
-        question = question[:limit]
+        steps, notes = _split_solution(solution, limit)
         text = "\n".join(steps)
-        flags: list[StepFlag] = []
-
-        # symbolic channel: calculations per step
-        calcs: list[list[Calculation]] = []
-        for s in steps:
-            if budget:
-                budget.check()
-            calcs.append(extract_calculations(s))
-        # algebra: equalities with variables (rewrites, substitutions of the values the solution assigns)
-        for i, checks in enumerate(check_algebra(steps, budget.check if budget else None, question)):
-            calcs[i] += checks
+        calcs = _calculations(steps, question, budget)
         given = set(numbers_in(question)) | word_numbers(question) | question_fractions(question)
-        symbolic = self._symbolic(calcs, flags)
-        implicit = implicit_constants(question + "\n" + text)
         ref_derived = _reference_derived(reference[:limit], given) if isinstance(reference, str) else None
-        ordering, unsupported = self._ordering(steps, calcs, given, flags, implicit, ref_derived)
-
-        # final answer
+        symbolic, flags = _symbolic(calcs)
+        ordering, found, unsupported = _ordering(steps, calcs, given, implicit_constants(question + "\n" + text),
+                                                 ref_derived)
+        flags += found
         cands = answer_candidates(text)
         final = extract_answer(text) if steps else None
         final_num = parse_number(final) if final is not None else None
@@ -472,294 +474,59 @@ class MathVerifier:
         correct = bool(steps) and gold_answer is not None and answers_equal(gold, text)
         if gold_answer is None:
             notes.append("gold answer missing or empty: correctness cannot be judged")
-
-        qlow = question.lower()
-        cents = bool(re.search(r"\bcents?\b", qlow))
-        rounding = bool(_ROUND_RE.search(qlow) or _ROUND_RE.search(text[-2000:].lower()))
-        latex = any(m for st in steps for _, m in split_math(st[:20000]))
-        logical = self._consistency(steps, calcs, cands, final_num, unsupported, flags, cents, rounding, latex)
-        structural = self._structure(steps, text, cands, flags)
-        align = alignment(question, steps)
-        if self._embedder is not None and self._embedder.error and use_embedding:
-            notes.append(self._embedder.error)
-        elif self._embedder is not None and steps and align.mismatch > 0 and use_embedding:
-            # the lexical measures see a mismatch: the embedding confirms or clears it (model loaded once,
-            # outside the time budget)
-            if not self._embedder.loaded:
-                with budget.paused() if budget else nullcontext():
-                    _ = self._embedder.available
-            embed_sim = self._embedder.cosine(question, text)
-            if embed_sim is None and self._embedder.error:
-                notes.append(self._embedder.error)
-            elif embed_sim is not None:
-                align = alignment(question, steps, embed_sim)
-        for i in align.off_topic_steps:
-            flags.append(StepFlag(i, "semantic_alignment", 0.4, f"step {i} is unrelated to the question"))
-        notes += align.notes
-
-        dims = {
-            "semantic_alignment": align.score,
-            "structural_integrity": structural,
-            "step_ordering": ordering,
-            "logical_consistency": logical,
-            "symbolic_validity": symbolic,
-            "answer_correctness": 0.0 if correct else 1.0,
-        }
+        logical, found = _consistency(steps, calcs, cands, final_num, unsupported, **_reading(question, text, steps))
+        flags += found
+        structural, found = _structure(steps, text, cands)
+        flags += found
+        align, found_notes = self._alignment(question, steps, text, budget, use_embedding)
+        flags += [StepFlag(i, "semantic_alignment", SEV_OFF_TOPIC, f"step {i} is unrelated to the question")
+                  for i in align.off_topic_steps]
+        notes += found_notes
+        dims = {"semantic_alignment": align.score, "structural_integrity": structural, "step_ordering": ordering,
+                "logical_consistency": logical, "symbolic_validity": symbolic,
+                "answer_correctness": 0.0 if correct else 1.0}
         if not correct and gold_answer is not None:
             notes.append(f"final answer {final!r} does not match gold {gold_answer!r}"[:240])
         a = Analysis(steps=steps, calcs=calcs, dims={k: round(float(v), 6) for k, v in dims.items()},
                      flags=flags, notes=notes, correct=correct, final_answer=final)
-        scorer = self.scorer
-        if scorer is not None and steps:
-            if budget:
-                budget.check()
-            known = {final: correct} if final is not None and gold_answer is not None else None
-            a.step_probs = scorer.step_probs(question, steps, calcs, flags, gold if gold_answer is not None else "",
-                                             known=known)
-            a.step_threshold = self.step_threshold
-        elif self.scorer_note:
-            notes.append(self.scorer_note)
-        a.first_error_step = self._first_error(a, question, gold, reference, final_num, given)
+        self._learned(a, question, gold if gold_answer is not None else "",
+                      {final: correct} if final is not None and gold_answer is not None else None, budget)
+        a.first_error_step, note = _first_error(a, gold, reference, final_num, given)
+        a.notes += [note] if note else []
         if not steps or (final is None and not any(calcs)):
             a.status = "unparsed"
         return a
 
-    # ------------------------------------------------------------ the checks
-    @staticmethod
-    def _symbolic(calcs: list[list[Calculation]], flags: list[StepFlag]) -> float:
-        checked = wrong = 0
-        for i, cs in enumerate(calcs):
-            for c in cs:
-                if c.ok is None:
-                    continue
-                checked += 1
-                if c.ok is False:
-                    wrong += 1
-                    flags.append(StepFlag(i, "symbolic_validity", 1.0, f"step {i}: {c.error}"))
-        return 0.0 if not wrong else min(1.0, 0.5 + 0.5 * wrong / checked)
+    def _alignment(self, question: str, steps: list[str], text: str, budget: _Budget | None,
+                   use_embedding: bool) -> tuple[Alignment, list[str]]:
+        """Lexical alignment; where it sees a mismatch, the embedding confirms or clears it (the model is
+        loaded once, outside the time budget). Returns the alignment and its notes."""
+        align = alignment(question, steps)
+        emb = self._embedder if use_embedding else None
+        notes: list[str] = []
+        if emb is not None and emb.error:
+            notes.append(emb.error)
+        elif emb is not None and steps and align.mismatch > 0:
+            if not emb.loaded:
+                with budget.paused() if budget else nullcontext():
+                    _ = emb.available
+            embed_sim = emb.cosine(question, text)
+            if embed_sim is None and emb.error:
+                notes.append(emb.error)
+            elif embed_sim is not None:
+                align = alignment(question, steps, embed_sim)
+        return align, notes + align.notes
 
-    @staticmethod
-    def _ordering(steps: list[str], calcs: list[list[Calculation]], given: set, flags: list[StepFlag],
-                  implicit: set | None = None, ref_derived: ValueSet | None = None) -> tuple[float, list]:
-        """Operands used before they are derived; also returns operands with no source.
-
-        An operand is fine when the question gives it (also as a percentage), when it is ``implicit``
-        (:func:`implicit_constants`) or when an earlier calculation (or an earlier one in the same step)
-        derives it. Otherwise:
-
-        - a later step derives it: *used before derived* (a step-ordering flag), even when an earlier
-          sentence already stated it ("the discount is $12 so he pays $80-$12", then "15% of $80 = $12");
-        - nothing derives it and ``ref_derived`` (the values a reference solution derives) holds it: a
-          quantity that should have been derived but never is (returned as ``(step, value, "underived")``);
-        - nothing derives it and no sentence stated it before (or twice in the same step: "February has
-          28 days ... 31+28"): an operand with no source (``(step, value, "unsupported")``).
-        """
-        implicit = implicit if implicit is not None else set(ALWAYS_IMPLICIT)
-        given = set(given)
-        given |= {1 + g for g in given if isinstance(g, Fraction) and 0 < g < 1}  # "50% more": 1.5
-        given |= {1 - g for g in given if isinstance(g, Fraction) and 0 < g < 1}
-        first_derived: dict[Value, int] = {}
-        for i, cs in enumerate(calcs):
-            for c in cs:
-                for r in (c.result, c.alt):
-                    if c.ok is not False and r is not None and r not in first_derived:
-                        first_derived[r] = i
-        later_sets = {}  # step -> values derived strictly after that step
-        derived = ValueSet()
-        stated = ValueSet()
-        given_set = ValueSet(list(given) + [v * 100 for v in given if isinstance(v, Fraction)]
-                             + [v / 100 for v in given if isinstance(v, Fraction)])
-        base = ValueSet(implicit)
-        base.exact |= given_set.exact
-        base.approx += given_set.approx
-        early: list[tuple[int, Value, int]] = []
-        unsupported: list[tuple[int, Value, str]] = []
-        for i, cs in enumerate(calcs):
-            plain = numbers_in(steps[i], annotations=False)
-            counts = Counter(plain)
-            here = ValueSet(v for v, k in counts.items() if k >= 2)
-            for c in cs:
-                for v in c.operands:
-                    if v in derived or v in given_set:
-                        continue
-                    if v in base and (ref_derived is None or v in ALWAYS_IMPLICIT or v not in ref_derived
-                                      or v in first_derived):
-                        continue
-                    if i not in later_sets:
-                        later_sets[i] = {d: j for d, j in first_derived.items() if j > i}
-                    j = later_sets[i].get(v)
-                    if first_derived.get(v) == i:
-                        continue  # a later calculation of the same step derives it
-                    if j is not None:
-                        early.append((i, v, j))
-                    elif ref_derived is not None and v in ref_derived:
-                        unsupported.append((i, v, "underived"))
-                    elif v not in stated and v not in here and not _small_count(v):
-                        unsupported.append((i, v, "unsupported"))
-                if c.result is not None and c.ok is not False:
-                    derived.add(c.result)
-                    if c.alt is not None:
-                        derived.add(c.alt)
-            for v in plain:
-                stated.add(v)
-        seen_steps = set()
-        for i, v, j in early:
-            if i in seen_steps:
-                continue
-            seen_steps.add(i)
-            flags.append(StepFlag(i, "step_ordering", 0.8,
-                                  f"step {i} uses {_fmt(v)} before step {j} derives it"))
-        score = 0.0 if not seen_steps else min(1.0, 0.6 + 0.2 * (len(seen_steps) - 1))
-        return score, unsupported
-
-    @staticmethod
-    def _consistency(steps, calcs, cands, final_num, unsupported, flags, cents: bool = False,
-                     rounding: bool = False, latex: bool = False) -> float:
-        """Conflicting final answers; a final answer that contradicts the last derived value (unless math
-        the checks cannot follow, such as ``$h = \\boxed{7}$`` or numbers no calculation accounts for,
-        lies between them); operands with no source (not in LaTeX solutions, whose numbers come from
-        reasoning in words and algebra) and operands the reference derives but this solution never does."""
-        score = 0.0
-        if latex:
-            unsupported = [u for u in unsupported if u[2] == "underived"]
-        # conflicting explicit final answers
-        nums = []
-        strs = set()
-        for _, a in cands:
-            n = parse_number(a)
-            if n is not None:
-                nums.append(n)
-            else:
-                strs.add(normalize_answer(a))
-        distinct: list = []
-        for n in nums:
-            if not any(numbers_equal(n, m) for m in distinct):
-                distinct.append(n)
-        if len(distinct) > 1 or (len(strs) > 1 and not nums):
-            vals = [_fmt(n[0]) for n in distinct] or sorted(strs)
-            score = 1.0
-            last = _answer_step(steps)
-            flags.append(StepFlag(last, "logical_consistency", 0.9, f"conflicting final answers: {vals[:4]}"))
-        # final answer vs last derived value
-        derived = [(i, c.result) for i, cs in enumerate(calcs) for c in cs if c.result is not None]
-        alts = [c.alt for cs in calcs for c in cs if c.alt is not None]
-        if final_num is not None and derived:
-            fv, fpct = final_num
-            def ok(v: Value) -> bool:  # equal, the percent read as a number, rounded (when the text says
-                # so: "to the nearest integer", "rounds to"), or dollars as cents (a question asking for cents)
-                return (values_match(fv, v) or (fpct and values_match(fv * 100, v))
-                        or (rounding and _is_int(fv) and not _is_int(v) and abs(float(v) - float(fv)) <= 0.5)
-                        or (cents and values_match(fv, v * 100)))
-            last_i, last_v = derived[-1]
-            last_alt = next((c.alt for c in reversed(calcs[last_i]) if c.result == last_v), None)
-            if not ok(last_v) and not (last_alt is not None and ok(last_alt)) and \
-                    not _untracked_math(steps, calcs, last_i, _answer_step(steps), fv):
-                earlier = any(ok(v) for _, v in derived) or any(ok(v) for v in alts)
-                sev = 0.4 if earlier else 1.0
-                score = max(score, sev)
-                step = _answer_step(steps)
-                flags.append(StepFlag(step, "logical_consistency", 0.5 if earlier else 0.9,
-                                      f"final answer {_fmt(fv)} differs from the last derived value "
-                                      f"{_fmt(last_v)} (step {last_i})"))
-        # quantities with no source (0.3 per step, at most 0.6), and quantities that the reference derives
-        # but this solution never does (0.6, +0.2 per further step)
-        per_step: dict[int, tuple[Value, str]] = {}
-        for i, v, kind in unsupported:
-            if i not in per_step or (kind == "underived" and per_step[i][1] != "underived"):
-                per_step[i] = (v, kind)
-        n_under = sum(k == "underived" for _, k in per_step.values())
-        n_unsup = len(per_step) - n_under
-        if n_unsup:
-            score = max(score, min(0.6, 0.3 * n_unsup))
-        if n_under:
-            score = max(score, min(1.0, 0.6 + 0.2 * (n_under - 1) + 0.1 * n_unsup))
-        for i, (v, kind) in sorted(per_step.items()):
-            if kind == "underived":
-                flags.append(StepFlag(i, "logical_consistency", 0.7,
-                                      f"step {i} uses {_fmt(v)}, which the reference derives but this solution "
-                                      "never does (a skipped step?)"))
-            else:
-                flags.append(StepFlag(i, "logical_consistency", 0.5,
-                                      f"step {i} uses {_fmt(v)}, which is neither given nor derived"))
-        return min(1.0, score)
-
-    @staticmethod
-    def _structure(steps: list[str], text: str, cands, flags: list[StepFlag]) -> float:
-        if not steps:
-            return 1.0
-        found: list[tuple[float, str, int]] = []
-        last = len(steps) - 1
-        explicit = bool(cands)
-        if not explicit:
-            found.append((0.5, "no explicit final answer", last))
-        tail = text.rstrip()[-1:]
-        if not explicit and tail and tail not in ".!?)]}$*|" and not tail.isdigit():
-            found.append((0.8, "ends mid-sentence without a final answer (truncated?)", last))
-        # repetition: duplicate steps, or text that compresses far too well
-        seen: dict[str, int] = {}
-        dups = []
-        for i, s in enumerate(steps):
-            key = re.sub(r"\s+", " ", s.lower()).strip()
-            if len(key) < 12:
-                continue
-            if key in seen:
-                dups.append(i)
-            else:
-                seen[key] = i
-        ratio = len(zlib.compress(text.encode("utf-8", "replace"), 1)) / max(1, len(text)) if len(text) > 400 else 1
-        if len(dups) >= 2 or (dups and len(dups) >= 0.25 * len(steps)) or ratio < 0.12:
-            found.append((0.7, f"repetitive ({len(dups)} repeated steps, compression ratio {ratio:.2f})",
-                          dups[0] if dups else last))
-        # balance
-        body = text.replace("\\{", "").replace("\\}", "")
-        problems = []
-        if body.count("{") != body.count("}"):
-            problems.append("braces")
-        if abs((body.count("(") + body.count("[")) - (body.count(")") + body.count("]"))) >= 1 and \
-                "\\left" not in body:
-            problems.append("brackets")
-        if "\\" in text and not re.search(r"\$\s?\d", text):  # no money signs: $ delimits math
-            dollars = len(re.findall(r"(?<!\\)\$", text))
-            if dollars % 2:
-                problems.append("$ delimiters")
-        if "\\[" in text and text.count("\\[") != text.count("\\]"):
-            problems.append("\\[ \\]")
-        if problems:
-            found.append((0.4, "unbalanced " + ", ".join(problems), _first_unbalanced(steps)))
-        for sev, note, i in found:
-            flags.append(StepFlag(i, "structural_integrity", sev * 0.6, note))
-        if not found:
-            return 0.0
-        return min(1.0, max(s for s, _, _ in found) + 0.1 * (len(found) - 1))
-
-    # ------------------------------------------------------------ first erroneous step
-    def _first_error(self, a: Analysis, question: str, gold: str, reference: str | None, final_num,
-                     given: set) -> int | None:
-        strong = [f.step for f in a.flags if f.dim in ("symbolic_validity", "step_ordering")]
-        if not a.correct and reference:
-            ref_step = _reference_deviation(a, reference, gold, final_num, given)
-            if ref_step is not None:
-                strong.append(ref_step)
-        if a.step_probs and a.step_threshold is not None:  # the learned channel rejects the step
-            learned = next((i for i, p in enumerate(a.step_probs) if p > a.step_threshold), None)
-            if learned is not None:
-                strong.append(learned)
-                a.notes.append(f"step {learned}: the learned step scorer rejects it "
-                               f"(P(bad) = {a.step_probs[learned]:.3f} > {a.step_threshold:.3f})")
-        if strong:
-            return min(strong)
-        weak = [f.step for f in a.flags if f.dim == "logical_consistency"
-                or (f.dim == "structural_integrity" and f.note.startswith("unbalanced"))]
-        if weak:
-            return min(weak)
-        if a.correct or not a.steps or extract_answer(gold) is None:
-            return None  # correct, empty, or no gold answer to call it wrong against
-        # wrong answer without a located error: the step where the wrong final value first appears
-        if final_num is not None:
-            for i, s in enumerate(a.steps):
-                if any(values_match(final_num[0], v) for v in numbers_in(s)):
-                    return i
-        return _answer_step(a.steps)
+    def _learned(self, a: Analysis, question: str, gold: str, known: dict | None, budget: _Budget | None) -> None:
+        """The learned channel: ``a.step_probs`` and ``a.step_threshold``, or the note that it is off."""
+        scorer = self.scorer
+        if scorer is not None and a.steps:
+            if budget:
+                budget.check()
+            a.step_probs = scorer.step_probs(question, a.steps, a.calcs, a.flags, gold, known=known)
+            a.step_threshold = self.step_threshold
+        elif self.scorer_note:
+            a.notes.append(self.scorer_note)
 
     # ------------------------------------------------------------ verdicts
     def _verdict(self, a: Analysis, problem_id: str, index: int) -> Verdict:
@@ -771,6 +538,313 @@ class MathVerifier:
             correct=a.correct, first_error_step=a.first_error_step, steps=a.steps, status=a.status,
             notes=[n[:300] for n in notes[:20]],
         )
+
+
+# ---------------------------------------------------------------- the checks
+# Each check returns what it finds (a dimension score and its StepFlags); none mutates its arguments.
+def _split_solution(solution: str | list[str], limit: int) -> tuple[list[str], list[str]]:
+    """The solution's steps (at most ``limit`` characters in all) and a note when it was cut."""
+    if isinstance(solution, str):
+        if len(solution) <= limit:
+            return split_steps(solution), []
+        return split_steps(solution[:limit]), [f"solution has {len(solution)} characters; checked the first {limit}"]
+    steps, used = [], 0
+    for s in solution or []:
+        s = str(s).strip()
+        if used + len(s) > limit:
+            return steps, [f"solution longer than {limit} characters; checked a prefix"]
+        if s:
+            steps.append(s)
+            used += len(s)
+    return steps, []
+
+
+def _calculations(steps: list[str], question: str, budget: _Budget | None) -> list[list[Calculation]]:
+    """The symbolic channel's calculations per step, then the algebra checks (equalities with variables:
+    rewrites, substitutions of the values the solution assigns) appended to their steps."""
+    calcs: list[list[Calculation]] = []
+    for s in steps:
+        if budget:
+            budget.check()
+        calcs.append(extract_calculations(s))
+    for i, checks in enumerate(check_algebra(steps, budget.check if budget else None, question)):
+        calcs[i] += checks
+    return calcs
+
+
+def _reading(question: str, text: str, steps: list[str]) -> dict[str, bool]:
+    """How to read the final answer: in cents (the question asks for cents), rounded (the text asks for a
+    rounding) and whether the solution writes LaTeX."""
+    qlow = question.lower()
+    return {"cents": bool(re.search(r"\bcents?\b", qlow)),
+            "rounding": bool(_ROUND_RE.search(qlow) or _ROUND_RE.search(text[-2000:].lower())),
+            "latex": any(m for st in steps for _, m in split_math(st[:20000]))}
+
+
+def _symbolic(calcs: list[list[Calculation]]) -> tuple[float, list[StepFlag]]:
+    """symbolic_validity: ``0`` when every checked calculation holds, else ``0.5 + 0.5 * wrong / checked``."""
+    checked = [(i, c) for i, cs in enumerate(calcs) for c in cs if c.ok is not None]
+    flags = [StepFlag(i, "symbolic_validity", SEV_WRONG_CALC, f"step {i}: {c.error}")
+             for i, c in checked if c.ok is False]
+    if not flags:
+        return 0.0, flags
+    return min(1.0, SYMBOLIC_FLOOR + SYMBOLIC_FLOOR * len(flags) / len(checked)), flags
+
+
+def _ordering(steps: list[str], calcs: list[list[Calculation]], given: set, implicit: set | None = None,
+              ref_derived: ValueSet | None = None) -> tuple[float, list[StepFlag], list]:
+    """Operands used before they are derived (step_ordering score and flags); also returns operands with
+    no source.
+
+    An operand is fine when the question gives it (also as a percentage), when it is ``implicit``
+    (:func:`implicit_constants`) or when an earlier calculation (or an earlier one in the same step)
+    derives it. Otherwise:
+
+    - a later step derives it: *used before derived* (a step-ordering flag), even when an earlier
+      sentence already stated it ("the discount is $12 so he pays $80-$12", then "15% of $80 = $12");
+    - nothing derives it and ``ref_derived`` (the values a reference solution derives) holds it: a
+      quantity that should have been derived but never is (returned as ``(step, value, "underived")``);
+    - nothing derives it and no sentence stated it before (or twice in the same step: "February has
+      28 days ... 31+28"): an operand with no source (``(step, value, "unsupported")``).
+    """
+    early, unsupported = _misplaced_operands(steps, calcs, given, implicit, ref_derived)
+    flags: list[StepFlag] = []
+    for i, v, j in early:
+        if not any(f.step == i for f in flags):
+            flags.append(StepFlag(i, "step_ordering", SEV_USED_BEFORE_DERIVED,
+                                  f"step {i} uses {_fmt(v)} before step {j} derives it"))
+    score = 0.0 if not flags else min(1.0, ORDERING_FIRST + ORDERING_EACH * (len(flags) - 1))
+    return score, flags, unsupported
+
+
+def _first_derived(calcs: list[list[Calculation]]) -> dict[Value, int]:
+    """The step where each value is first derived (by a calculation that is not wrong)."""
+    out: dict[Value, int] = {}
+    for i, cs in enumerate(calcs):
+        for c in cs:
+            for r in (c.result, c.alt):
+                if c.ok is not False and r is not None and r not in out:
+                    out[r] = i
+    return out
+
+
+def _licensed(given: set, implicit: set | None) -> tuple[ValueSet, ValueSet]:
+    """(the values the question gives, also as ``1 ± p``, ``x100`` and ``/100``; those plus ``implicit``)."""
+    implicit = implicit if implicit is not None else set(ALWAYS_IMPLICIT)
+    given = set(given)
+    given |= {1 + g for g in given if isinstance(g, Fraction) and 0 < g < 1}  # "50% more": 1.5
+    given |= {1 - g for g in given if isinstance(g, Fraction) and 0 < g < 1}
+    given_set = ValueSet(list(given) + [v * 100 for v in given if isinstance(v, Fraction)]
+                         + [v / 100 for v in given if isinstance(v, Fraction)])
+    base = ValueSet(implicit)
+    base.exact |= given_set.exact
+    base.approx += given_set.approx
+    return given_set, base
+
+
+def _misplaced_operands(steps: list[str], calcs: list[list[Calculation]], given: set, implicit: set | None,
+                        ref_derived: ValueSet | None) -> tuple[list[tuple[int, Value, int]], list]:
+    """(``(step, value, deriving step)`` for operands used before a later step derives them,
+    ``(step, value, "underived" | "unsupported")`` for operands that nothing derives); see :func:`_ordering`."""
+    first_derived = _first_derived(calcs)
+    given_set, base = _licensed(given, implicit)
+    derived, stated = ValueSet(), ValueSet()
+    early: list[tuple[int, Value, int]] = []
+    unsupported: list[tuple[int, Value, str]] = []
+    for i, cs in enumerate(calcs):
+        plain = numbers_in(steps[i], annotations=False)
+        here = ValueSet(v for v, k in Counter(plain).items() if k >= 2)  # stated twice in the step itself
+        for c in cs:
+            for v in c.operands:
+                if v in derived or v in given_set:
+                    continue
+                if v in base and (ref_derived is None or v in ALWAYS_IMPLICIT or v not in ref_derived
+                                  or v in first_derived):
+                    continue
+                j = first_derived.get(v)
+                if j == i:
+                    continue  # a later calculation of the same step derives it
+                if j is not None and j > i:
+                    early.append((i, v, j))
+                elif ref_derived is not None and v in ref_derived:
+                    unsupported.append((i, v, "underived"))
+                elif v not in stated and v not in here and not _small_count(v):
+                    unsupported.append((i, v, "unsupported"))
+            if c.result is not None and c.ok is not False:
+                derived.add(c.result)
+                if c.alt is not None:
+                    derived.add(c.alt)
+        for v in plain:
+            stated.add(v)
+    return early, unsupported
+
+
+def _consistency(steps, calcs, cands, final_num, unsupported, cents: bool = False, rounding: bool = False,
+                 latex: bool = False) -> tuple[float, list[StepFlag]]:
+    """logical_consistency: conflicting final answers; a final answer that contradicts the last derived value
+    (unless math the checks cannot follow, such as ``$h = \\boxed{7}$`` or numbers no calculation accounts
+    for, lies between them); operands with no source (not in LaTeX solutions, whose numbers come from
+    reasoning in words and algebra) and operands the reference derives but this solution never does."""
+    if latex:
+        unsupported = [u for u in unsupported if u[2] == "underived"]
+    found = [_conflicting_answers(steps, cands), _final_vs_derived(steps, calcs, final_num, cents, rounding),
+             _sourceless(unsupported)]
+    return min(1.0, max(s for s, _ in found)), [f for _, flags in found for f in flags]
+
+
+def _conflicting_answers(steps: list[str], cands) -> tuple[float, list[StepFlag]]:
+    """More than one distinct explicit final answer."""
+    nums, strs = [], set()
+    for _, a in cands:
+        n = parse_number(a)
+        if n is not None:
+            nums.append(n)
+        else:
+            strs.add(normalize_answer(a))
+    distinct: list = []
+    for n in nums:
+        if not any(numbers_equal(n, m) for m in distinct):
+            distinct.append(n)
+    if not (len(distinct) > 1 or (len(strs) > 1 and not nums)):
+        return 0.0, []
+    vals = [_fmt(n[0]) for n in distinct] or sorted(strs)
+    return CONFLICTING_ANSWERS, [StepFlag(_answer_step(steps), "logical_consistency", SEV_CONTRADICTION,
+                                          f"conflicting final answers: {vals[:4]}")]
+
+
+def _final_vs_derived(steps, calcs, final_num, cents: bool, rounding: bool) -> tuple[float, list[StepFlag]]:
+    """A final answer that differs from the last derived value (and the value it takes instead)."""
+    derived = [(i, c.result) for i, cs in enumerate(calcs) for c in cs if c.result is not None]
+    if final_num is None or not derived:
+        return 0.0, []
+    fv, fpct = final_num
+
+    def ok(v: Value) -> bool:  # equal, the percent read as a number, rounded (when the text says so: "to
+        # the nearest integer", "rounds to"), or dollars as cents (a question asking for cents)
+        return (values_match(fv, v) or (fpct and values_match(fv * 100, v))
+                or (rounding and _is_int(fv) and not _is_int(v) and abs(float(v) - float(fv)) <= 0.5)
+                or (cents and values_match(fv, v * 100)))
+
+    last_i, last_v = derived[-1]
+    last_alt = next((c.alt for c in reversed(calcs[last_i]) if c.result == last_v), None)
+    if ok(last_v) or (last_alt is not None and ok(last_alt)) or \
+            _untracked_math(steps, calcs, last_i, _answer_step(steps), fv):
+        return 0.0, []
+    alts = [c.alt for cs in calcs for c in cs if c.alt is not None]
+    earlier = any(ok(v) for _, v in derived) or any(ok(v) for v in alts)
+    note = f"final answer {_fmt(fv)} differs from the last derived value {_fmt(last_v)} (step {last_i})"
+    return (FINAL_IS_EARLIER_VALUE if earlier else FINAL_CONTRADICTS), [StepFlag(
+        _answer_step(steps), "logical_consistency", SEV_FINAL_IS_EARLIER if earlier else SEV_CONTRADICTION, note)]
+
+
+def _sourceless(unsupported: list) -> tuple[float, list[StepFlag]]:
+    """Quantities with no source (0.3 per step, at most 0.6), and quantities that the reference derives but
+    this solution never does (0.6, +0.2 per further step, +0.1 per sourceless step); one flag per step."""
+    per_step: dict[int, tuple[Value, str]] = {}
+    for i, v, kind in unsupported:
+        if i not in per_step or (kind == "underived" and per_step[i][1] != "underived"):
+            per_step[i] = (v, kind)
+    n_under = sum(k == "underived" for _, k in per_step.values())
+    n_unsup = len(per_step) - n_under
+    score = min(SOURCELESS_MAX, SOURCELESS_EACH * n_unsup) if n_unsup else 0.0
+    if n_under:
+        score = max(score, min(1.0, UNDERIVED_FIRST + UNDERIVED_EACH * (n_under - 1)
+                               + UNDERIVED_PER_SOURCELESS * n_unsup))
+    flags = [StepFlag(i, "logical_consistency", SEV_SKIPPED_STEP,
+                      f"step {i} uses {_fmt(v)}, which the reference derives but this solution never does "
+                      "(a skipped step?)") if kind == "underived" else
+             StepFlag(i, "logical_consistency", SEV_SOURCELESS,
+                      f"step {i} uses {_fmt(v)}, which is neither given nor derived")
+             for i, (v, kind) in sorted(per_step.items())]
+    return score, flags
+
+
+def _structure(steps: list[str], text: str, cands) -> tuple[float, list[StepFlag]]:
+    """structural_integrity: the largest structural problem, plus 0.1 per further one."""
+    if not steps:
+        return STRUCT_EMPTY, []
+    last = len(steps) - 1
+    found: list[tuple[float, str, int]] = []
+    if not cands:
+        found.append((STRUCT_NO_ANSWER, "no explicit final answer", last))
+        tail = text.rstrip()[-1:]
+        if tail and tail not in ".!?)]}$*|" and not tail.isdigit():
+            found.append((STRUCT_TRUNCATED, "ends mid-sentence without a final answer (truncated?)", last))
+    found += _repetition(steps, text)
+    problems = _unbalanced(text)
+    if problems:
+        found.append((STRUCT_UNBALANCED, "unbalanced " + ", ".join(problems), _first_unbalanced(steps)))
+    flags = [StepFlag(i, "structural_integrity", sev * STRUCT_FLAG_WEIGHT, note) for sev, note, i in found]
+    if not found:
+        return 0.0, flags
+    return min(1.0, max(s for s, _, _ in found) + STRUCT_EACH_FURTHER * (len(found) - 1)), flags
+
+
+def _repetition(steps: list[str], text: str) -> list[tuple[float, str, int]]:
+    """Duplicate steps, or text that compresses far too well: ``[(severity, note, step)]`` or ``[]``."""
+    seen: set[str] = set()
+    dups = []
+    for i, s in enumerate(steps):
+        key = re.sub(r"\s+", " ", s.lower()).strip()
+        if len(key) < MIN_REPEAT_CHARS:
+            continue
+        if key in seen:
+            dups.append(i)
+        else:
+            seen.add(key)
+    ratio = len(zlib.compress(text.encode("utf-8", "replace"), 1)) / max(1, len(text)) if len(text) > 400 else 1
+    if len(dups) >= 2 or (dups and len(dups) >= REPEATED_SHARE * len(steps)) or ratio < COMPRESSION_RATIO:
+        return [(STRUCT_REPETITIVE, f"repetitive ({len(dups)} repeated steps, compression ratio {ratio:.2f})",
+                 dups[0] if dups else len(steps) - 1)]
+    return []
+
+
+def _unbalanced(text: str) -> list[str]:
+    """What the text leaves unbalanced: braces, brackets, ``$`` delimiters, ``\\[ \\]``."""
+    body = text.replace("\\{", "").replace("\\}", "")
+    problems = []
+    if body.count("{") != body.count("}"):
+        problems.append("braces")
+    if abs((body.count("(") + body.count("[")) - (body.count(")") + body.count("]"))) >= 1 and \
+            "\\left" not in body:
+        problems.append("brackets")
+    if "\\" in text and not re.search(r"\$\s?\d", text):  # no money signs: $ delimits math
+        if len(re.findall(r"(?<!\\)\$", text)) % 2:
+            problems.append("$ delimiters")
+    if "\\[" in text and text.count("\\[") != text.count("\\]"):
+        problems.append("\\[ \\]")
+    return problems
+
+
+# ---------------------------------------------------------------- first erroneous step
+def _first_error(a: Analysis, gold: str, reference: str | None, final_num, given: set) -> tuple[int | None, str | None]:
+    """The first erroneous step (module docstring) and, when the learned channel names it, a note saying so."""
+    strong = [f.step for f in a.flags if f.dim in ("symbolic_validity", "step_ordering")]
+    if not a.correct and reference:
+        ref_step = _reference_deviation(a, reference, gold, final_num, given)
+        if ref_step is not None:
+            strong.append(ref_step)
+    note = None
+    if a.step_probs and a.step_threshold is not None:  # the learned channel rejects the step
+        learned = next((i for i, p in enumerate(a.step_probs) if p > a.step_threshold), None)
+        if learned is not None:
+            strong.append(learned)
+            note = (f"step {learned}: the learned step scorer rejects it "
+                    f"(P(bad) = {a.step_probs[learned]:.3f} > {a.step_threshold:.3f})")
+    if strong:
+        return min(strong), note
+    weak = [f.step for f in a.flags if f.dim == "logical_consistency"
+            or (f.dim == "structural_integrity" and f.note.startswith("unbalanced"))]
+    if weak:
+        return min(weak), note
+    if a.correct or not a.steps or extract_answer(gold) is None:
+        return None, note  # correct, empty, or no gold answer to call it wrong against
+    # wrong answer without a located error: the step where the wrong final value first appears
+    if final_num is not None:
+        for i, s in enumerate(a.steps):
+            if any(values_match(final_num[0], v) for v in numbers_in(s)):
+                return i, note
+    return _answer_step(a.steps), note
 
 
 def _reference_derived(reference: str, given: set) -> ValueSet | None:
@@ -787,6 +861,24 @@ def _reference_derived(reference: str, given: set) -> ValueSet | None:
 def _reference_deviation(a: Analysis, reference: str, gold: str, final_num, given: set) -> int | None:
     """Earliest step, among those the final answer depends on, that derives a value the reference never
     reaches (GSM8K reference answers hold every intermediate value)."""
+    ref_set = _reference_values(reference, gold, given)
+    producers: dict[int, list[tuple[Value, list[Fraction]]]] = {}
+    for i, cs in enumerate(a.calcs):
+        for c in cs:
+            if c.result is not None:
+                producers.setdefault(i, []).append((c.result, c.operands))
+    off_steps = [i for i, prods in producers.items() if any(v not in ref_set for v, _ in prods)]
+    if not off_steps:
+        return None
+    if final_num is None:
+        return min(off_steps)
+    chain_off = sorted(i for i in _ancestry(producers, final_num[0]) if i in off_steps)
+    return chain_off[0] if chain_off else min(off_steps)
+
+
+def _reference_values(reference: str, gold: str, given: set) -> ValueSet:
+    """Every value the reference solution reaches: the question's numbers, the reference's calculations and
+    numbers, and the gold answer."""
     ref_values: list[Value] = list(given)
     for s in split_steps(reference):
         for c in extract_calculations(s):
@@ -795,20 +887,12 @@ def _reference_deviation(a: Analysis, reference: str, gold: str, final_num, give
     g = parse_number(extract_answer(gold) or "")
     if g is not None:
         ref_values.append(g[0])
-    ref_set = ValueSet(ref_values)
-    off = lambda v: v not in ref_set  # noqa: E731
-    producers: dict[int, list[tuple[Value, list[Fraction]]]] = {}
-    for i, cs in enumerate(a.calcs):
-        for c in cs:
-            if c.result is not None:
-                producers.setdefault(i, []).append((c.result, c.operands))
-    off_steps = [i for i, prods in producers.items() if any(off(v) for v, _ in prods)]
-    if not off_steps:
-        return None
-    if final_num is None:
-        return min(off_steps)
-    # ancestry of the final value
-    target = [final_num[0]]
+    return ValueSet(ref_values)
+
+
+def _ancestry(producers: dict[int, list[tuple[Value, list[Fraction]]]], final: Value) -> set[int]:
+    """The steps whose calculations the final value derives from (following operands back, 200 values at most)."""
+    target = [final]
     seen = ValueSet()
     n_seen = 0
     steps_in_chain: set[int] = set()
@@ -823,10 +907,7 @@ def _reference_deviation(a: Analysis, reference: str, gold: str, final_num, give
                 if values_match(res, v):
                     steps_in_chain.add(i)
                     target += [o for o in ops if o not in seen]
-    chain_off = sorted(i for i in steps_in_chain if i in off_steps)
-    if chain_off:
-        return chain_off[0]
-    return min(off_steps)
+    return steps_in_chain
 
 
 _LATEX_VAR_RE = re.compile(r"(?<![\\A-Za-z])[A-Za-z](?![A-Za-z])")

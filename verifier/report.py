@@ -354,68 +354,94 @@ def _uses(step: str, value: str) -> bool:
     return any(re.search(rf"(?<![\d.]){re.escape(value)}(?![\d])", m.group(1)) for m in _ANN_RE.finditer(step))
 
 
-def inject(kind: str, steps: list[str], rng: random.Random) -> tuple[list[str], int | None] | None:
-    """An injected copy of ``steps`` and the expected first erroneous step (None: not defined)."""
+Injected = tuple[list[str], int | None] | None  # the injected steps and the expected first erroneous step
+
+
+def inject(kind: str, steps: list[str], rng: random.Random) -> Injected:
+    """An injected copy of ``steps`` and the expected first erroneous step (None: not defined), or None
+    when the solution has nothing to inject this kind of error into."""
+    if kind not in _INJECTORS:
+        raise ValueError(kind)
     body = [s for s in steps if not s.startswith("####")]
     final = [s for s in steps if s.startswith("####")]
+    return _INJECTORS[kind](body, final, steps, rng)
+
+
+def _bumped(val: float, share: float) -> str:
+    """``val`` plus ``share`` of it (at least 1), written as GSM8K writes numbers."""
+    new = val + max(1, round(abs(val) * share))
+    return str(int(new)) if new == int(new) else f"{new:g}"
+
+
+def _wrong_calc(body: list[str], final: list[str], steps: list[str], rng: random.Random) -> Injected:
     anns = _ann_steps(body)
-    if kind == "wrong_calc":
-        if not anns:
-            return None
-        i, lhs, res = rng.choice(anns)
-        try:
-            val = float(res.replace(",", ""))
-        except ValueError:
-            return None
-        new = val + max(1, round(abs(val) * 0.2))
-        new_s = str(int(new)) if new == int(new) else f"{new:g}"
-        m = _ANN_RE.search(body[i])
-        body = list(body)
-        body[i] = body[i][:m.start()] + f"<<{lhs}={new_s}>>{m.group(3)}{new_s}" + body[i][m.end():]
-        return body + final, i
-    if kind == "swapped":
-        pairs = [(i, j) for (i, _, r) in anns for (j, _, _) in anns if j == i + 1 and _uses(body[j], r)]
-        if not pairs:
-            return None
-        i, j = rng.choice(pairs)
-        body = list(body)
-        body[i], body[j] = body[j], body[i]
-        return body + final, i
-    if kind == "dropped":
-        cands = [(i, j) for (i, _, r) in anns for (j, _, _) in anns if j > i and _uses(body[j], r)]
-        if not cands:
-            return None
-        i, j = rng.choice(cands)
-        return body[:i] + body[i + 1:] + final, j - 1
-    if kind == "wrong_final":
-        if not final:
-            return None
-        m = re.match(r"####\s*(-?[\d,.]+)", final[-1])
-        if not m:
-            return None
-        try:
-            val = float(m.group(1).replace(",", ""))
-        except ValueError:
-            return None
-        new = val + max(1, round(abs(val) * 0.3))
-        new_s = str(int(new)) if new == int(new) else f"{new:g}"
-        return body + [f"#### {new_s}"], len(body)
-    if kind == "truncated":
-        text = "\n".join(steps)
-        cut = int(len(text) * rng.uniform(0.4, 0.7))
-        while cut < len(text) and text[cut - 1].isdigit():
-            cut += 1  # do not end on a complete number by accident
-        cut = max(1, cut - 3)
-        return split_steps(text[:cut]), None
-    if kind == "repetition":
-        if not body:
-            return None
-        i = rng.randrange(len(body))
-        return body[:i + 1] + [body[i]] * 3 + body[i + 1:] + final, None
-    if kind == "irrelevant":
-        i = rng.randrange(len(body) + 1)
-        return body[:i] + [rng.choice(IRRELEVANT)] + body[i:] + final, None
-    raise ValueError(kind)
+    if not anns:
+        return None
+    i, lhs, res = rng.choice(anns)
+    try:
+        new_s = _bumped(float(res.replace(",", "")), 0.2)
+    except ValueError:
+        return None
+    m = _ANN_RE.search(body[i])
+    body = list(body)
+    body[i] = body[i][:m.start()] + f"<<{lhs}={new_s}>>{m.group(3)}{new_s}" + body[i][m.end():]
+    return body + final, i
+
+
+def _swapped(body: list[str], final: list[str], steps: list[str], rng: random.Random) -> Injected:
+    anns = _ann_steps(body)
+    pairs = [(i, j) for (i, _, r) in anns for (j, _, _) in anns if j == i + 1 and _uses(body[j], r)]
+    if not pairs:
+        return None
+    i, j = rng.choice(pairs)
+    body = list(body)
+    body[i], body[j] = body[j], body[i]
+    return body + final, i
+
+
+def _dropped(body: list[str], final: list[str], steps: list[str], rng: random.Random) -> Injected:
+    anns = _ann_steps(body)
+    cands = [(i, j) for (i, _, r) in anns for (j, _, _) in anns if j > i and _uses(body[j], r)]
+    if not cands:
+        return None
+    i, j = rng.choice(cands)
+    return body[:i] + body[i + 1:] + final, j - 1
+
+
+def _wrong_final(body: list[str], final: list[str], steps: list[str], rng: random.Random) -> Injected:
+    m = re.match(r"####\s*(-?[\d,.]+)", final[-1]) if final else None
+    if not m:
+        return None
+    try:
+        new_s = _bumped(float(m.group(1).replace(",", "")), 0.3)
+    except ValueError:
+        return None
+    return body + [f"#### {new_s}"], len(body)
+
+
+def _truncated(body: list[str], final: list[str], steps: list[str], rng: random.Random) -> Injected:
+    text = "\n".join(steps)
+    cut = int(len(text) * rng.uniform(0.4, 0.7))
+    while cut < len(text) and text[cut - 1].isdigit():
+        cut += 1  # do not end on a complete number by accident
+    cut = max(1, cut - 3)
+    return split_steps(text[:cut]), None
+
+
+def _repetition(body: list[str], final: list[str], steps: list[str], rng: random.Random) -> Injected:
+    if not body:
+        return None
+    i = rng.randrange(len(body))
+    return body[:i + 1] + [body[i]] * 3 + body[i + 1:] + final, None
+
+
+def _irrelevant(body: list[str], final: list[str], steps: list[str], rng: random.Random) -> Injected:
+    i = rng.randrange(len(body) + 1)
+    return body[:i] + [rng.choice(IRRELEVANT)] + body[i:] + final, None
+
+
+_INJECTORS = {"wrong_calc": _wrong_calc, "swapped": _swapped, "dropped": _dropped, "wrong_final": _wrong_final,
+              "truncated": _truncated, "repetition": _repetition, "irrelevant": _irrelevant}
 
 
 TARGETS = {
@@ -489,76 +515,97 @@ def _r(x: float | None) -> float | None:
 
 
 def to_markdown(rep: dict) -> str:
-    p, inj = rep["prm800k"], rep["injection"]
     info = rep.get("verifier", {})
     lines = ["# MathVerifier quality report", "",
              f"verifier version {info.get('verifier_version')} (step scorer {info.get('step_scorer')}, threshold "
              f"{info.get('step_threshold')}; embeddings {info.get('embedding_model')}); "
              f"seed {rep['seed']}, limit {rep['limit']}, {rep['seconds']:.1f} s", "",
              "## PRM800K phase-1 test (human step labels)", ""]
-    if p:
-        t = p["trajectory"]
-        fe = p.get("first_error", {})
-        lines += [
-            "| metric | value |", "| --- | --- |",
-            f"| rated steps (bad = -1) | {p['n_steps']} ({p['n_bad']}) |",
-            f"| step AUROC (error score vs -1) | {p['auroc']} |",
-            f"| step AUROC, symbolic channel only | {p.get('auroc_symbolic_only')} |",
-            f"| first-error step accuracy / precision / recall / F1 | {fe.get('accuracy')} / {fe.get('precision')} "
-            f"/ {fe.get('recall')} / {fe.get('f1')} (n={fe.get('n')}, with an error {fe.get('n_gold_error')}) |",
-            f"| first-error ProcessBench F1 (exact step on erroneous / none on clean) | {fe.get('f1_processbench')} "
-            f"({fe.get('accuracy_erroneous')} / {fe.get('accuracy_correct')}) |",
-            f"| step AUROC, steps with a calculation ({p['n_steps_with_calculation']}) | "
-            f"{p['auroc_steps_with_calculation']} |",
-            f"| flag rate (score >= 0.5) on bad / other steps | {p['flag_rate_bad']} / {p['flag_rate_ok']} |",
-            f"| trajectory 'incorrect' precision / recall / F1 | {t['precision']} / {t['recall']} / {t['f1']} "
-            f"(n={t['n']}, positives {t['n_positive']}) |", ""]
-    else:
-        lines += ["(not run: data missing)", ""]
+    lines += _md_prm800k(rep["prm800k"])
     lines += ["## Error injection (GSM8K train references + synthetic problems)", ""]
-    if inj:
-        lines += [f"{inj['n_problems']} problems ({inj['n_gsm8k']} GSM8K, {inj['n_synthetic']} synthetic); "
-                  f"clean references judged correct: {inj['clean_correct_rate']}", "",
-                  "| injection | n | target dimension | detection | detection (with reference) | any dimension "
-                  "| first-error acc. | first-error acc. (with reference) | mean wrongness increase |",
-                  "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
-        for kind in TARGETS:
-            r = inj[kind]
-            lines.append(f"| {kind} | {r['n']} | {r['target']} | {r['detection_rate']} "
-                         f"| {r.get('detection_rate_with_reference')} | {r['any_dimension_rate']} "
-                         f"| {r['first_error_accuracy']} | {r['first_error_accuracy_with_reference']} "
-                         f"| {r['mean_wrongness_increase']} |")
-        lines += ["", f"False-flag rate on clean references (dimension >= {THRESHOLD}; scored alone, and with the "
-                  "reference passed as reference):", "",
-                  "| dimension | rate | rate (with reference) |", "| --- | --- | --- |"]
-        with_ref = inj.get("clean_flag_rate_with_reference", {})
-        lines += [f"| {d} | {v} | {with_ref.get(d)} |" for d, v in inj["clean_flag_rate"].items()]
-    ff = rep.get("false_flags") or {}
-    if ff:
-        lines += ["", "## Correct reference solutions (train splits): false flags", "",
-                  "| set | n | first error located | learned scorer rejects a step | any process dimension > 0 "
-                  "| judged incorrect |", "| --- | --- | --- | --- | --- | --- |"]
-        lines += [f"| {k} | {v['n']} | {v['first_error_flagged']} | {v['learned_rejects']} | "
-                  f"{v['any_process_dimension']} | {v['judged_incorrect']} |" for k, v in ff.items()]
-    ans = rep.get("answer_equivalence") or {}
-    if ans:
-        per = ", ".join(f"{k[len('agreement_'):]} {v}" for k, v in ans.items() if k.startswith("agreement_"))
-        lines += ["", "## Answer equivalence suite", "",
-                  f"{ans['n']} cases ({', '.join(ans['files'])}): agreement {ans['agreement']} ({per}); "
-                  f"false equal {ans['false_equal']}, false not-equal {ans['false_not_equal']}; "
-                  f"{ans['comparisons_per_s']} comparisons/s"]
-    thr = rep.get("throughput") or {}
-    if thr:
-        lines += ["", "## Throughput (MathVerifier.score, one process)", "",
-                  "| inputs | n | solutions/s (wall) | solutions/s (CPU time) |", "| --- | --- | --- | --- |"]
-        lines += [f"| {k} | {v['n']} | {v['per_s_wall']} | {v['per_s_cpu']} |" for k, v in thr.items()
-                  if isinstance(v, dict)]
-    agg = rep.get("aggregation_train") or {}
-    if agg:
-        lines += ["", f"## Aggregation on PRM800K train ({agg['n']} complete solutions, {agg['n_bad']} with a -1 step)",
-                  "", "| score | AUROC |", "| --- | --- |"]
-        lines += [f"| {k} | {v} |" for k, v in agg["auroc"].items()]
+    lines += _md_injection(rep["injection"])
+    lines += _md_false_flags(rep.get("false_flags") or {})
+    lines += _md_answer_equivalence(rep.get("answer_equivalence") or {})
+    lines += _md_throughput(rep.get("throughput") or {})
+    lines += _md_aggregation(rep.get("aggregation_train") or {})
     return "\n".join(lines) + "\n"
+
+
+def _md_prm800k(p: dict) -> list[str]:
+    if not p:
+        return ["(not run: data missing)", ""]
+    t = p["trajectory"]
+    fe = p.get("first_error", {})
+    return [
+        "| metric | value |", "| --- | --- |",
+        f"| rated steps (bad = -1) | {p['n_steps']} ({p['n_bad']}) |",
+        f"| step AUROC (error score vs -1) | {p['auroc']} |",
+        f"| step AUROC, symbolic channel only | {p.get('auroc_symbolic_only')} |",
+        f"| first-error step accuracy / precision / recall / F1 | {fe.get('accuracy')} / {fe.get('precision')} "
+        f"/ {fe.get('recall')} / {fe.get('f1')} (n={fe.get('n')}, with an error {fe.get('n_gold_error')}) |",
+        f"| first-error ProcessBench F1 (exact step on erroneous / none on clean) | {fe.get('f1_processbench')} "
+        f"({fe.get('accuracy_erroneous')} / {fe.get('accuracy_correct')}) |",
+        f"| step AUROC, steps with a calculation ({p['n_steps_with_calculation']}) | "
+        f"{p['auroc_steps_with_calculation']} |",
+        f"| flag rate (score >= 0.5) on bad / other steps | {p['flag_rate_bad']} / {p['flag_rate_ok']} |",
+        f"| trajectory 'incorrect' precision / recall / F1 | {t['precision']} / {t['recall']} / {t['f1']} "
+        f"(n={t['n']}, positives {t['n_positive']}) |", ""]
+
+
+def _md_injection(inj: dict) -> list[str]:
+    if not inj:
+        return []
+    lines = [f"{inj['n_problems']} problems ({inj['n_gsm8k']} GSM8K, {inj['n_synthetic']} synthetic); "
+             f"clean references judged correct: {inj['clean_correct_rate']}", "",
+             "| injection | n | target dimension | detection | detection (with reference) | any dimension "
+             "| first-error acc. | first-error acc. (with reference) | mean wrongness increase |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for kind in TARGETS:
+        r = inj[kind]
+        lines.append(f"| {kind} | {r['n']} | {r['target']} | {r['detection_rate']} "
+                     f"| {r.get('detection_rate_with_reference')} | {r['any_dimension_rate']} "
+                     f"| {r['first_error_accuracy']} | {r['first_error_accuracy_with_reference']} "
+                     f"| {r['mean_wrongness_increase']} |")
+    lines += ["", f"False-flag rate on clean references (dimension >= {THRESHOLD}; scored alone, and with the "
+              "reference passed as reference):", "",
+              "| dimension | rate | rate (with reference) |", "| --- | --- | --- |"]
+    with_ref = inj.get("clean_flag_rate_with_reference", {})
+    return lines + [f"| {d} | {v} | {with_ref.get(d)} |" for d, v in inj["clean_flag_rate"].items()]
+
+
+def _md_false_flags(ff: dict) -> list[str]:
+    if not ff:
+        return []
+    return ["", "## Correct reference solutions (train splits): false flags", "",
+            "| set | n | first error located | learned scorer rejects a step | any process dimension > 0 "
+            "| judged incorrect |", "| --- | --- | --- | --- | --- | --- |"] + [
+        f"| {k} | {v['n']} | {v['first_error_flagged']} | {v['learned_rejects']} | "
+        f"{v['any_process_dimension']} | {v['judged_incorrect']} |" for k, v in ff.items()]
+
+
+def _md_answer_equivalence(ans: dict) -> list[str]:
+    if not ans:
+        return []
+    per = ", ".join(f"{k[len('agreement_'):]} {v}" for k, v in ans.items() if k.startswith("agreement_"))
+    return ["", "## Answer equivalence suite", "",
+            f"{ans['n']} cases ({', '.join(ans['files'])}): agreement {ans['agreement']} ({per}); "
+            f"false equal {ans['false_equal']}, false not-equal {ans['false_not_equal']}; "
+            f"{ans['comparisons_per_s']} comparisons/s"]
+
+
+def _md_throughput(thr: dict) -> list[str]:
+    if not thr:
+        return []
+    return ["", "## Throughput (MathVerifier.score, one process)", "",
+            "| inputs | n | solutions/s (wall) | solutions/s (CPU time) |", "| --- | --- | --- | --- |"] + [
+        f"| {k} | {v['n']} | {v['per_s_wall']} | {v['per_s_cpu']} |" for k, v in thr.items() if isinstance(v, dict)]
+
+
+def _md_aggregation(agg: dict) -> list[str]:
+    if not agg:
+        return []
+    return ["", f"## Aggregation on PRM800K train ({agg['n']} complete solutions, {agg['n_bad']} with a -1 step)",
+            "", "| score | AUROC |", "| --- | --- |"] + [f"| {k} | {v} |" for k, v in agg["auroc"].items()]
 
 
 def build_report(data_root: Path, out_dir: Path, limit: int | None = None, seed: int = 0,

@@ -617,6 +617,42 @@ def _fmt(v: Value) -> str:
 def _check_chain(chain: list[list[Tok]], step: int, state: _State, out: list[list[Calculation]] | None,
                  equation_talk: bool, hypothetical: bool = False) -> None:
     """Check one chain ``A = B = C`` of step ``step`` (``out`` None: only learn the question's equations)."""
+    links = _chain_links(chain)
+    if not links:
+        return
+    seed = zlib.crc32(" ".join(_side_text(s) for s in chain).encode())
+    verdicts: dict[int, bool | None] = {k: identical(a, b, seed + k) for k, a, b, va, vb in links if va and va == vb}
+    anchored = any(v is True and _side_text(chain[k]) != _side_text(chain[k + 1]) for k, v in verdicts.items())
+    for k, a, b, va, vb in links:
+        if not va and not vb:
+            continue  # numbers only: verifier.arith checks it
+        _learn_assignments(state, a, b, va, vb, step)
+        if (a[0] == "v" and not vb) or (b[0] == "v" and not va):
+            continue
+        if out is None:  # the question: learn its relations only
+            if not (va and va == vb and verdicts.get(k) is True):
+                state.constrained |= va | vb
+            continue
+        sides = [_side_text(chain[k]), _side_text(chain[k + 1])]
+        text = f"{sides[0]} = {sides[1]}"
+        if va and va == vb:
+            verdict = verdicts.get(k)
+            if verdict is True:
+                out[step].append(_calc(text, sides, True))
+            elif verdict is None or (va & state.constrained):
+                state.constrained |= va
+            elif (_rewrite_shaped(a, b) and not equation_talk) or anchored:
+                state.pending.append(_Link(step, text, a, b, va, "rewrite"))
+            else:
+                state.constrained |= va  # an equation in these variables
+            continue
+        state.constrained |= va | vb
+        if not hypothetical:  # "if b were 2, b^5 = 2^5 would be ...": other values than the solution's
+            _add_substitution(state, chain, k, a, b, va, vb, text, step)
+
+
+def _chain_links(chain: list[list[Tok]]) -> list[tuple[int, Node, Node, set, set]]:
+    """``(k, side k, side k + 1, their free variables)`` for each ``=`` of the chain whose two sides parse."""
     nodes: list[Node | None] = []
     for side in chain:
         if not side or side[0].kind == "brk":
@@ -626,69 +662,41 @@ def _check_chain(chain: list[list[Tok]], step: int, state: _State, out: list[lis
             nodes.append(parse_side(side))
         except (EvalError, RecursionError):
             nodes.append(None)
-    links = []
-    for k in range(len(chain) - 1):
-        a, b = nodes[k], nodes[k + 1]
-        if a is None or b is None:
-            continue
-        links.append((k, a, b, free_vars(a), free_vars(b)))
-    if not links:
-        return
-    seed = zlib.crc32(" ".join(_side_text(s) for s in chain).encode())
-    verdicts: dict[int, bool | None] = {}
-    for k, a, b, va, vb in links:
-        if va and va == vb:
-            verdicts[k] = identical(a, b, seed + k)
-    anchored = any(v is True and _side_text(chain[k]) != _side_text(chain[k + 1]) for k, v in verdicts.items())
-    for k, a, b, va, vb in links:
-        text = f"{_side_text(chain[k])} = {_side_text(chain[k + 1])}"
-        sides = [_side_text(chain[k]), _side_text(chain[k + 1])]
-        if not va and not vb:
-            continue  # numbers only: verifier.arith checks it
-        # an assignment: "x = 5", "a = -3 + 1"
-        for var_side, val_side, vv in ((a, b, vb), (b, a, va)):
-            if var_side[0] == "v" and var_side[1] != "\\pi" and not vv:
-                try:
-                    _assign(state, var_side[1], evaluate(val_side, {}), step)
-                except EvalError:
-                    pass
-        if (a[0] == "v" and not vb) or (b[0] == "v" and not va):
-            continue
-        if out is None:  # the question: learn its relations only
-            if not (va and va == vb and verdicts.get(k) is True):
-                state.constrained |= va | vb
-            continue
-        if va and va == vb:
-            verdict = verdicts.get(k)
-            if verdict is True:
-                out[step].append(_calc(text, sides, True))
-                continue
-            if verdict is None or (va & state.constrained):
-                state.constrained |= va
-                continue
+    return [(k, a, b, free_vars(a), free_vars(b)) for k, (a, b) in enumerate(zip(nodes, nodes[1:], strict=False))
+            if a is not None and b is not None]
+
+
+def _learn_assignments(state: _State, a: Node, b: Node, va: set, vb: set, step: int) -> None:
+    """An assignment: "x = 5", "a = -3 + 1" (a variable on one side, no variable on the other)."""
+    for var_side, val_side, vv in ((a, b, vb), (b, a, va)):
+        if var_side[0] == "v" and var_side[1] != "\\pi" and not vv:
             try:
-                pa, pb = to_poly(a), to_poly(b)
+                _assign(state, var_side[1], evaluate(val_side, {}), step)
             except EvalError:
-                pa = pb = None
-            shaped = (pa is not None and pb is not None and _degree(pa) == _degree(pb) >= 1
-                      and any(pb.get(m) == c for m, c in _top(pa).items())
-                      and (_unexpanded(a) or _unexpanded(b)))
-            if anchored or (shaped and not equation_talk):
-                state.pending.append(_Link(step, text, a, b, va, "rewrite"))
-            else:
-                state.constrained |= va  # an equation in these variables
-            continue
-        state.constrained |= va | vb
-        # a substitution: "a + b = -3 + 3" (an expression in variables the solution has already given one
-        # value each = the same expression with those values in). An equation to solve ("2x - 3 = 1.8") or
-        # one whose variables are unknown or take several values is left unchecked.
-        num_side, num_toks = (b, chain[k + 1]) if not vb else (a, chain[k]) if not va else (None, None)
-        names = va | vb
-        if num_side is None or len(num_toks) < 2 or not any(t.kind in ("op", "lp", "frac") for t in num_toks):
-            continue
-        if hypothetical:  # "if b were 2, b^5 = 2^5 would be ...": other values than the solution's
-            continue
-        if not all(len(state.values.get(v, ())) == 1 for v in names):
-            continue
-        link = _Link(step, text, a, b, names, "equation")
-        state.substitutions.append(link)
+                pass
+
+
+def _rewrite_shaped(a: Node, b: Node) -> bool:
+    """Whether ``a = b`` looks like a rewrite (same degree, a shared leading term, one side unexpanded)
+    rather than an equation to solve."""
+    try:
+        pa, pb = to_poly(a), to_poly(b)
+    except EvalError:
+        return False
+    return (pa is not None and pb is not None and _degree(pa) == _degree(pb) >= 1
+            and any(pb.get(m) == c for m, c in _top(pa).items())
+            and (_unexpanded(a) or _unexpanded(b)))
+
+
+def _add_substitution(state: _State, chain: list[list[Tok]], k: int, a: Node, b: Node, va: set, vb: set,
+                      text: str, step: int) -> None:
+    """A substitution: "a + b = -3 + 3" (an expression in variables the solution has already given one
+    value each = the same expression with those values in). An equation to solve ("2x - 3 = 1.8") or
+    one whose variables are unknown or take several values is left unchecked."""
+    num_side, num_toks = (b, chain[k + 1]) if not vb else (a, chain[k]) if not va else (None, None)
+    names = va | vb
+    if num_side is None or len(num_toks) < 2 or not any(t.kind in ("op", "lp", "frac") for t in num_toks):
+        return
+    if not all(len(state.values.get(v, ())) == 1 for v in names):
+        return
+    state.substitutions.append(_Link(step, text, a, b, names, "equation"))

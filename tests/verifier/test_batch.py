@@ -1,14 +1,23 @@
-"""score_batch: input order, pass-through ids, bad rows, stuck workers replaced, slow starts tolerated."""
+"""score_batch: input order, pass-through ids, bad rows, stuck and crashed workers replaced, slow starts tolerated,
+and the small parts: the outcome of a failed item, the per-item CPU limit."""
 
 from __future__ import annotations
 
+import math
+import os
+import resource
+import signal
 import subprocess
 import sys
 import textwrap
+import threading
 import time
+from concurrent.futures import Future
+from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 
 import pytest
+from pebble import ProcessExpired
 
 from conf.schema import VerifyConfig
 from verifier import MathVerifier
@@ -113,11 +122,105 @@ def test_exec_workers_do_not_rerun_an_unguarded_main(tmp_path):
 
 def test_worker_that_cannot_start_gives_error_verdicts(monkeypatch):
     monkeypatch.setattr(batch_mod, "MAX_START_FAILURES", 2)
-    monkeypatch.setattr(batch_mod, "_serve", lambda conn, config_json: sys.exit(3))
+    monkeypatch.setattr(batch_mod, "_init_worker", lambda config_json: sys.exit(3))
     out = batch_mod.score_batch(MathVerifier(), [{"question": Q, "solution": GOOD, "gold": "72"}] * 3,
                                 workers=2, progress=False, start_method="fork")
     assert [o.status for o in out] == ["error"] * 3
-    assert "exit code 3" in out[0].notes[0]
+    assert "could not start a verifier worker" in out[0].notes[0]
+
+
+def test_worker_that_fails_its_first_start_is_replaced(monkeypatch, tmp_path):
+    """The first worker start fails (its pool may break); a replacement starts and scores everything."""
+    real, marker = batch_mod._init_worker, tmp_path / "failed-once"
+
+    def init(config_json):
+        if not marker.exists():
+            marker.touch()
+            sys.exit(3)
+        real(config_json)
+
+    monkeypatch.setattr(batch_mod, "_init_worker", init)
+    items = [{"question": Q, "solution": GOOD if i % 2 else BAD, "gold": "72", "index": i} for i in range(6)]
+    out = batch_mod.score_batch(MathVerifier(), items, workers=1, progress=False, start_method="fork")
+    assert marker.exists()
+    assert [o.status for o in out] == ["ok"] * 6
+    assert [o.correct for o in out] == [bool(i % 2) for i in range(6)]
+
+
+def test_crashed_worker_is_replaced_and_order_kept(monkeypatch):
+    """A worker that dies mid-item gives that item an error verdict; a fresh worker scores the rest, and
+    verdicts come back in input order although a slow first item finishes last."""
+    real = core_mod.MathVerifier.analyze
+
+    def analyze(self, question, solution, gold, reference=None, budget=None):
+        if solution == "CRASH":
+            os._exit(9)
+        if solution == "SLOW":
+            time.sleep(1.5)  # no CPU: within the budget, but done after the items behind it
+            solution = GOOD
+        return real(self, question, solution, gold, reference, budget)
+
+    monkeypatch.setattr(core_mod.MathVerifier, "analyze", analyze)
+    sols = ["SLOW", GOOD, "CRASH", BAD, GOOD, "CRASH", BAD]
+    items = [{"problem_id": f"p{i}", "index": 10 + i, "question": Q, "solution": s, "gold": "72"}
+             for i, s in enumerate(sols)]
+    out = batch_mod.score_batch(MathVerifier(), items, workers=2, progress=False, start_method="fork")
+    assert [o.problem_id for o in out] == [f"p{i}" for i in range(7)]
+    assert [o.index for o in out] == [10 + i for i in range(7)]
+    assert [o.status for o in out] == ["ok", "ok", "error", "ok", "ok", "error", "ok"]
+    assert [o.correct for o in out] == [True, True, False, False, True, False, False]
+    assert out[2].notes == ["worker died (exit code 9)"]
+
+
+def _failed(exc: BaseException) -> Future:
+    fut: Future = Future()
+    fut.set_exception(exc)
+    return fut
+
+
+def test_outcomes_of_failed_items():
+    limits = batch_mod.Limits.of(2.0)
+    assert limits == (2.0, 3.0, 30.0) and batch_mod.Limits.of(0.5, 4.0) == (0.5, 1.0, 4.0)
+    status, note = batch_mod._outcome(_failed(TimeoutError("Task timeout", 30.0)), limits)
+    assert status == "timeout" and "30.0 s wall" in note and "worker killed" in note
+    status, note = batch_mod._outcome(_failed(ProcessExpired("x", code=-signal.SIGXCPU)), limits)
+    assert status == "timeout" and "3.0 s CPU" in note
+    assert batch_mod._outcome(_failed(ProcessExpired("x", code=-9)), limits) == ("error", "worker died (exit code -9)")
+    assert batch_mod._outcome(_failed(BrokenProcessPool("All workers expired")), limits) is None
+    assert batch_mod._outcome(_failed(ValueError("bad")), limits) == ("error", "ValueError: bad")
+    ok: Future = Future()
+    ok.set_result({"a": 1})
+    assert batch_mod._outcome(ok, limits) == ("ok", {"a": 1})
+
+
+class _Pool:
+    def __init__(self, active: bool):
+        self.active = active
+
+
+def test_as_completed_stops_when_the_pool_broke_or_nothing_runs(monkeypatch):
+    """A broken pebble pool leaves the items it never dispatched pending: the wait must end anyway."""
+    monkeypatch.setattr(batch_mod, "STARTUP_LIMIT_S", 1.0)
+    done, pending = Future(), Future()
+    done.set_result(1)
+    t0 = time.perf_counter()
+    assert list(batch_mod._as_completed({done: 0, pending: 1}, _Pool(active=False))) == [done]
+    assert time.perf_counter() - t0 < 0.9  # at the first poll, not after STARTUP_LIMIT_S
+    assert list(batch_mod._as_completed({done: 0, pending: 1}, _Pool(active=True))) == [done]
+    assert time.perf_counter() - t0 > 1.0  # alive but nothing ran for STARTUP_LIMIT_S
+    slow = Future()
+    slow.set_running_or_notify_cancel()  # a running item keeps the wait going past STARTUP_LIMIT_S
+    threading.Timer(1.6, slow.set_result, (2,)).start()
+    assert list(batch_mod._as_completed({slow: 0, done: 1}, _Pool(active=True))) == [done, slow]
+
+
+def test_cpu_limit_is_set_for_the_item_and_restored():
+    before = resource.getrlimit(resource.RLIMIT_CPU)
+    with batch_mod._cpu_limit(1.5):
+        soft, hard = resource.getrlimit(resource.RLIMIT_CPU)
+        used = time.process_time()
+    assert hard == before[1] and used + 0.5 < soft <= math.ceil(used + 1.5)
+    assert resource.getrlimit(resource.RLIMIT_CPU) == before
 
 
 @pytest.mark.parametrize("workers", [1, 3])

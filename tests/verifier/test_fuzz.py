@@ -1,4 +1,5 @@
-"""Hostile inputs: every one gets a verdict within the budget, raises nothing and creates no file."""
+"""Hostile inputs: every one gets the verdict it should (status, correctness) within the budget, raises nothing
+and creates no file (nothing in a solution is executed)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,30 @@ import pytest
 from conf.schema import VerifyConfig
 from verifier import MathVerifier, answers_equal, extract_answer, similarity, split_steps
 
+# name -> (text, status of score(question, text, "7"), correct): all of them finish far inside the budget, so
+# "timeout" or "error" would be a regression; "unparsed" where nothing can be read as steps and an answer
+FUZZ_EXPECTED = {
+    "power tower": ("ok", False),
+    "power tower with claim": ("ok", False),
+    "latex power tower": ("ok", False),
+    "nested parentheses": ("unparsed", False),
+    "one megabyte": ("ok", False),
+    "code injection": ("unparsed", False),
+    "code injection boxed": ("ok", False),
+    "unicode digits": ("ok", True),
+    "nan": ("ok", False),
+    "inf": ("ok", False),
+    "empty": ("unparsed", False),
+    "whitespace": ("unparsed", False),
+    "huge factorial": ("ok", False),
+    "open boxes": ("unparsed", False),
+    "boxes": ("unparsed", False),
+    "braces": ("unparsed", False),
+    "long number": ("ok", False),
+    "division by zero": ("ok", False),
+    "null bytes": ("ok", False),
+    "lone surrogate-ish": ("ok", True),
+}
 FUZZ = {
     "power tower": "9**9**9",
     "power tower with claim": "We compute 9**9**9 = 5.\n#### 9**9**9",
@@ -48,26 +73,32 @@ def no_new_files(tmp_path, monkeypatch):
     assert not Path("PWNED").exists()
 
 
-@pytest.mark.parametrize("text", list(FUZZ.values()), ids=list(FUZZ))
-def test_fuzz_score(text, no_new_files):
+@pytest.mark.parametrize("name", list(FUZZ))
+def test_fuzz_score(name, no_new_files):
+    text = FUZZ[name]
     budget = 2.0
     v = MathVerifier(VerifyConfig(time_budget_s=budget))
     t0 = time.perf_counter()
     verdict = v.score("What is 3 + 4?", text, "7")
     elapsed = time.perf_counter() - t0
     assert elapsed < budget + 1.0  # first-call imports of math-verify are included
-    assert verdict.status in ("ok", "unparsed", "timeout", "error")
+    status, correct = FUZZ_EXPECTED[name]
+    assert (verdict.status, verdict.correct) == (status, correct), verdict.notes
     assert all(0.0 <= x <= 1.0 for x in verdict.dims.values())
     assert 0.0 <= verdict.wrongness <= 1.0 and 0.0 <= verdict.absurdity <= 1.0
-    if text.strip() in ("", "__import__('os').system('touch PWNED')"):
-        assert not verdict.correct
     # the other entry points must not raise either
     answers_equal(text, "7")
     answers_equal("7", text)
     extract_answer(text)
     split_steps(text)
     similarity(text, "3 + 4 = 7")
-    v.score(text, ["3 + 4 = 7", text[:1000]], text[:1000])
+    t0 = time.perf_counter()
+    as_question = v.score(text, ["3 + 4 = 7", text[:1000]], text[:1000])
+    assert as_question.status == "ok" and time.perf_counter() - t0 < budget + 1.0, as_question.notes
+
+
+def test_fuzz_expectations_cover_every_input():
+    assert set(FUZZ_EXPECTED) == set(FUZZ)
 
 
 def test_unicode_digits_are_digits():
@@ -76,5 +107,15 @@ def test_unicode_digits_are_digits():
 
 def test_non_string_inputs_get_a_verdict():
     v = MathVerifier()
-    assert v.score(None, None, None).status in ("unparsed", "error")  # type: ignore[arg-type]
-    assert v.score("q", [1, 2, 3], 5).status in ("ok", "unparsed", "error")  # type: ignore[arg-type]
+    nothing = v.score(None, None, None)  # type: ignore[arg-type]
+    assert (nothing.status, nothing.correct, nothing.steps) == ("unparsed", False, [])
+    numbers = v.score("q", [1, 2, 3], 5)  # type: ignore[arg-type]  # steps are str()-ed; a non-string gold is none
+    assert (numbers.status, numbers.correct, numbers.steps) == ("ok", False, ["1", "2", "3"])
+    assert "gold answer missing or empty: correctness cannot be judged" in numbers.notes
+
+
+def test_fuzz_through_the_worker_pool(no_new_files):
+    """The same verdicts from the worker processes, in input order, and no file from them either."""
+    items = [{"problem_id": n, "question": "What is 3 + 4?", "solution": t, "gold": "7"} for n, t in FUZZ.items()]
+    out = MathVerifier(VerifyConfig(time_budget_s=2.0)).score_batch(items, workers=2, progress=False)
+    assert [(o.problem_id, o.status, o.correct) for o in out] == [(n, *FUZZ_EXPECTED[n]) for n in FUZZ]

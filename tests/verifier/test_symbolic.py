@@ -42,6 +42,14 @@ def test_rewrites(step, ok):
         assert got and got[-1][1] is ok, got
 
 
+def test_rewrite_with_a_side_that_is_no_polynomial():
+    """A chain link whose sides to_poly cannot read as polynomials (to_poly gives None) is still checked."""
+    step = ("$$\\frac{x^5 + 7}{x + 1} = \\frac{(x^5 + 1) + 6}{x + 1} = \\frac{x^5 + 1}{x + 1} + \\frac{6}{x + 1}"
+            " = x^4 - x^3 + x^2 - x + 1 + \\frac{6}{x - 1}.$$")
+    got = _alg(step)
+    assert got and got[-1][1] is False and "x - 1" in got[-1][0]
+
+
 @pytest.mark.parametrize("steps", [
     ["We solve $2x + 3 = 7$, so $2x = 4$ and $x = 2$."],  # an equation, not a wrong identity
     ["Let $x = 5$.", "Define $f(x) = x^2 + 1$, so $f(5) = 26$."],  # definitions

@@ -88,10 +88,18 @@ def test_aggregation_formula():
     assert aggregate(only_answer, {"answer_correctness": 2.0, "symbolic_validity": 2.0}) == 0.5
 
 
-def test_verdict_is_shared_with_tasks_records():
-    from tasks.records import Verdict as RecordVerdict
+def test_verdict_survives_the_jsonl_round_trip_and_rejects_unknown_fields():
+    """Stages write verdicts as JSON lines and read them back with this schema: nothing may change on the way
+    (dims, None first_error_step, notes), and a row with a field the schema does not know is an error."""
+    import pydantic
 
-    assert RecordVerdict is Verdict
+    for solution in (GOOD_CLIPS, "In May she sold 48/2 = 26 clips.\n#### 74", ""):
+        v = MathVerifier().score(Q_CLIPS, solution, "72", problem_id="gsm8k_train-0", index=3)
+        back = Verdict.model_validate_json(v.model_dump_json())
+        assert back == v and back.dims == v.dims and back.first_error_step == v.first_error_step
+    row = v.model_dump() | {"unexpected": 1}
+    with pytest.raises(pydantic.ValidationError):
+        Verdict.model_validate(row)
 
 
 def test_split_steps():
