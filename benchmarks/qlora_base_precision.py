@@ -3,7 +3,7 @@ full-precision base (``sample.base_precision: train`` vs ``full``), on the tiny 
 
 A LoRA adapter is trained for a few steps on the NF4 (bitsandbytes 4-bit) base, as QLoRA SFT does; K
 samples per prompt are drawn with the adapter on the full-precision base, then every sample is scored
-(teacher forcing, :func:`tasks.generation.score_completions`) under both bases::
+(teacher forcing, :func:`tasks.generation.engine.score_completions`) under both bases::
 
     .venv/bin/python benchmarks/qlora_base_precision.py --prompts 8 --k 4 --max-tokens 48
 
@@ -37,7 +37,7 @@ def main(argv=None) -> int:
     from peft import LoraConfig as PeftLora
     from peft import get_peft_model
 
-    from tasks.generation import generate, keep_hf_loaded, score_completions
+    from tasks.generation.engine import generate, keep_hf_loaded, score_completions
     from tests.conftest import build_test_model
     from training.modelref import ModelRef
     from training.models import load_model, load_tokenizer

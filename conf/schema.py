@@ -65,7 +65,7 @@ class DatasetSpec(Section):
 
 
 class SyntheticConfig(Section):
-    """Seeded GSM8K-style word problems (see ``tasks/synthetic.py``)."""
+    """Seeded GSM8K-style word problems (see ``tasks/corpus/synthetic.py``)."""
 
     seed: int = 1234
     n_pretrain: int = Field(20000, ge=0, description="Problems rendered as plain text for base pretraining.")
@@ -389,7 +389,7 @@ class DPOConfig(Section):
 
 
 class EvaluateConfig(Section):
-    """Greedy evaluation (``tasks/evaluate.py``) and the comparison report (``tasks/report.py``)."""
+    """Greedy evaluation (``tasks/evaluation/evalsets.py``) and the comparison report (``tasks/evaluation/report.py``)."""
 
     engine: Engine = "vllm"
     adapter_mode: Literal["lora", "merged"] = "lora"
@@ -458,7 +458,7 @@ def _default_arms() -> list[AblationArm]:
 
 
 class AblationConfig(Section):
-    """The ablation flow (``flows/ablation.py``) and its report (``tasks/ablation.py``): every arm is
+    """The ablation flow (``flows/ablation.py``) and its report (``tasks/analysis/ablation.py``): every arm is
     trained once per seed (``dpo.seed``) on the shared SFT/sample/verify chain and evaluated with the SFT
     model on one test set."""
 
@@ -515,7 +515,7 @@ class Config(Section):
     def _eval_names(self) -> Config:
         known = {d.name for d in self.data.eval}
         v = self.data.validation
-        held = f"_{v.name}" if v.n else None  # validation sets are named <source>_<name> (tasks.data.hold_out)
+        held = f"_{v.name}" if v.n else None  # validation sets are named <source>_<name> (tasks.corpus.loaders.hold_out)
         unknown = [n for n in self.evaluate.datasets if n not in known and not (held and n.endswith(held))]
         if unknown:
             extra = f" or <source>_{v.name} (the validation split)" if held else ""

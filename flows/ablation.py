@@ -1,9 +1,9 @@
 """The ``ablation`` flow: DPO arms × seeds on one shared SFT/sample/verify chain, and their report.
 
-Wiring only: the plan is ``tasks.ablation.ablation_nodes`` (one config per node: the arm's
+Wiring only: the plan is ``tasks.analysis.ablation.ablation_nodes`` (one config per node: the arm's
 ``pairs.strategy``/``pairs.lam`` and the seed's ``dpo.seed``, so the shared stages have the same keys
-for every arm and come from the cache), each node is ``tasks.runner.run_node`` (cached Prefect task +
-nested MLflow run), and the report is ``tasks.ablation.run_ablation_stage`` (``<root>/ablation/<key>/``:
+for every arm and come from the cache), each node is ``tasks.orchestration.runner.run_node`` (cached Prefect task +
+nested MLflow run), and the report is ``tasks.analysis.ablation.run_ablation_stage`` (``<root>/ablation/<key>/``:
 ``ablation.md``, ``ablation.json``, ``ablation.png``, logged to MLflow)::
 
     .venv/bin/python -m flows.ablation -c conf/ablation-tiny.yaml --publish docs/results/tiny.md
@@ -21,7 +21,8 @@ from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 
 from flows.pipeline import _close, load_profile, open_tracker
-from tasks import ablation, runner
+from tasks.analysis import ablation
+from tasks.orchestration import runner
 
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 

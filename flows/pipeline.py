@@ -1,7 +1,7 @@
 """Prefect flows: ``hnsdpo`` (the whole DAG) and ``reevaluate`` (the latest registered DPO adapter).
 
-They only wire tasks: the plan comes from ``tasks.runner.pipeline``, every stage is the cached
-``tasks.runner.stage_task``, tracking is ``tasks.tracking.Tracker``. Parameters are typed, so Prefect
+They only wire tasks: the plan comes from ``tasks.orchestration.runner.pipeline``, every stage is the cached
+``tasks.orchestration.runner.stage_task``, tracking is ``tasks.orchestration.tracking.Tracker``. Parameters are typed, so Prefect
 validates them with pydantic and the UI shows a form::
 
     hnsdpo(profile="conf/tiny.yaml", overrides=["dpo.beta=0.2"], until="dpo")
@@ -16,7 +16,7 @@ from prefect.cache_policies import NO_CACHE
 from prefect.runtime import flow_run
 
 from conf import Config, load_config
-from tasks import runner, tracking
+from tasks.orchestration import runner, tracking
 
 StageName = Literal["data", "base", "sft", "sample", "verify", "pairs", "dpo", "evaluate", "report"]
 

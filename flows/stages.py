@@ -1,6 +1,6 @@
 """One Prefect flow per stage: run that stage alone on complete upstream artifacts.
 
-The upstream keys come from the config (``tasks.runner.plan_keys``), so ``stage-dpo`` with
+The upstream keys come from the config (``tasks.orchestration.runner.plan_keys``), so ``stage-dpo`` with
 ``overrides=["dpo.beta=0.2"]`` trains a new DPO adapter on the existing SFT model and pairs, and fails
 with a clear message (naming the missing stage and key) when an upstream artifact is not built yet::
 
@@ -16,7 +16,7 @@ from prefect import Flow, flow
 from conf import STAGES
 from conf.schema import Strategy
 from flows.pipeline import _close, load_profile, open_tracker
-from tasks import runner
+from tasks.orchestration import runner
 
 
 def _stage_flow(stage: str) -> Flow:

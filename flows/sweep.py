@@ -4,7 +4,7 @@ For every grid point the pipeline runs up to evaluation with the point's overrid
 sampling, verification (and pairs, unless the grid varies ``pairs.*``) have the same keys at every point
 and come from the cache, so a point costs one DPO run and one evaluation per arm. Evaluation is limited to
 the validation set (``evaluate.datasets``), so a sweep never produces a test-set number to choose by.
-The table (``tasks.sweep``) goes to ``<artifacts>/sweep/<id>/sweep.{md,json}``, to MLflow and, with
+The table (``tasks.analysis.sweep``) goes to ``<artifacts>/sweep/<id>/sweep.{md,json}``, to MLflow and, with
 ``--publish``, to a results page::
 
     .venv/bin/python -m flows.sweep -c conf/tiny.yaml --grid dpo.learning_rate=5e-5,2e-4 \\
@@ -25,9 +25,10 @@ from typing import Any
 from prefect import flow
 
 from flows.pipeline import _close, load_profile, open_tracker
-from tasks import runner, sweep
-from tasks.data import validation_sets
-from tasks.tracking import git_commit
+from tasks.analysis import sweep
+from tasks.corpus.loaders import validation_sets
+from tasks.orchestration import runner
+from tasks.orchestration.tracking import git_commit
 
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 

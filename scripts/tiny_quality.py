@@ -26,8 +26,8 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from conf import load_config  # noqa: E402
-from tasks.data import format_solution  # noqa: E402
-from tasks.synthetic import generate_splits, pretrain_documents  # noqa: E402
+from tasks.corpus.loaders import format_solution  # noqa: E402
+from tasks.corpus.synthetic import generate_splits, pretrain_documents  # noqa: E402
 from training.prompts import chat_prompt  # noqa: E402
 from training.tiny import build_tiny_model  # noqa: E402
 

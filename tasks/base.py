@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from conf.schema import Config
-from tasks.data import PRETRAIN_FILE
+from tasks.corpus.loaders import PRETRAIN_FILE
 from training.modelref import write_model_ref
 
 VERSION = "2"
@@ -29,9 +29,9 @@ VERSION = "2"
 @contextmanager
 def pretrain_progress(max_steps: int, window: int = 50, **kwargs: Any) -> Iterator[tuple[Callable[[int, float], None], Any]]:
     """A ``progress(step, loss)`` callback for :func:`training.tiny.pretrain` driving a
-    :class:`tasks.progress.Progress` ("base pretraining: step 300/1500 (20%), 4.10 step/s, ETA …, loss …",
+    :class:`tasks.common.progress.Progress` ("base pretraining: step 300/1500 (20%), 4.10 step/s, ETA …, loss …",
     the loss averaged over the last ``window`` steps); yields (callback, Progress)."""
-    from tasks.progress import Progress
+    from tasks.common.progress import Progress
 
     recent: deque[float] = deque(maxlen=window)
     with Progress("base pretraining", total=max_steps, unit="step", **kwargs) as bar:

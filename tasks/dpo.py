@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from conf import Config
-from tasks.records import Pair, read_records
+from tasks.common.records import Pair, read_records
 from training.dpo import dpo_example, train_dpo
 from training.modelref import read_model_ref, write_model_ref
 from training.models import materialize_ref

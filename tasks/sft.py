@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from conf import Config
-from tasks.records import Problem, read_records
+from tasks.common.records import Problem, read_records
 from training.modelref import read_model_ref, write_model_ref
 from training.models import materialize_ref, merge_adapter
 from training.sft import sft_example, train_sft

@@ -19,7 +19,7 @@ def fake_stages(monkeypatch):
     """Point the runner at the cheap fakes in ``orch_fakes``."""
     import orch_fakes
 
-    from tasks import runner
+    from tasks.orchestration import runner
 
     monkeypatch.setattr(runner, "STAGE_FUNCTIONS", dict(orch_fakes.FAKES))
     return orch_fakes

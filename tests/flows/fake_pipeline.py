@@ -10,7 +10,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import orch_fakes  # noqa: E402
 
-from tasks import runner  # noqa: E402
+from tasks.orchestration import runner  # noqa: E402
 
 runner.STAGE_FUNCTIONS.update(orch_fakes.FAKES)
 

@@ -26,7 +26,7 @@ def _enter(out: Path, name: str) -> None:
     if (root / f"fail-{stage}").exists():
         raise RuntimeError(f"injected failure in {name}")
     if (root / f"badrow-{stage}").exists():
-        from tasks.data import BadRowError
+        from tasks.corpus.loaders import BadRowError
 
         raise BadRowError(f"{root}/bad.jsonl: row 2 (line 3)", "question", "missing_field")
     if (root / f"ioerror-{stage}").exists():

@@ -20,9 +20,9 @@ from typer.testing import CliRunner
 
 from conf import load_config
 from flows.cli import app
-from tasks import runner, tracking
-from tasks.artifacts import DeterministicError, is_deterministic, retry_unless_deterministic
-from tasks.progress import Progress, format_duration
+from tasks.common.artifacts import DeterministicError, is_deterministic, retry_unless_deterministic
+from tasks.common.progress import Progress, format_duration
+from tasks.orchestration import runner, tracking
 
 ROOT = HERE.parents[1]
 
@@ -140,7 +140,7 @@ def test_deterministic_errors_are_not_retried_io_errors_are():
     from prefect.states import Failed
 
     from conf import ConfigError
-    from tasks.data import BadRowError
+    from tasks.corpus.loaders import BadRowError
 
     for exc in (BadRowError("f: row 1 (line 2)", "q", "missing_field"), ConfigError("x: unknown key"),
                 FileNotFoundError("nope"), DeterministicError("same again"), KeyError("k")):
@@ -154,7 +154,7 @@ def test_deterministic_errors_are_not_retried_io_errors_are():
 @pytest.mark.usefixtures("prefect_api")
 def test_bad_row_runs_once_io_error_is_retried(fake_stages, root, base_overrides):
     from flows.pipeline import hnsdpo
-    from tasks.data import BadRowError
+    from tasks.corpus.loaders import BadRowError
 
     overrides = [*base_overrides, "orchestration.retries=2", "tracking.enabled=false"]
     root.mkdir(parents=True)
@@ -392,8 +392,8 @@ def test_sampling_and_engine_lines_go_through_the_run_logger():
     at call time, so inside a flow they reach the Prefect run logger (the console and ``--watch``)."""
     from prefect import flow
 
-    import tasks.generation
-    import tasks.sample
+    import tasks.generation.engine
+    import tasks.generation.sampling
 
     seen = []
 
@@ -403,8 +403,8 @@ def test_sampling_and_engine_lines_go_through_the_run_logger():
 
     @flow(name="log-check")
     def f():
-        tasks.sample.log.info("sample: shard 1/2 done")
-        tasks.generation.log_.info("vllm: one engine")
+        tasks.generation.sampling.log.info("sample: shard 1/2 done")
+        tasks.generation.engine.log_.info("vllm: one engine")
 
     handler = Catch()
     logging.getLogger("prefect.flow_runs").addHandler(handler)

@@ -8,8 +8,8 @@ import pytest
 from conftest import PROFILE
 
 from conf import load_config
-from tasks import runner, tracking
-from tasks.artifacts import Manifest
+from tasks.common.artifacts import Manifest
+from tasks.orchestration import runner, tracking
 
 
 def cfg_with(*overrides):

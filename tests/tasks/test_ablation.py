@@ -10,7 +10,7 @@ import pytest
 
 from conf import load_config
 from conf.schema import AblationConfig
-from tasks.ablation import (
+from tasks.analysis.ablation import (
     AblationError,
     answer_kind,
     build_ablation_report,
@@ -23,8 +23,8 @@ from tasks.ablation import (
     t_interval,
     weight_summary,
 )
-from tasks.records import DIMENSIONS, Pair, Problem, write_jsonl
-from tasks.stats import bootstrap_mean
+from tasks.common.records import DIMENSIONS, Pair, Problem, write_jsonl
+from tasks.evaluation.stats import bootstrap_mean
 from verifier.verdict import Verdict
 
 IDS = [f"p{i}" for i in range(6)]
@@ -206,7 +206,7 @@ def test_accuracy_table(report):
 
 
 def test_page_states_the_commit_it_came_from(report):
-    from tasks.tracking import git_commit
+    from tasks.orchestration.tracking import git_commit
 
     assert report["commit"] == git_commit()
     assert f"From commit `{report['commit'][:12]}`" in render_markdown(report)
@@ -328,7 +328,7 @@ class FakeVerifier:
 
 
 def test_run_ablation_report(tmp_path):
-    from tasks.grading import Graded
+    from tasks.evaluation.grading import Graded
 
     cfg = load_config("conf/tiny.yaml", ["evaluate.bootstrap_samples=200"])
     name = cfg.data.eval[0].name
@@ -379,8 +379,8 @@ def test_run_ablation_report_missing_eval(tmp_path):
 
 
 def test_arm_displacement_averages_the_seeds_dpo_metrics(tmp_path):
-    from tasks.ablation import arm_displacement
-    from tasks.report import DISPLACEMENT_KEYS
+    from tasks.analysis.ablation import arm_displacement
+    from tasks.evaluation.report import DISPLACEMENT_KEYS
 
     root = tmp_path / "artifacts"
     evals: dict[str, dict[int, Path]] = {"weighted-0.3": {}, "old": {}}

@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from conf.schema import DataConfig, DatasetSpec
-from tasks.data import (
+from tasks.common.records import Problem, iter_jsonl, read_records
+from tasks.corpus.loaders import (
     BadRowError,
     DataError,
     boxed_solution,
@@ -20,7 +21,6 @@ from tasks.data import (
     normalise_row,
     run_data,
 )
-from tasks.records import Problem, iter_jsonl, read_records
 from verifier.answers import extract_answer
 
 STRICT = DataConfig()

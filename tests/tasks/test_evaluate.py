@@ -1,6 +1,6 @@
 """The evaluate stage: inputs checked before generation, prompts, records and metrics.
 
-Unit tests replace ``tasks.evaluate.generate`` with a fake that answers from a table; the end-to-end
+Unit tests replace ``tasks.evaluation.evalsets.generate`` with a fake that answers from a table; the end-to-end
 test runs the real ``generate`` (hf engine) on the random tiny model, whose answers are nonsense.
 """
 
@@ -11,11 +11,11 @@ from pathlib import Path
 
 import pytest
 
-import tasks.evaluate as ev
+import tasks.evaluation.evalsets as ev
 from conf import load_config
-from tasks.generation import Generation
-from tasks.grading import Graded
-from tasks.records import Problem, iter_jsonl, write_jsonl
+from tasks.common.records import Problem, iter_jsonl, write_jsonl
+from tasks.evaluation.grading import Graded
+from tasks.generation.engine import Generation
 from training.modelref import write_model_ref
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from conf.schema import PairsConfig
-from tasks.pairs import (
+from tasks.common.records import DIMENSIONS, Pair, Problem, Sample, read_records, write_jsonl
+from tasks.pairing.pairs import (
     NoPairsError,
     build_pairs,
     final_weights,
@@ -18,7 +19,6 @@ from tasks.pairs import (
     spearman,
     variance_shares,
 )
-from tasks.records import DIMENSIONS, Pair, Problem, Sample, read_records, write_jsonl
 from verifier.verdict import Verdict
 
 

@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from tasks.stats import (
+from tasks.evaluation.stats import (
     accuracy,
     binom_two_sided_p,
     bootstrap_mean,

@@ -10,7 +10,7 @@ from fractions import Fraction
 import pytest
 
 from conf.schema import SyntheticConfig
-from tasks.synthetic import (
+from tasks.corpus.synthetic import (
     SPLITS,
     generate_problem,
     generate_split,

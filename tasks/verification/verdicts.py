@@ -31,7 +31,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from tasks.records import DIMENSIONS, Problem, Sample, iter_jsonl, write_jsonl
+from tasks.common.records import DIMENSIONS, Problem, Sample, iter_jsonl, write_jsonl
 from verifier.verdict import Verdict
 
 VERSION = "3"  # bump when this module or the verifier changes what verdicts.jsonl holds

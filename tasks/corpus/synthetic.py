@@ -25,7 +25,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from conf.schema import SyntheticConfig
-from tasks.records import Problem
+from tasks.common.records import Problem
 
 SPLITS = ("test", "pool", "sft", "pretrain")
 SOURCE = "synthetic"

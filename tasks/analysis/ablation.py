@@ -11,7 +11,7 @@ What the report holds (all computed, nothing hand-written):
 
 * **Accuracy per arm**: the mean over seeds of each seed's accuracy, with a 95% interval *over seeds*
   (Student t on the seed accuracies; none with one seed) and *over problems* (percentile bootstrap of
-  the per-problem accuracy averaged over seeds, ``tasks.stats.bootstrap_mean``).
+  the per-problem accuracy averaged over seeds, ``tasks.evaluation.stats.bootstrap_mean``).
 * **Paired differences** (every arm − SFT, every other arm − ``random``): Δ in accuracy with the
   bootstrap interval over problems (per-problem differences of seed-averaged correctness, problems kept
   paired), the t interval over seeds (seed s of the arm against seed s of the comparator, or against the
@@ -50,10 +50,10 @@ from typing import Any
 
 import numpy as np
 
-from tasks.records import DIMENSIONS, Pair, Problem, iter_jsonl
-from tasks.report import format_p
-from tasks.stats import bootstrap_mean, mcnemar
-from tasks.tracking import git_commit
+from tasks.common.records import DIMENSIONS, Pair, Problem, iter_jsonl
+from tasks.evaluation.report import format_p
+from tasks.evaluation.stats import bootstrap_mean, mcnemar
+from tasks.orchestration.tracking import git_commit
 from verifier.answers import parse_number
 from verifier.verdict import Verdict
 
@@ -142,7 +142,7 @@ def error_kind(correct: bool, dims: Mapping[str, float] | None) -> str:
 def classify_sft(records: Sequence[Mapping[str, Any]], verdicts: Mapping[str, Verdict], *,
                  rel: float = 0.1, abs_tol: float = 1.0) -> dict[str, dict[str, Any]]:
     """Problem id -> ``{"answer", "error", "known", "verifier_correct"}`` for the SFT model's graded
-    outputs (``tasks.grading.Graded`` rows as dicts); ``known`` is the ground-truth error kind from
+    outputs (``tasks.evaluation.grading.Graded`` rows as dicts); ``known`` is the ground-truth error kind from
     :func:`known_arithmetic_slip` (``arithmetic`` | ``structural`` | ``correct``)."""
     out: dict[str, dict[str, Any]] = {}
     for r in records:
@@ -780,9 +780,9 @@ def flat_metrics(report: Mapping[str, Any]) -> dict[str, float]:
 
 
 def arm_displacement(arm_evals: Mapping[str, Mapping[int, str | Path]]) -> list[dict[str, Any]]:
-    """Per arm, the DPO stages' likelihood-displacement metrics (:func:`tasks.report.displacement_rows`)
+    """Per arm, the DPO stages' likelihood-displacement metrics (:func:`tasks.evaluation.report.displacement_rows`)
     averaged over the seeds that have them."""
-    from tasks.report import DISPLACEMENT_KEYS, displacement_rows
+    from tasks.evaluation.report import DISPLACEMENT_KEYS, displacement_rows
 
     out = []
     for arm, by_seed in arm_evals.items():
@@ -803,9 +803,9 @@ def run_ablation_report(cfg, sft_eval: str | Path, arm_evals: Mapping[str, Mappi
     folder the arm trained on; ``verify_dir``: the verify stage (dims of the rejected samples);
     ``data_dir``: the data stage (test problems with ``meta``). Returns :func:`flat_metrics`.
     """
-    from tasks.evaluate import read_problem_file
-    from tasks.pairs import read_verdicts
-    from tasks.records import write_jsonl
+    from tasks.common.records import write_jsonl
+    from tasks.evaluation.evalsets import read_problem_file
+    from tasks.pairing.pairs import read_verdicts
 
     ab = getattr(cfg, "ablation", None)
     name = dataset_name(cfg)
@@ -878,7 +878,7 @@ def ablation_nodes(cfg) -> list[tuple[Any, Any]]:
     """``(config, runner.Node)`` in execution order: the shared chain, SFT's evaluation, then per arm its
     pairs and per seed its DPO and evaluation. Node names: ``pairs/<arm>``, ``dpo/<arm>/s<seed>``,
     ``evaluate/<arm>/s<seed>`` (labels ``<arm>/s<seed>``)."""
-    from tasks.runner import Node, pipeline
+    from tasks.orchestration.runner import Node, pipeline
 
     ab = cfg.ablation
     shared = [n for n in pipeline(cfg, until="verify") if n.stage in SHARED_STAGES]
@@ -908,8 +908,8 @@ def report_config(cfg) -> dict[str, Any]:
 def run_ablation_stage(cfg, manifests: Mapping[str, Any], command: str | None = None):
     """Build (or find) the report artifact ``<root>/ablation/<key>/`` from the manifests of the nodes of
     :func:`ablation_nodes` (by node name); returns its ``Manifest``."""
-    from tasks.artifacts import build_stage
-    from tasks.runner import artifacts_root
+    from tasks.common.artifacts import build_stage
+    from tasks.orchestration.runner import artifacts_root
 
     ab = cfg.ablation
     needed = ["data", "verify", "evaluate/sft", *(f"pairs/{a.name}" for a in ab.arms),

@@ -26,9 +26,9 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
-from tasks.artifacts import Manifest
-from tasks.records import iter_jsonl
-from tasks.stats import accuracy, mcnemar, paired_difference
+from tasks.common.artifacts import Manifest
+from tasks.common.records import iter_jsonl
+from tasks.evaluation.stats import accuracy, mcnemar, paired_difference
 
 VERSION = "3"
 DASH = "—"

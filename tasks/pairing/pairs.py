@@ -76,9 +76,9 @@ from typing import Any, get_args
 from pydantic import ValidationError
 
 from conf.schema import PairsConfig, Strategy
-from tasks.records import Pair, Problem, Sample, iter_jsonl, write_jsonl
-from tasks.sample import PROMPTS_FILE, REFERENCES_FILE
-from tasks.verify import FAILED_STATUSES, read_problems, read_samples
+from tasks.common.records import Pair, Problem, Sample, iter_jsonl, write_jsonl
+from tasks.generation.sampling import PROMPTS_FILE, REFERENCES_FILE
+from tasks.verification.verdicts import FAILED_STATUSES, read_problems, read_samples
 from verifier.verdict import DIMENSIONS, Verdict
 
 VERSION = "2"  # bump when the pairing rules or weight formula change

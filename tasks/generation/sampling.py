@@ -3,7 +3,7 @@
 ``run_sample(cfg, model_dir, data_dir, out)`` reads the model from ``model_dir/model.json`` and the
 problems from ``data_dir/pool.jsonl`` (``Problem`` rows, the first ``sample.limit``). Each prompt is
 the model's chat template around ``question + "\\n" + sample.instruction``; generation goes through
-:func:`tasks.generation.generate` (``sample.engine``, ``k`` samples per problem). It writes
+:func:`tasks.generation.engine.generate` (``sample.engine``, ``k`` samples per problem). It writes
 ``out/samples/shard-00000.jsonl``, ... of ``sample.shard_size`` problems each, one ``Sample`` per
 line, problems in pool order and, within a problem, ``index`` 0..K-1::
 
@@ -13,14 +13,14 @@ line, problems in pool order and, within a problem, ``index`` 0..K-1::
 Beside the shards it writes ``prompts.jsonl`` (``{"problem_id", "prompt"}``: the exact user turn of every
 problem, :func:`training.prompts.user_turn`, which the pairs stage stores as ``Pair.prompt``) and, with
 ``sample.score_references``, ``references.jsonl``: the model's own log-probability of each problem's
-reference solution (:func:`tasks.generation.score_completions`, HF, teacher forcing), in the units of a
+reference solution (:func:`tasks.generation.engine.score_completions`, HF, teacher forcing), in the units of a
 sample (``{"problem_id", "n_tokens", "logprob_sum", "logprob_mean"}``), the confidence of a reference that
 the pairs stage chooses when no sample is sound.
 
-One engine per stage: with vLLM a single worker process (:func:`tasks.generation.generate_shards_vllm`)
-serves every shard; with HF the model is loaded once (:func:`tasks.generation.keep_hf_loaded`) for the
+One engine per stage: with vLLM a single worker process (:func:`tasks.generation.engine.generate_shards_vllm`)
+serves every shard; with HF the model is loaded once (:func:`tasks.generation.engine.keep_hf_loaded`) for the
 shards and the reference scoring. ``sample.engine: auto`` (the default) takes vLLM where the vLLM
-environment works (:func:`tasks.generation.resolve_engine`) and HF generate otherwise; the log and the
+environment works (:func:`tasks.generation.engine.resolve_engine`) and HF generate otherwise; the log and the
 metrics (``engine``, ``engine_reason``) say which.
 
 Resumable, at the chunk: each chunk (``sample.vllm.chunk_size`` prompts, or ``batch_size`` for HF) is
@@ -55,7 +55,9 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from tasks.generation import (
+from tasks.common.progress import run_log as log
+from tasks.common.records import Problem, Sample, iter_jsonl, write_jsonl
+from tasks.generation.engine import (
     Generation,
     ShardJob,
     _on_cuda,
@@ -69,8 +71,6 @@ from tasks.generation import (
     score_completions,
     write_part_lines,
 )
-from tasks.progress import run_log as log
-from tasks.records import Problem, Sample, iter_jsonl, write_jsonl
 from training.modelref import read_model_ref
 from training.prompts import user_turn
 

@@ -8,7 +8,7 @@ Two engines give the same kind of output, a list (one per prompt, in prompt orde
 
 - ``hf``: transformers ``generate`` in this process (base + PEFT adapter, or merged weights), batched
   with left padding, ``num_return_sequences=n``.
-- ``vllm``: offline ``vllm.LLM.generate`` in a subprocess running :mod:`tasks.vllm_worker` with the
+- ``vllm``: offline ``vllm.LLM.generate`` in a subprocess running :mod:`tasks.generation.vllm_worker` with the
   interpreter of the vLLM environment (``VLLMConfig.python``, default ``.venv-vllm/bin/python``
   relative to the project root); the adapter goes through ``LoRARequest`` or the merged weights.
 
@@ -51,11 +51,11 @@ from pathlib import Path
 from typing import Any, Literal
 
 from conf.schema import VLLMConfig
-from tasks.progress import run_log as log_  # the Prefect run logger inside a flow
+from tasks.common.progress import run_log as log_  # the Prefect run logger inside a flow
 from training.modelref import ModelRef
 from training.prompts import chat_prompt
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 FINISH_REASONS = ("stop", "length")
 
 
@@ -415,7 +415,7 @@ def _model_paths(model: ModelRef, adapter_mode: str, workdir: Path) -> tuple[str
 def vllm_request(model: ModelRef, prompts: list[str], cfg: VLLMConfig, *, n: int, temperature: float,
                  top_p: float, top_k: int, max_tokens: int, seed: int, adapter_mode: str,
                  workdir: Path) -> dict[str, Any]:
-    """The JSON request read by :mod:`tasks.vllm_worker`."""
+    """The JSON request read by :mod:`tasks.generation.vllm_worker`."""
     weights, adapter = _model_paths(model, adapter_mode, workdir)
     extra = dict(cfg.engine_kwargs)
     if cfg.per_request_seed and not _on_cuda():
@@ -494,7 +494,7 @@ def _generate_vllm(model: ModelRef, prompts: list[str], *, vllm: VLLMConfig, n: 
                            max_tokens=max_tokens, seed=seed, adapter_mode=adapter_mode, workdir=work)
         (work / "request.json").write_text(json.dumps(req))
         out, log = work / "out.jsonl", work / "stderr.log"
-        cmd = [str(python), "-m", "tasks.vllm_worker", str(work / "request.json"), str(out)]
+        cmd = [str(python), "-m", "tasks.generation.vllm_worker", str(work / "request.json"), str(out)]
         bar, total = _progress(progress, len(prompts), f"vllm generate ×{n}")
         with log.open("wb") as err, bar:
             task = bar.add_task("gen", total=total)
@@ -660,7 +660,7 @@ def generate_shards_vllm(model: ModelRef, jobs: Sequence[ShardJob], *, vllm: VLL
                                 "seeds": [seeds[i] for i in todo] if seeds else None})
         (work / "request.json").write_text(json.dumps(req))
         status, log = work / "status.jsonl", work / "stderr.log"
-        cmd = [str(python), "-m", "tasks.vllm_worker", "--jobs", str(work / "request.json"), str(status)]
+        cmd = [str(python), "-m", "tasks.generation.vllm_worker", "--jobs", str(work / "request.json"), str(status)]
 
         def finished_keys() -> list[str]:
             try:

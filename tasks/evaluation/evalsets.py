@@ -11,11 +11,11 @@ stage's ``sft.jsonl`` precede the question as user/assistant turns: they are tra
 evaluation problem leaks into another's prompt, and their solutions show the answer format the
 model was fine-tuned on (:func:`training.prompts.chat_prompt`, the same user turn as every other stage).
 Generation is greedy (temperature 0, one output per problem) through
-``tasks.generation.generate`` (``evaluate.engine``; vLLM settings from ``sample.vllm``), one call for
-all sets so vLLM starts once. Grading is :mod:`tasks.grading`, with sound accuracy next to answer
+``tasks.generation.engine.generate`` (``evaluate.engine``; vLLM settings from ``sample.vllm``), one call for
+all sets so vLLM starts once. Grading is :mod:`tasks.evaluation.grading`, with sound accuracy next to answer
 accuracy: exact on synthetic sets, judged by the verifier (``verify:`` settings) elsewhere.
 
-Writes ``out/<dataset>.jsonl`` (one :class:`tasks.grading.Graded` per problem, in the set's order) and
+Writes ``out/<dataset>.jsonl`` (one :class:`tasks.evaluation.grading.Graded` per problem, in the set's order) and
 ``out/metrics.json``::
 
     {"model": {"base": "...", "adapter": "...", "merged": null},
@@ -39,9 +39,9 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from tasks.generation import Generation, chat_prompt, generate
-from tasks.grading import REASONS, Graded, exact_sound, grade, summarise
-from tasks.records import Problem, iter_jsonl, write_jsonl
+from tasks.common.records import Problem, iter_jsonl, write_jsonl
+from tasks.evaluation.grading import REASONS, Graded, exact_sound, grade, summarise
+from tasks.generation.engine import Generation, chat_prompt, generate
 from training.modelref import read_model_ref
 from training.models import load_tokenizer
 

@@ -6,7 +6,7 @@ one stage run, e.g. the DPO branch of the ``random`` strategy::
     Node(name="dpo/random", stage="dpo", inputs=(("sft", "sft"), ("pairs", "pairs/random")),
          strategy="random")
 
-Its key is ``tasks.artifacts.stage_key(stage, stage_config(cfg, stage), upstream keys, VERSION)``,
+Its key is ``tasks.common.artifacts.stage_key(stage, stage_config(cfg, stage), upstream keys, VERSION)``,
 where :func:`stage_config` picks the config sections listed in ``docs/stages.md``. Because upstream
 keys are themselves content keys, every key of the DAG is known before anything runs
 (:func:`plan_keys`), which is what lets a single stage run alone (``flows.stages``).
@@ -17,7 +17,7 @@ without running anything; otherwise the task body runs and ``build_stage`` eithe
 artifact or builds it (tmp folder + rename). :func:`run_node` wraps the task with tracking and the
 one-line logs ``stage X: started (key) …`` (when it has to build) and ``stage X: cached|ran (key) → path``.
 
-Prefect retries (data stage) skip deterministic errors (``tasks.artifacts.is_deterministic``: bad rows,
+Prefect retries (data stage) skip deterministic errors (``tasks.common.artifacts.is_deterministic``: bad rows,
 config errors, missing files); an interrupt (SIGINT/SIGTERM) ends the stage's MLflow run as KILLED.
 """
 
@@ -36,7 +36,7 @@ from prefect import task
 from prefect.context import TaskRunContext
 
 from conf import STAGES, Config
-from tasks.artifacts import (
+from tasks.common.artifacts import (
     Manifest,
     build_stage,
     find_complete,
@@ -49,15 +49,15 @@ log = logging.getLogger("hnsdpo")
 
 # stage -> "module:function"; imported lazily so that orchestration does not import torch up front.
 STAGE_FUNCTIONS: dict[str, str] = {
-    "data": "tasks.data:run_data",
+    "data": "tasks.corpus.loaders:run_data",
     "base": "tasks.base:run_base",
     "sft": "tasks.sft:run_sft",
-    "sample": "tasks.sample:run_sample",
-    "verify": "tasks.verify:run_verify",
-    "pairs": "tasks.pairs:run_pairs",
+    "sample": "tasks.generation.sampling:run_sample",
+    "verify": "tasks.verification.verdicts:run_verify",
+    "pairs": "tasks.pairing.pairs:run_pairs",
     "dpo": "tasks.dpo:run_dpo",
-    "evaluate": "tasks.evaluate:run_evaluate",
-    "report": "tasks.report:run_report",
+    "evaluate": "tasks.evaluation.evalsets:run_evaluate",
+    "report": "tasks.evaluation.report:run_report",
 }
 # Stages that checkpoint: their work folder survives a failure and the next attempt resumes from it.
 RESUMABLE = frozenset({"base", "sft", "sample", "dpo"})
@@ -253,7 +253,7 @@ def execute_stage(cfg: Config, node: Node, inputs: Mapping[str, Manifest],
     keyed = {r: inputs[r] for r in node.keyed_roles()}
     key = node_key(cfg, node, {r: m.key for r, m in inputs.items()})
     if find_complete(artifacts_root(cfg), node.stage, key) is None:
-        from tasks.progress import stage_logger
+        from tasks.common.progress import stage_logger
 
         parent = stage_dir(artifacts_root(cfg), node.stage, key).parent
         resumable = node.stage in RESUMABLE
@@ -278,7 +278,7 @@ def stage_cache_key(ctx: TaskRunContext, params: dict[str, Any]) -> str | None:
 def stage_task(cfg: Config, node: Node, inputs: dict[str, Manifest],
                tracking_run_id: str | None = None) -> Manifest:
     """Prefect shell of :func:`execute_stage`; step metrics go to MLflow run ``tracking_run_id``."""
-    from tasks.tracking import step_callbacks
+    from tasks.orchestration.tracking import step_callbacks
 
     if not _accepts(stage_function(node.stage), "callbacks"):
         return execute_stage(cfg, node, inputs)
@@ -442,7 +442,7 @@ def referenced_keys(cfg: Config) -> set[tuple[str, str]]:
     refs = {(n.stage, k) for n, k in zip(pipeline(cfg), plan_keys(cfg, pipeline(cfg)).values(), strict=True)}
     if not getattr(cfg.ablation, "arms", None):
         return refs
-    from tasks import ablation
+    from tasks.analysis import ablation
 
     keys: dict[str, str] = {}
     for node_cfg, node in ablation.ablation_nodes(cfg):
@@ -461,7 +461,7 @@ def garbage(roots_refs: Mapping[Path, set[tuple[str, str]]]) -> list[tuple[Path,
     """(folder, why) of what ``hnsdpo gc`` removes under each artifacts root: complete key folders no
     profile references, and leftover work folders (``.tmp-<key>-<pid>`` of a dead process, downloads,
     ``.tmp-<key>`` of an unreferenced key). A referenced ``.tmp-<key>`` is kept: the next run resumes it."""
-    from tasks.artifacts import scan_artifacts, tmp_owner_alive
+    from tasks.common.artifacts import scan_artifacts, tmp_owner_alive
 
     out: list[tuple[Path, str]] = []
     for root, refs in roots_refs.items():
