@@ -129,13 +129,14 @@ def plan(config: ConfigOpt = Path("conf/tiny.yaml"), override: OverrideOpt = Non
          until: Annotated[str | None, typer.Option(help="Stop after this stage.")] = None,
          history: Annotated[bool, typer.Option(help="Look up each key's last MLflow run.")] = True) -> None:
     """Show the DAG: each node's key and whether it is cached, resumes, or will run. Runs nothing."""
-    from tasks.orchestration import runner
+    from tasks.orchestration import housekeeping
+    from tasks.orchestration import plan as dag
 
     cfg = _load(config, override or [])
     if until is not None and until not in STAGES:
         typer.echo(f"--until: unknown stage {until!r}; expected one of {', '.join(STAGES)}", err=True)
         raise typer.Exit(2)
-    rows = runner.plan_status(cfg, runner.pipeline(cfg, until))
+    rows = housekeeping.plan_status(cfg, dag.pipeline(cfg, until))
     last: dict[Any, Any] = {}
     if history and cfg.tracking.enabled:
         try:
@@ -144,7 +145,7 @@ def plan(config: ConfigOpt = Path("conf/tiny.yaml"), override: OverrideOpt = Non
             last = last_stage_runs(tracking_uri(cfg), cfg.tracking.experiment)
         except Exception as e:  # noqa: BLE001 - the plan stands without history
             typer.echo(f"(no run history: {type(e).__name__}: {e})", err=True)
-    typer.echo(f"plan for {config} (profile {cfg.name}), artifacts {runner.artifacts_root(cfg)}")
+    typer.echo(f"plan for {config} (profile {cfg.name}), artifacts {dag.artifacts_root(cfg)}")
     width = max(len(r["name"]) for r in rows)
     for r in rows:
         prev = last.get((r["stage"], r["key"]))
@@ -209,19 +210,20 @@ def gc(config: Annotated[list[Path] | None, typer.Option(
     """List (and with --yes remove) artifact keys no current profile references, and leftover .tmp folders."""
     import shutil
 
-    from tasks.orchestration import runner
+    from tasks.orchestration import housekeeping
+    from tasks.orchestration import plan as dag
 
     profiles = list(config or sorted(Path("conf").glob("*.yaml")))
     refs: dict[Path, set] = {}
     for p in profiles:
         try:
             cfg = load_config(p, [])
-            refs.setdefault(runner.artifacts_root(cfg), set()).update(runner.referenced_keys(cfg))
+            refs.setdefault(dag.artifacts_root(cfg), set()).update(housekeeping.referenced_keys(cfg))
         except Exception as e:  # noqa: BLE001 - a profile we cannot read: we cannot tell what it uses
             typer.echo(f"error: cannot read {p}: {type(e).__name__}: {e}\n"
                        "gc removes nothing unless every profile loads; pass -c for the profiles to keep", err=True)
             raise typer.Exit(2) from None
-    found = runner.garbage(refs)
+    found = housekeeping.garbage(refs)
     if not found:
         typer.echo(f"nothing to remove under {', '.join(map(str, refs))} ({len(profiles)} profiles)")
         return

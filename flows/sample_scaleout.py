@@ -1,7 +1,7 @@
 """Sampling shards as Prefect tasks mapped over a distributed task runner (prefect-dask).
 
 ``sample_distributed(cfg, model_dir, data_dir, out, n_workers=2)`` runs the sample stage with every
-missing shard as one Prefect task (:func:`tasks.generation.sampling.sample_one_shard`) on a ``DaskTaskRunner``: a
+missing shard as one Prefect task (:func:`tasks.sample.sample_one_shard`) on a ``DaskTaskRunner``: a
 local ``distributed.LocalCluster`` of ``n_workers`` processes by default, or an existing scheduler
 (``address="tcp://scheduler:8786"``, e.g. a Dask cluster on Kubernetes). Each shard keeps its own seed,
 so the files are identical to those of one worker (tested: ``tests/flows/test_sample_scaleout.py``).
@@ -21,7 +21,7 @@ from typing import Any
 
 from prefect import flow, task, unmapped
 
-from tasks.generation.sampling import run_sample, sample_one_shard
+from tasks.sample import run_sample, sample_one_shard
 
 
 @task(name="sample-shard", retries=1, retry_delay_seconds=0)

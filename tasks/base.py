@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -24,6 +24,11 @@ from tasks.corpus.loaders import PRETRAIN_FILE
 from training.modelref import write_model_ref
 
 VERSION = "2"
+
+
+def run(cfg: Config, inputs: Mapping[str, Path], out: Path, callbacks: Sequence[Any] = ()) -> dict[str, Any]:
+    """The stage interface (``tasks.orchestration.stages``): input ``data`` (its ``pretrain.txt``)."""
+    return run_base(cfg, inputs.get("data"), out)
 
 
 @contextmanager

@@ -57,7 +57,6 @@ from tasks.orchestration.tracking import git_commit
 from verifier.answers import parse_number
 from verifier.verdict import Verdict
 
-VERSION = "3"
 DASH = "—"
 SFT = "sft"
 ANSWER_KINDS = ("correct", "near_miss", "far_off", "no_answer")
@@ -683,7 +682,7 @@ def plot_ablation(report: Mapping[str, Any], path: str | Path) -> Path:
     return path
 
 
-# ---------------------------------------------------------------- the shell
+# ---------------------------------------------------------------- reading the stage folders
 
 
 def read_graded(path: str | Path) -> list[dict[str, Any]]:
@@ -739,6 +738,48 @@ def score_sft_outputs(cfg, problems: Mapping[str, Problem], records: Sequence[Ma
             for r, v in zip(records, verdicts, strict=True)}
 
 
+def read_test_set(name: str, sft_eval: str | Path, data_dir: str | Path
+                  ) -> tuple[dict[str, Problem], list[dict[str, Any]]]:
+    """(id -> test problem, the SFT model's evaluation rows of set ``name``); every evaluated id must be a
+    problem of the set."""
+    from tasks.evaluation.evalsets import read_problem_file
+
+    problem_file = Path(data_dir) / "eval" / f"{name}.jsonl"
+    if not problem_file.is_file():
+        raise AblationError(f"test set not found: {problem_file}")
+    all_problems = {p.id: p for p in read_problem_file(problem_file)}
+    sft_rows = read_graded(Path(sft_eval) / f"{name}.jsonl")
+    unknown = [r["id"] for r in sft_rows if r["id"] not in all_problems]
+    if unknown:
+        raise AblationError(f"{sft_eval}: {len(unknown)} evaluated id(s) not in {problem_file}, e.g. {unknown[:3]}")
+    return all_problems, sft_rows
+
+
+def outcomes(rows: Sequence[Mapping[str, Any]], key: str) -> dict[str, bool]:
+    """id -> ``row[key]`` (``correct`` or ``sound``) of the rows where it is a boolean."""
+    return {r["id"]: r[key] for r in rows if isinstance(r.get(key), bool)}
+
+
+def arm_outcomes(arm_rows: Mapping[str, Mapping[int, Sequence[Mapping[str, Any]]]], key: str
+                 ) -> dict[str, dict[int, dict[str, bool]]]:
+    return {arm: {s: outcomes(rows, key) for s, rows in by_seed.items()} for arm, by_seed in arm_rows.items()}
+
+
+def sound_section(problems: Sequence[Problem], sft_rows: Sequence[Mapping[str, Any]],
+                  arm_rows: Mapping[str, Mapping[int, Sequence[Mapping[str, Any]]]],
+                  settings: Mapping[str, Any]) -> dict[str, Any] | None:
+    """Arm rows and comparisons on sound correctness, when every record of every model has ``sound``."""
+    sft_sound = outcomes(sft_rows, "sound")
+    arms_sound = arm_outcomes(arm_rows, "sound")
+    if len(sft_sound) != len(sft_rows) or any(len(v) != len(sft_rows) for b in arms_sound.values()
+                                              for v in b.values()):
+        return None
+    sound = build_ablation_report(problems, sft_sound, arms_sound, **settings)
+    methods = {r.get("sound_method") for r in sft_rows}
+    return {"arms": sound["arms"], "comparisons": sound["comparisons"],
+            "method": methods.pop() if len(methods) == 1 else "mixed"}
+
+
 def publish(report_dir: str | Path, dest: str | Path, command: str | None = None) -> Path:
     """Write ``dest`` (e.g. ``docs/results/tiny.md``) from ``report_dir/ablation.json``, with ``command`` as
     the line that regenerates it, and copy the plot beside it as ``<stem>.png``.
@@ -791,148 +832,3 @@ def arm_displacement(arm_evals: Mapping[str, Mapping[int, str | Path]]) -> list[
             out.append({"arm": arm, "seeds": len(rows),
                         **{k: float(np.mean([r[k] for r in rows])) for k in DISPLACEMENT_KEYS}})
     return out
-
-
-def run_ablation_report(cfg, sft_eval: str | Path, arm_evals: Mapping[str, Mapping[int, str | Path]],
-                        arm_pairs: Mapping[str, str | Path], verify_dir: str | Path, data_dir: str | Path,
-                        out: str | Path, *, arm_meta: Mapping[str, Mapping[str, Any]] | None = None,
-                        command: str | None = None, verifier=None) -> dict[str, float]:
-    """Write ``ablation.json``, ``ablation.md``, ``ablation.png`` and ``sft_verdicts.jsonl`` into ``out``.
-
-    ``sft_eval``/``arm_evals[arm][seed]``: evaluate stage folders; ``arm_pairs[arm]``: the pairs stage
-    folder the arm trained on; ``verify_dir``: the verify stage (dims of the rejected samples);
-    ``data_dir``: the data stage (test problems with ``meta``). Returns :func:`flat_metrics`.
-    """
-    from tasks.common.records import write_jsonl
-    from tasks.evaluation.evalsets import read_problem_file
-    from tasks.pairing.pairs import read_verdicts
-
-    ab = getattr(cfg, "ablation", None)
-    name = dataset_name(cfg)
-    problem_file = Path(data_dir) / "eval" / f"{name}.jsonl"
-    if not problem_file.is_file():
-        raise AblationError(f"test set not found: {problem_file}")
-    all_problems = {p.id: p for p in read_problem_file(problem_file)}
-    sft_rows = read_graded(Path(sft_eval) / f"{name}.jsonl")
-    unknown = [r["id"] for r in sft_rows if r["id"] not in all_problems]
-    if unknown:
-        raise AblationError(f"{sft_eval}: {len(unknown)} evaluated id(s) not in {problem_file}, e.g. {unknown[:3]}")
-    problems = [all_problems[r["id"]] for r in sft_rows]  # the evaluated subset, in evaluation order
-    arms = {arm: {int(s): {r["id"]: r["correct"] for r in read_graded(Path(d) / f"{name}.jsonl")}
-                  for s, d in by_seed.items()} for arm, by_seed in arm_evals.items()}
-    verdicts = score_sft_outputs(cfg, all_problems, sft_rows, verifier)
-    rel = ab.near_miss_rel if ab is not None else 0.1
-    abs_tol = ab.near_miss_abs if ab is not None else 1.0
-    kinds = classify_sft(sft_rows, verdicts, rel=rel, abs_tol=abs_tol)
-    pairs = {arm: read_pairs(Path(d) / "pairs.jsonl") for arm, d in arm_pairs.items()}
-    dims = {(v.problem_id, v.index): v.dims for v in read_verdicts(Path(verify_dir) / "verdicts.jsonl")}
-    report = build_ablation_report(
-        problems, {r["id"]: r["correct"] for r in sft_rows}, arms, arm_meta=arm_meta, sft_kinds=kinds,
-        pairs=pairs, rejected_dims=dims, primary=ab.primary if ab is not None else "weighted-0.3",
-        random_arm=ab.random_arm if ab is not None else "random", samples=cfg.evaluate.bootstrap_samples,
-        seed=cfg.evaluate.seed, alpha=ab.alpha if ab is not None else 0.05)
-    sft_sound = {r["id"]: r["sound"] for r in sft_rows if isinstance(r.get("sound"), bool)}
-    arms_sound = {arm: {int(s): {r["id"]: r["sound"] for r in read_graded(Path(d) / f"{name}.jsonl")
-                                 if isinstance(r.get("sound"), bool)} for s, d in by_seed.items()}
-                  for arm, by_seed in arm_evals.items()}
-    if len(sft_sound) == len(sft_rows) and all(len(v) == len(sft_rows) for b in arms_sound.values() for v in b.values()):
-        sound = build_ablation_report(
-            problems, sft_sound, arms_sound, arm_meta=arm_meta,
-            primary=ab.primary if ab is not None else "weighted-0.3",
-            random_arm=ab.random_arm if ab is not None else "random", samples=cfg.evaluate.bootstrap_samples,
-            seed=cfg.evaluate.seed, alpha=ab.alpha if ab is not None else 0.05)
-        methods = {r.get("sound_method") for r in sft_rows}
-        report["sound"] = {"arms": sound["arms"], "comparisons": sound["comparisons"],
-                           "method": methods.pop() if len(methods) == 1 else "mixed"}
-    report["displacement"] = arm_displacement(arm_evals)
-    report.update(dataset=name, command=command, profile=getattr(cfg, "name", None))
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    write_jsonl(out / "sft_verdicts.jsonl", list(verdicts.values()))
-    (out / "ablation.json").write_text(json.dumps(report, indent=2, ensure_ascii=False))
-    (out / "ablation.md").write_text(
-        render_markdown(report, command, f"Ablation: {getattr(cfg, 'name', '')} on {name}"), encoding="utf-8")
-    plot_ablation(report, out / "ablation.png")
-    return flat_metrics(report)
-
-
-# ---------------------------------------------------------------- the plan (which stage runs with which config)
-
-SHARED_STAGES = ("data", "base", "sft", "sample", "verify")
-
-
-def arm_config(cfg, arm, seed: int):
-    """The profile for one (arm, seed): ``pairs.strategy`` (+ ``pairs.lam`` of a weighted arm, the arm's
-    ``soundness`` and weight ``formula`` when set) and
-    ``dpo.seed`` changed, everything else as in ``cfg`` — so the shared stages keep their keys."""
-    d = cfg.model_dump(mode="python")
-    d["pairs"] = {**d["pairs"], "strategy": arm.strategy, **({"lam": arm.lam} if arm.lam is not None else {}),
-                  **({"soundness": arm.soundness} if arm.soundness is not None else {})}
-    if arm.formula is not None:
-        d["pairs"]["weights"] = {**d["pairs"]["weights"], "formula": arm.formula}
-    d["dpo"] = {**d["dpo"], "seed": int(seed)}
-    return type(cfg).model_validate(d)
-
-
-def ablation_nodes(cfg) -> list[tuple[Any, Any]]:
-    """``(config, runner.Node)`` in execution order: the shared chain, SFT's evaluation, then per arm its
-    pairs and per seed its DPO and evaluation. Node names: ``pairs/<arm>``, ``dpo/<arm>/s<seed>``,
-    ``evaluate/<arm>/s<seed>`` (labels ``<arm>/s<seed>``)."""
-    from tasks.orchestration.runner import Node, pipeline
-
-    ab = cfg.ablation
-    shared = [n for n in pipeline(cfg, until="verify") if n.stage in SHARED_STAGES]
-    out: list[tuple[Any, Any]] = [(cfg, n) for n in shared]
-    out.append((cfg, Node("evaluate/sft", "evaluate", (("model", "sft"), ("data", "data")), label=SFT)))
-    for arm in ab.arms:
-        pairs = Node(f"pairs/{arm.name}", "pairs", (("sample", "sample"), ("verify", "verify"), ("data", "data")),
-                     strategy=arm.strategy)
-        out.append((arm_config(cfg, arm, ab.seeds[0]), pairs))
-        for seed in ab.seeds:
-            arm_cfg = arm_config(cfg, arm, seed)
-            dpo = Node(f"dpo/{arm.name}/s{seed}", "dpo", (("sft", "sft"), ("pairs", pairs.name)),
-                       strategy=arm.strategy)
-            out.append((arm_cfg, dpo))
-            out.append((arm_cfg, Node(f"evaluate/{arm.name}/s{seed}", "evaluate",
-                                      (("model", dpo.name), ("data", "data")), label=f"{arm.name}/s{seed}")))
-    return out
-
-
-def report_config(cfg) -> dict[str, Any]:
-    """What the report's artifact key depends on (besides its inputs)."""
-    d = cfg.model_dump(mode="json")
-    return {"ablation": d["ablation"], "evaluate": {k: d["evaluate"][k] for k in ("bootstrap_samples", "seed")},
-            "verify": d["verify"]}
-
-
-def run_ablation_stage(cfg, manifests: Mapping[str, Any], command: str | None = None):
-    """Build (or find) the report artifact ``<root>/ablation/<key>/`` from the manifests of the nodes of
-    :func:`ablation_nodes` (by node name); returns its ``Manifest``."""
-    from tasks.common.artifacts import build_stage
-    from tasks.orchestration.runner import artifacts_root
-
-    ab = cfg.ablation
-    needed = ["data", "verify", "evaluate/sft", *(f"pairs/{a.name}" for a in ab.arms),
-              *(f"evaluate/{a.name}/s{s}" for a in ab.arms for s in ab.seeds)]
-    missing = [n for n in needed if n not in manifests]
-    if missing:
-        raise AblationError(f"ablation report: no artifact for {missing}")
-    inputs = {n: manifests[n] for n in needed}
-    meta = {a.name: {"strategy": a.strategy, "lam": a.lam if a.lam is not None else
-                     (cfg.pairs.lam if a.strategy == "weighted" else None)} for a in ab.arms}
-
-    def build(out: Path) -> dict[str, float]:
-        return run_ablation_report(
-            cfg, inputs["evaluate/sft"].path,
-            {a.name: {s: inputs[f"evaluate/{a.name}/s{s}"].path for s in ab.seeds} for a in ab.arms},
-            {a.name: inputs[f"pairs/{a.name}"].path for a in ab.arms}, inputs["verify"].path,
-            inputs["data"].path, out, arm_meta=meta, command=command)
-
-    return build_stage(artifacts_root(cfg), "ablation", VERSION, report_config(cfg), inputs, build)
-
-
-__all__ = ["ANSWER_KINDS", "ERROR_KINDS", "FEATURES", "SHARED_STAGES", "VERSION", "AblationError",
-           "ablation_nodes", "answer_kind", "arm_displacement", "arm_config", "report_config", "run_ablation_stage",
-           "build_ablation_report", "classify_sft", "correlation", "dataset_name", "error_kind", "flat_metrics",
-           "known_arithmetic_slip", "plot_ablation", "publish", "read_graded", "read_pairs", "reading", "render_markdown",
-           "run_ablation_report", "score_sft_outputs", "t_interval", "verifier_check", "weight_summary"]

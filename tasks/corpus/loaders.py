@@ -1,4 +1,4 @@
-"""The data stage: load every configured dataset and normalise it to ``Problem`` rows.
+"""Dataset loaders: every configured source normalised to ``Problem`` rows (the data stage, ``tasks/data.py``, writes them).
 
 Formats (``DatasetSpec.format``) and the source fields they read:
 
@@ -47,10 +47,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from conf.schema import Config, DataConfig, DatasetSpec
-from tasks.common.records import Problem, write_jsonl
+from conf.schema import DataConfig, DatasetSpec
+from tasks.common.records import Problem
 
-VERSION = "3"
 PRETRAIN_FILE = "pretrain.txt"
 MAX_BAD_ROWS = 20  # bad rows listed per file in one error (and skipped rows kept in the manifest)
 
@@ -334,7 +333,7 @@ def load_problems(spec: DatasetSpec, data: DataConfig, skipped: Counter | None =
     return [format_solution(p, data.solution_format) for p in problems]
 
 
-def _needs_synthetic(data: DataConfig) -> bool:
+def needs_synthetic(data: DataConfig) -> bool:
     return any(s.format == "synthetic" and not s.path and not s.hub_id
                for s in [*data.sft, *data.pool, *data.eval])
 
@@ -371,58 +370,3 @@ def hold_out(pool: list[Problem], data: DataConfig) -> tuple[list[Problem], dict
     return [p for i, p in enumerate(pool) if i not in keep], held
 
 
-def run_data(cfg: Config, out: Path) -> dict[str, Any]:
-    """Write sft.jsonl, pool.jsonl, eval/<name>.jsonl (+ pretrain.txt for synthetic data) into ``out``.
-
-    Metrics: ``rows/<file>``, ``rows/<dataset>``, ``skipped/<dataset>/<reason>``, ``skipped_total``.
-    """
-    data = cfg.data
-    out = Path(out)
-    skipped: Counter = Counter()
-    skipped_rows: list[str] = []
-    metrics: dict[str, Any] = {}
-    synthetic = None
-    if _needs_synthetic(data):
-        from tasks.corpus.synthetic import generate_splits, pretrain_documents
-        from training.tiny import DOC_SEPARATOR
-
-        synthetic = generate_splits(data.synthetic)
-        if data.synthetic.n_pretrain > 0:
-            pretrain = [format_solution(p, data.solution_format) for p in synthetic["pretrain"]]
-            docs = pretrain_documents(pretrain, data.synthetic.instruction, seed=data.synthetic.seed)
-            tmp = out / (PRETRAIN_FILE + ".tmp")
-            tmp.write_text(DOC_SEPARATOR.join(docs), encoding="utf-8")
-            os.replace(tmp, out / PRETRAIN_FILE)
-            metrics["rows/pretrain"] = len(docs)
-
-    def load_all(specs: list[DatasetSpec]) -> list[Problem]:
-        rows: list[Problem] = []
-        for spec in specs:
-            got = load_problems(spec, data, skipped, synthetic, skipped_rows)
-            metrics[f"rows/{spec.name}"] = len(got)
-            rows.extend(got)
-        return rows
-
-    metrics["rows/sft"] = write_jsonl(out / "sft.jsonl", load_all(data.sft))
-    pool, held = hold_out(load_all(data.pool), data)
-    metrics["rows/pool"] = write_jsonl(out / "pool.jsonl", pool)
-    (out / "eval").mkdir(parents=True, exist_ok=True)
-    for name, rows in held.items():
-        metrics[f"rows/eval/{name}"] = write_jsonl(out / "eval" / f"{name}.jsonl", rows)
-    for spec in data.eval:
-        metrics[f"rows/eval/{spec.name}"] = write_jsonl(out / "eval" / f"{spec.name}.jsonl",
-                                                        load_all([spec]))
-    for key, n in sorted(skipped.items()):
-        metrics[f"skipped/{key}"] = n
-    metrics["skipped_total"] = sum(skipped.values())
-    if skipped:
-        metrics["skipped_rows"] = skipped_rows
-        from tasks.common.progress import stage_logger
-
-        counts = ", ".join(f"{k} {n}" for k, n in sorted(skipped.items()))
-        listed = "".join(f"\n  {m}" for m in skipped_rows)
-        more = f"\n  … and {metrics['skipped_total'] - len(skipped_rows)} more" \
-            if metrics["skipped_total"] > len(skipped_rows) else ""
-        stage_logger().warning(f"data: skipped {metrics['skipped_total']} bad rows (on_bad_row: skip): "
-                               f"{counts}{listed}{more}")
-    return metrics

@@ -1,39 +1,13 @@
-"""The evaluate stage: greedy answers of one model on the evaluation sets, graded.
+"""Evaluation sets and their grading: the evaluate stage's library (``tasks/evaluate.py`` runs it).
 
-``run_evaluate(cfg, model_dir, data_dir, out)`` reads the model from ``model_dir/model.json``
-(base, SFT or DPO stage) and the sets ``data_dir/eval/<name>.jsonl`` (``Problem`` rows; every file
-there when ``evaluate.datasets`` is empty, else the named ones, each cut to ``evaluate.limit``). All
-files are read and checked *before* any generation, so a missing set fails in seconds with its path.
-
-Prompts are the model's chat template around ``question + "\\n" + evaluate.instruction``, zero-shot
-by default. With ``evaluate.few_shot = k`` the first ``k`` rows with a worked solution of the data
-stage's ``sft.jsonl`` precede the question as user/assistant turns: they are training data, so no
-evaluation problem leaks into another's prompt, and their solutions show the answer format the
-model was fine-tuned on (:func:`training.prompts.chat_prompt`, the same user turn as every other stage).
-Generation is greedy (temperature 0, one output per problem) through
-``tasks.generation.engine.generate`` (``evaluate.engine``; vLLM settings from ``sample.vllm``), one call for
-all sets so vLLM starts once. Grading is :mod:`tasks.evaluation.grading`, with sound accuracy next to answer
-accuracy: exact on synthetic sets, judged by the verifier (``verify:`` settings) elsewhere.
-
-Writes ``out/<dataset>.jsonl`` (one :class:`tasks.evaluation.grading.Graded` per problem, in the set's order) and
-``out/metrics.json``::
-
-    {"model": {"base": "...", "adapter": "...", "merged": null},
-     "datasets": {"gsm8k_test": {"format": "gsm8k", "n": 1319, "accuracy": 0.62, "ci_low": 0.59,
-                                 "ci_high": 0.645, "correct": 818, "reasons": {...},
-                                 "strict_match": 0.60, "flexible_extract": 0.63, "disagreements": 41,
-                                 "disagreement_kinds": {...}, "examples": {...},
-                                 "sound_accuracy": 0.55, "sound_ci_low": 0.52, "sound_ci_high": 0.58,
-                                 "sound_correct": 725, "unsound_correct": 93, "sound_method": "verifier"}}}
-
-and returns flat metrics for the manifest and MLflow: ``{"gsm8k_test/accuracy": 0.62,
-"gsm8k_test/ci_low": ..., "gsm8k_test/wrong_truncated": 12, "gsm8k_test/strict_match": ..., ...}``.
+Reading and checking the ``eval/<name>.jsonl`` sets, few-shot examples, grading one set's greedy outputs
+(:mod:`tasks.evaluation.grading`), sound accuracy (exact on synthetic sets, else the verifier) and the
+flat metrics of the manifest.
 """
 
 from __future__ import annotations
 
-import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -41,11 +15,8 @@ from pydantic import ValidationError
 
 from tasks.common.records import Problem, iter_jsonl, write_jsonl
 from tasks.evaluation.grading import REASONS, Graded, exact_sound, grade, summarise
-from tasks.generation.engine import Generation, chat_prompt, generate
-from training.modelref import read_model_ref
-from training.models import load_tokenizer
+from tasks.generation.engine import Generation
 
-VERSION = "2"
 GSM8K_FORMATS = ("gsm8k", "synthetic")  # solutions end with "#### <answer>": harness graders apply
 
 
@@ -177,24 +148,13 @@ def flat_metrics(datasets: dict[str, dict[str, Any]]) -> dict[str, float | int]:
     return flat
 
 
-def run_evaluate(cfg, model_dir: Path, data_dir: Path, out: Path) -> dict[str, Any]:
-    """Evaluate the model of ``model_dir`` on the sets of ``data_dir/eval``; see the module doc."""
+
+
+def grade_sets(cfg, sets: Mapping[str, Sequence[Problem]], prompts: Mapping[str, Sequence[str]],
+               gens: Sequence[Sequence[Generation]], out: Path) -> dict[str, dict[str, Any]]:
+    """Grade every set's slice of ``gens`` (one flat list, sets in order), judge soundness, write
+    ``out/<set>.jsonl``; returns the summary of each set."""
     ev = cfg.evaluate
-    model_dir, data_dir, out = Path(model_dir), Path(data_dir), Path(out)
-    sets = load_eval_sets(data_dir, ev.datasets, ev.limit)
-    shots = few_shot_examples(data_dir, ev.few_shot)
-    model = read_model_ref(model_dir)
-    tokenizer = load_tokenizer(model.tokenizer, trust_remote_code=cfg.model.trust_remote_code)
-
-    prompts = {name: [chat_prompt(tokenizer, p.question, ev.instruction, shots) for p in problems]
-               for name, problems in sets.items()}
-    flat_prompts = [p for name in sets for p in prompts[name]]
-    gens = generate(model, flat_prompts, engine=ev.engine, n=1, temperature=0.0, max_tokens=ev.max_tokens,
-                    seed=ev.seed, batch_size=ev.batch_size, vllm=cfg.sample.vllm,
-                    adapter_mode=ev.adapter_mode, dtype=cfg.model.dtype)
-    if len(gens) != len(flat_prompts):
-        raise RuntimeError(f"generate returned {len(gens)} results for {len(flat_prompts)} prompts")
-
     summaries: dict[str, dict[str, Any]] = {}
     start = 0
     for name, problems in sets.items():
@@ -203,14 +163,7 @@ def run_evaluate(cfg, model_dir: Path, data_dir: Path, out: Path) -> dict[str, A
         start += len(problems)
         graded = grade_set(problems, prompts[name], chunk, gsm8k=fmt in GSM8K_FORMATS)
         graded = judge_soundness(problems, graded, cfg.verify)
-        write_jsonl(out / f"{name}.jsonl", graded)
+        write_jsonl(Path(out) / f"{name}.jsonl", graded)
         summaries[name] = {"format": fmt, **summarise(graded, samples=ev.bootstrap_samples, seed=ev.seed,
                                                         n_examples=ev.n_examples)}
-    report = {"model": {"base": model.base, "adapter": model.adapter, "merged": model.merged},
-              "datasets": summaries}
-    (out / "metrics.json").write_text(json.dumps(report, indent=2, ensure_ascii=False))
-    return flat_metrics(summaries)
-
-
-__all__ = ["GSM8K_FORMATS", "VERSION", "EvaluateError", "dataset_format", "few_shot_examples",
-           "flat_metrics", "grade_set", "load_eval_sets", "read_problem_file", "run_evaluate"]
+    return summaries

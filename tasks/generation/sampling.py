@@ -1,6 +1,6 @@
-"""The sample stage: K chain-of-thought samples per pool problem from the SFT model, with logprobs.
+"""Sampling shards, the sample stage's library (``tasks/sample.py`` runs it): K chain-of-thought samples per pool problem from the SFT model, with logprobs.
 
-``run_sample(cfg, model_dir, data_dir, out)`` reads the model from ``model_dir/model.json`` and the
+The stage (``tasks.sample.run_sample(cfg, model_dir, data_dir, out)``) reads the model from ``model_dir/model.json`` and the
 problems from ``data_dir/pool.jsonl`` (``Problem`` rows, the first ``sample.limit``). Each prompt is
 the model's chat template around ``question + "\\n" + sample.instruction``; generation goes through
 :func:`tasks.generation.engine.generate` (``sample.engine``, ``k`` samples per problem). It writes
@@ -50,11 +50,13 @@ import math
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from pydantic import ValidationError
 
+from conf.schema import VLLMConfig
 from tasks.common.progress import run_log as log
 from tasks.common.records import Problem, Sample, iter_jsonl, write_jsonl
 from tasks.generation.engine import (
@@ -71,10 +73,8 @@ from tasks.generation.engine import (
     score_completions,
     write_part_lines,
 )
-from training.modelref import read_model_ref
 from training.prompts import user_turn
 
-VERSION = "2"
 SAMPLES_DIR = "samples"
 PROMPTS_FILE = "prompts.jsonl"
 REFERENCES_FILE = "references.jsonl"
@@ -191,7 +191,7 @@ def part_name(i: int) -> str:
 ENGINE_FILE = ".sample-engine.json"
 
 
-def _check_engine(folder: Path, engine: str) -> None:
+def check_engine(folder: Path, engine: str) -> None:
     """Shards of an earlier attempt are kept only when it used the same engine (``engine: auto`` may
     resolve differently on another machine, and the engines do not sample alike)."""
     marker = folder.parent / ENGINE_FILE
@@ -202,7 +202,7 @@ def _check_engine(folder: Path, engine: str) -> None:
     marker.write_text(json.dumps({"engine": engine}))
 
 
-class _Progress:
+class ShardProgress:
     """Per-shard and total progress in the log (every shard, and at most every 30 s within a shard)."""
 
     def __init__(self, n_shards: int, n_problems: int, done_problems: int):
@@ -224,156 +224,6 @@ class _Progress:
                  self.done, self.n_problems, 100 * self.done / max(1, self.n_problems), self.last - self.t0)
 
 
-def sample_one_shard(cfg, model_dir: Path, data_dir: Path, out: Path, i: int) -> int:
-    """Generate and commit shard ``i`` alone (HF engine, or a one-shard vLLM worker), exactly as
-    :func:`run_sample` would: the unit a distributed task runner maps over (``flows.sample_scaleout``).
-    Returns its token count (0 when it was already complete)."""
-    sc = cfg.sample
-    problems = read_pool(Path(data_dir) / "pool.jsonl", sc.limit)
-    plan = shards(problems, sc.shard_size)
-    folder = Path(out) / SAMPLES_DIR
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / shard_name(i)
-    if shard_is_complete(path, plan[i], sc.k):
-        return 0
-    single = cfg.model_copy(update={"sample": sc.model_copy(update={"score_references": False})})
-    return int(run_sample(single, model_dir, data_dir, out, only=[i])["new_tokens"])
-
-
-def run_sample(cfg, model_dir: Path, data_dir: Path, out: Path,
-               map_shards: Callable[[list[int]], None] | None = None,
-               only: list[int] | None = None) -> dict[str, Any]:
-    """Sample ``cfg.sample.k`` solutions per pool problem into ``out/samples``; see the module doc.
-
-    ``map_shards(todo)`` (optional) generates the missing shards elsewhere, e.g. as Prefect tasks on a
-    Dask cluster each running :func:`sample_one_shard`; this function then only checks and summarises."""
-    sc = cfg.sample
-    model_dir, data_dir, out = Path(model_dir), Path(data_dir), Path(out)
-    problems = read_pool(data_dir / "pool.jsonl", sc.limit)
-    model = read_model_ref(model_dir)
-    from training.models import load_tokenizer
-
-    tokenizer = load_tokenizer(model.tokenizer, trust_remote_code=cfg.model.trust_remote_code)
-    folder = out / SAMPLES_DIR
-    folder.mkdir(parents=True, exist_ok=True)
-    plan = shards(problems, sc.shard_size)
-    if only is None:  # (with ``only``, other workers may be writing the other shards)
-        for stale in folder.glob("*.tmp"):  # a write cut short by a crash
-            stale.unlink()
-        keep = {folder / shard_name(i) for i in range(len(plan))} | {folder / part_name(i) for i in range(len(plan))}
-        for extra in {*folder.glob("shard-*.jsonl"), *folder.glob("shard-*.partial")} - keep:
-            extra.unlink()
-    base_q = base_quantization(cfg, model)
-    engine, why = resolve_engine(sc.engine, sc.vllm)
-    vllm_cfg = sc.vllm
-    if base_q == "4bit" and engine == "vllm":
-        if not _on_cuda():
-            if sc.engine == "vllm":
-                raise ValueError("sample.base_precision=train with a 4-bit model needs vLLM's bitsandbytes "
-                                 "support, which is CUDA only: use sample.engine=hf/auto or base_precision=full")
-            engine, why = "hf", "auto: HF generate, because base_precision=train (4-bit base) needs CUDA for vLLM"
-        else:
-            vllm_cfg = vllm_cfg.model_copy(update={"engine_kwargs": {"quantization": "bitsandbytes",
-                                                                     **vllm_cfg.engine_kwargs}})
-    log.info("sample: engine %s (%s); adapter on the %s base", engine, why,
-             "4-bit (as trained)" if base_q == "4bit" else "full-precision")
-    if only is None:
-        _check_engine(folder, engine)
-        write_jsonl(out / PROMPTS_FILE, ({"problem_id": p.id, "prompt": user_turn(p.question, sc.instruction)}
-                                         for p in problems))
-    stats: dict[int, dict[str, Any]] = {}
-    todo = []
-    for i, chunk in enumerate(plan):
-        if only is not None and i not in only:
-            continue
-        path = folder / shard_name(i)
-        if shard_is_complete(path, chunk, sc.k):
-            stats[i] = shard_stats(path)
-            (folder / part_name(i)).unlink(missing_ok=True)
-        else:
-            todo.append(i)
-    resumed = len(stats)
-    progress = _Progress(len(plan), len(problems), sum(len(plan[i]) for i in stats))
-    if resumed:
-        log.info("sample: %d of %d shards already written; resuming at shard %d", resumed, len(plan),
-                 todo[0] + 1 if todo else len(plan))
-    gen_kw = dict(n=sc.k, temperature=sc.temperature, top_p=sc.top_p, top_k=sc.top_k, max_tokens=sc.max_tokens,
-                  adapter_mode=sc.adapter_mode)
-    t_stage = time.perf_counter()
-    timing: dict[str, Any] = {}
-    if map_shards is not None and todo:
-        log.info("sample: %d shards handed to the task runner", len(todo))
-        map_shards(list(todo))
-        for i in todo:
-            if not shard_is_complete(folder / shard_name(i), plan[i], sc.k):
-                raise RuntimeError(f"sample: shard {i} was not written by the task runner")
-            stats[i] = shard_stats(folder / shard_name(i))
-        done_by_runner, todo = list(todo), []
-    else:
-        done_by_runner = []
-
-    def commit(i: int, gens: list[list[Generation]], dt: float | None) -> None:
-        path = folder / shard_name(i)
-        write_jsonl(path, to_samples(plan[i], gens, sc.k))  # atomic (tmp + rename)
-        (folder / part_name(i)).unlink(missing_ok=True)
-        stats[i] = shard_stats(path)
-        progress.shard(i, len(plan[i]), stats[i], dt)
-
-    if todo and engine == "vllm":
-        jobs = []
-        for i in todo:
-            part = folder / part_name(i)
-            prompts = [chat_prompt(tokenizer, p.question, sc.instruction) for p in plan[i]]
-            jobs.append(ShardJob(key=shard_name(i), prompts=prompts, seed=shard_seed(sc.seed, i), part=part,
-                                 done=set(read_part(part, len(prompts)))))
-        index = {job.key: i for job, i in zip(jobs, todo, strict=True)}
-        timing = generate_shards_vllm(
-            model, jobs, vllm=vllm_cfg, seed=sc.seed, **gen_kw, workdir=out,
-            on_shard=lambda job, gens: commit(index[job.key], gens, None),
-            on_progress=lambda job, got: progress.within(index[job.key], len(job.prompts), got))
-    elif todo:
-        with keep_hf_loaded():
-            for i in todo:
-                part = folder / part_name(i)
-                prompts = [chat_prompt(tokenizer, p.question, sc.instruction) for p in plan[i]]
-                got = read_part(part, len(prompts))
-                offset = 0  # resume after the last whole batch of the part file
-                while offset + sc.batch_size <= len(prompts) and all(
-                        j in got for j in range(offset, offset + sc.batch_size)):
-                    offset += sc.batch_size
-                if offset < len(got):
-                    part.write_text("")
-                    write_part_lines(part, 0, [got[j] for j in range(offset)])
-                t0 = time.perf_counter()
-                gens = generate(model, prompts, engine="hf", seed=shard_seed(sc.seed, i), batch_size=sc.batch_size,
-                                dtype=cfg.model.dtype, offset=offset, base_quantization=base_q,
-                                on_batch=lambda start, g, part=part: write_part_lines(part, start, g), **gen_kw)
-                commit(i, [got[j] for j in range(offset)] + gens, time.perf_counter() - t0)
-            if sc.score_references:
-                refs = score_references(cfg, model, tokenizer, problems, out / REFERENCES_FILE)
-    seconds = time.perf_counter() - t_stage
-    new_tokens = sum(stats[i]["tokens"] for i in [*todo, *done_by_runner] if i in stats)
-    if only is not None:
-        return {"new_tokens": new_tokens, "seconds": seconds}
-    metrics = summarise([stats[i] for i in range(len(plan))], len(problems), new_tokens, seconds, resumed)
-    if done_by_runner:
-        metrics["shards_by_task_runner"] = len(done_by_runner)
-    metrics.update(engine=engine, engine_vllm=int(engine == "vllm"), engine_reason=why,
-                   base_quantization=base_q)
-    if timing:
-        metrics["engine_start_s"] = timing.get("startup_s")
-        gen_s = timing.get("generate_s")
-        metrics["generate_s"] = gen_s
-        metrics["tokens_per_s_after_start"] = round(new_tokens / gen_s, 2) if gen_s else None
-    if sc.score_references:
-        if not (todo and engine == "hf"):
-            with keep_hf_loaded():
-                refs = score_references(cfg, model, tokenizer, problems, out / REFERENCES_FILE)
-        metrics.update(refs)
-    (out / ENGINE_FILE).unlink(missing_ok=True)
-    return metrics
-
-
 def score_references(cfg, model, tokenizer, problems: Sequence[Problem], path: Path) -> dict[str, Any]:
     """Write the model's log-probability of every reference solution to ``path``; returns metrics."""
     refs = [p for p in problems if p.solution and p.solution.strip()]
@@ -392,3 +242,189 @@ def score_references(cfg, model, tokenizer, problems: Sequence[Problem], path: P
     lps = [r["logprob_mean"] for r in rows if r.get("logprob_mean") is not None and math.isfinite(r["logprob_mean"])]
     return {"references_scored": len(rows),
             "reference_logprob_mean": math.fsum(lps) / len(lps) if lps else None}
+
+
+def clear_leftovers(folder: Path, n_shards: int) -> None:
+    """Remove writes cut short by a crash (``*.tmp``) and shard files outside the current plan."""
+    for stale in folder.glob("*.tmp"):
+        stale.unlink()
+    keep = {folder / shard_name(i) for i in range(n_shards)} | {folder / part_name(i) for i in range(n_shards)}
+    for extra in {*folder.glob("shard-*.jsonl"), *folder.glob("shard-*.partial")} - keep:
+        extra.unlink()
+
+
+@dataclass(frozen=True)
+class EngineChoice:
+    engine: str  # "vllm" | "hf"
+    why: str
+    vllm: VLLMConfig
+    base_quantization: str  # "none" | "4bit"
+
+
+def choose_engine(cfg, model) -> EngineChoice:
+    """The engine (``sample.engine``, resolved) and the base precision the adapter is sampled on."""
+    sc = cfg.sample
+    base_q = base_quantization(cfg, model)
+    engine, why = resolve_engine(sc.engine, sc.vllm)
+    vllm_cfg = sc.vllm
+    if base_q == "4bit" and engine == "vllm":
+        if not _on_cuda():
+            if sc.engine == "vllm":
+                raise ValueError("sample.base_precision=train with a 4-bit model needs vLLM's bitsandbytes "
+                                 "support, which is CUDA only: use sample.engine=hf/auto or base_precision=full")
+            engine, why = "hf", "auto: HF generate, because base_precision=train (4-bit base) needs CUDA for vLLM"
+        else:
+            vllm_cfg = vllm_cfg.model_copy(update={"engine_kwargs": {"quantization": "bitsandbytes",
+                                                                     **vllm_cfg.engine_kwargs}})
+    log.info("sample: engine %s (%s); adapter on the %s base", engine, why,
+             "4-bit (as trained)" if base_q == "4bit" else "full-precision")
+    return EngineChoice(engine, why, vllm_cfg, base_q)
+
+
+def scan_shards(folder: Path, plan: Sequence[Sequence[Problem]], k: int, only: Sequence[int] | None
+                ) -> tuple[dict[int, dict[str, Any]], list[int]]:
+    """(stats of the complete shards, indices still to generate); ``only`` limits both to those shards."""
+    stats: dict[int, dict[str, Any]] = {}
+    todo = []
+    for i, chunk in enumerate(plan):
+        if only is not None and i not in only:
+            continue
+        path = folder / shard_name(i)
+        if shard_is_complete(path, chunk, k):
+            stats[i] = shard_stats(path)
+            (folder / part_name(i)).unlink(missing_ok=True)
+        else:
+            todo.append(i)
+    return stats, todo
+
+
+def collect_mapped(map_shards: Callable[[list[int]], None], todo: Sequence[int], folder: Path,
+                   plan: Sequence[Sequence[Problem]], k: int, stats: dict[int, dict[str, Any]]) -> list[int]:
+    """Hand ``todo`` to a task runner (``map_shards``), check that every shard was written; returns them."""
+    log.info("sample: %d shards handed to the task runner", len(todo))
+    map_shards(list(todo))
+    for i in todo:
+        if not shard_is_complete(folder / shard_name(i), plan[i], k):
+            raise RuntimeError(f"sample: shard {i} was not written by the task runner")
+        stats[i] = shard_stats(folder / shard_name(i))
+    return list(todo)
+
+
+def _shard_prompts(tokenizer, problems: Sequence[Problem], instruction: str) -> list[str]:
+    return [chat_prompt(tokenizer, p.question, instruction) for p in problems]
+
+
+def vllm_shards(cfg, model, tokenizer, plan, todo: Sequence[int], folder: Path, out: Path, vllm_cfg: VLLMConfig,
+                commit: Callable[[int, list, float | None], None], progress: ShardProgress) -> dict[str, Any]:
+    """Every shard of ``todo`` through one vLLM worker (shards committed as they finish); its timing."""
+    sc = cfg.sample
+    jobs = []
+    for i in todo:
+        part = folder / part_name(i)
+        prompts = _shard_prompts(tokenizer, plan[i], sc.instruction)
+        jobs.append(ShardJob(key=shard_name(i), prompts=prompts, seed=shard_seed(sc.seed, i), part=part,
+                             done=set(read_part(part, len(prompts)))))
+    index = {job.key: i for job, i in zip(jobs, todo, strict=True)}
+    return generate_shards_vllm(
+        model, jobs, vllm=vllm_cfg, seed=sc.seed, **generation_kwargs(sc), workdir=out,
+        on_shard=lambda job, gens: commit(index[job.key], gens, None),
+        on_progress=lambda job, got: progress.within(index[job.key], len(job.prompts), got))
+
+
+def generation_kwargs(sc) -> dict[str, Any]:
+    return dict(n=sc.k, temperature=sc.temperature, top_p=sc.top_p, top_k=sc.top_k, max_tokens=sc.max_tokens,
+                adapter_mode=sc.adapter_mode)
+
+
+def hf_shard(cfg, model, tokenizer, problems: Sequence[Problem], i: int, folder: Path, base_q: str
+             ) -> list[list[Generation]]:
+    """Shard ``i`` with HF generate, resuming after the last whole batch of its part file."""
+    sc = cfg.sample
+    part = folder / part_name(i)
+    prompts = _shard_prompts(tokenizer, problems, sc.instruction)
+    got = read_part(part, len(prompts))
+    offset = 0  # resume after the last whole batch of the part file
+    while offset + sc.batch_size <= len(prompts) and all(j in got for j in range(offset, offset + sc.batch_size)):
+        offset += sc.batch_size
+    if offset < len(got):
+        part.write_text("")
+        write_part_lines(part, 0, [got[j] for j in range(offset)])
+    gens = generate(model, prompts, engine="hf", seed=shard_seed(sc.seed, i), batch_size=sc.batch_size,
+                    dtype=cfg.model.dtype, offset=offset, base_quantization=base_q,
+                    on_batch=lambda start, g: write_part_lines(part, start, g), **generation_kwargs(sc))
+    return [got[j] for j in range(offset)] + gens
+
+
+def stage_metrics(run: ShardRun, n_shards: int, n_problems: int, choice: EngineChoice) -> dict[str, Any]:
+    """The sample stage's metrics (the module doc lists them)."""
+    timing, new_tokens = run.timing, run.new_tokens
+    metrics = summarise([run.stats[i] for i in range(n_shards)], n_problems, new_tokens, run.seconds, run.resumed)
+    if run.by_runner:
+        metrics["shards_by_task_runner"] = run.by_runner
+    metrics.update(engine=choice.engine, engine_vllm=int(choice.engine == "vllm"), engine_reason=choice.why,
+                   base_quantization=choice.base_quantization)
+    if timing:
+        metrics["engine_start_s"] = timing.get("startup_s")
+        gen_s = timing.get("generate_s")
+        metrics["generate_s"] = gen_s
+        metrics["tokens_per_s_after_start"] = round(new_tokens / gen_s, 2) if gen_s else None
+    return metrics
+
+
+@dataclass
+class ShardRun:
+    """What :func:`generate_shards` did: per-shard stats, tokens and seconds of this run, the shards a task
+    runner wrote, the shards found complete, the vLLM timing and (HF) the reference scores."""
+
+    stats: dict[int, dict[str, Any]]
+    new_tokens: int
+    seconds: float
+    by_runner: int
+    resumed: int
+    timing: dict[str, Any]
+    refs: dict[str, Any] | None
+
+
+def generate_shards(cfg, model, tokenizer, problems: Sequence[Problem], plan: Sequence[Sequence[Problem]],
+                    folder: Path, out: Path, choice: EngineChoice, only: Sequence[int] | None = None,
+                    map_shards: Callable[[list[int]], None] | None = None) -> ShardRun:
+    """Write every missing shard of ``plan`` (or of ``only``): by ``map_shards``, one vLLM worker, or HF
+    generate with the model loaded once (which then also scores the references)."""
+    sc = cfg.sample
+    stats, todo = scan_shards(folder, plan, sc.k, only)
+    resumed = len(stats)
+    progress = ShardProgress(len(plan), len(problems), sum(len(plan[i]) for i in stats))
+    if resumed:
+        log.info("sample: %d of %d shards already written; resuming at shard %d", resumed, len(plan),
+                 todo[0] + 1 if todo else len(plan))
+    t_stage = time.perf_counter()
+    by_runner: list[int] = []
+    if map_shards is not None and todo:
+        by_runner, todo = collect_mapped(map_shards, todo, folder, plan, sc.k, stats), []
+
+    def commit(i: int, gens: list, dt: float | None) -> None:
+        write_jsonl(folder / shard_name(i), to_samples(plan[i], gens, sc.k))  # atomic (tmp + rename)
+        (folder / part_name(i)).unlink(missing_ok=True)
+        stats[i] = shard_stats(folder / shard_name(i))
+        progress.shard(i, len(plan[i]), stats[i], dt)
+
+    timing: dict[str, Any] = {}
+    refs = None
+    if todo and choice.engine == "vllm":
+        timing = vllm_shards(cfg, model, tokenizer, plan, todo, folder, out, choice.vllm, commit, progress)
+    elif todo:
+        with keep_hf_loaded():
+            for i in todo:
+                t0 = time.perf_counter()
+                gens = hf_shard(cfg, model, tokenizer, plan[i], i, folder, choice.base_quantization)
+                commit(i, gens, time.perf_counter() - t0)
+            if sc.score_references:
+                refs = score_references(cfg, model, tokenizer, problems, out / REFERENCES_FILE)
+    seconds = time.perf_counter() - t_stage
+    new_tokens = sum(stats[i]["tokens"] for i in [*todo, *by_runner] if i in stats)
+    return ShardRun(stats, new_tokens, seconds, len(by_runner), resumed, timing, refs)
+
+
+def write_prompts(path: Path, problems: Sequence[Problem], instruction: str) -> None:
+    """``prompts.jsonl``: the exact user turn of every problem (what the pairs stage stores as ``Pair.prompt``)."""
+    write_jsonl(path, ({"problem_id": p.id, "prompt": user_turn(p.question, instruction)} for p in problems))

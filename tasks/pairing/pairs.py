@@ -1,8 +1,8 @@
-"""The pairs stage: (sound chosen, hard negative) preference pairs with importance weights.
+"""(Sound chosen, hard negative) preference pairs with importance weights: the pairs stage's library.
 
-Pure core :func:`build_pairs` (tested directly on hand-made inputs) and the stage shell
-:func:`run_pairs`, which reads the sample, verify and data folders and writes ``pairs.jsonl``,
-``stats.json``, ``weights.png`` and ``hardness.png``. One row of ``pairs.jsonl``::
+Pure core :func:`build_pairs` (tested directly on hand-made inputs); the stage (``tasks/pairs.py``)
+reads the sample, verify and data folders and writes ``pairs.jsonl``, ``stats.json``, ``weights.png``
+and ``hardness.png``. One row of ``pairs.jsonl``::
 
     {"problem_id": "gsm8k_train-17", "prompt": "Natalia sold clips to ...\nPlease reason step by step, ...",
      "chosen": "... \\boxed{72}", "rejected": "... \\boxed{96}", "weight": 1.09, "strategy": "weighted",
@@ -63,7 +63,6 @@ docs/method.md gives the reasoning; the rules (coefficients in ``conf.schema.Pai
 
 from __future__ import annotations
 
-import json
 import math
 import random
 import statistics
@@ -76,12 +75,11 @@ from typing import Any, get_args
 from pydantic import ValidationError
 
 from conf.schema import PairsConfig, Strategy
-from tasks.common.records import Pair, Problem, Sample, iter_jsonl, write_jsonl
+from tasks.common.records import Pair, Problem, Sample, iter_jsonl
 from tasks.generation.sampling import PROMPTS_FILE, REFERENCES_FILE
-from tasks.verification.verdicts import FAILED_STATUSES, read_problems, read_samples
+from tasks.verification.verdicts import FAILED_STATUSES
 from verifier.verdict import DIMENSIONS, Verdict
 
-VERSION = "2"  # bump when the pairing rules or weight formula change
 STRATEGIES: tuple[str, ...] = get_args(Strategy)
 MAX_LOG_PPL = 700.0  # exp(700) is still a finite float
 TERMS = ("wrongness", "gap", "confidence")  # the weight's three terms, in formula order
@@ -534,30 +532,3 @@ def plot_hardness(pairs: Sequence[Pair], path: str | Path) -> Path:
     return path
 
 
-def run_pairs(cfg, strategy: str, sample_dir: Path, verify_dir: Path, data_dir: Path, out: Path,
-              similarity_fn: SimilarityFn | None = None) -> dict[str, Any]:
-    """Stage function (see docs/stages.md): writes pairs, stats and plots; returns the stats.
-
-    ``similarity_fn`` defaults to ``MathVerifier(cfg.verify).similarity``: the verifier's semantic channel
-    (the embedding model of ``verify.embedding_model`` when set, else ``verifier.similarity``, lexical).
-    Raises :class:`NoPairsError` on zero pairs.
-    """
-    if similarity_fn is None:
-        from verifier import MathVerifier
-
-        similarity_fn = MathVerifier(cfg.verify).similarity
-    samples = read_samples(sample_dir)
-    verdicts = read_verdicts(Path(verify_dir) / "verdicts.jsonl")
-    problems = read_problems(data_dir)
-    pairs, stats = build_pairs(problems, samples, verdicts, cfg.pairs, strategy, similarity_fn,
-                               prompts=read_prompts(sample_dir), references=read_references(sample_dir),
-                               wrongness_weights=cfg.verify.wrongness)
-    if not pairs:
-        raise NoPairsError(no_pairs_message(stats, cfg.pairs))
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    write_jsonl(out / "pairs.jsonl", pairs)
-    (out / "stats.json").write_text(json.dumps(stats, indent=2))
-    plot_weights(pairs, out / "weights.png")
-    plot_hardness(pairs, out / "hardness.png")
-    return stats

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from conf import load_config
-from tasks.analysis.ablation import ablation_nodes
+from tasks.orchestration.ablation import ablation_nodes
 from tasks.orchestration.runner import node_key, pipeline, plan_keys
 
 PROFILE = Path(__file__).resolve().parents[2] / "conf" / "ablation-tiny.yaml"

@@ -10,6 +10,7 @@ import pytest
 
 from conf import load_config
 from conf.schema import AblationConfig
+from tasks.ablation import run_ablation_report
 from tasks.analysis.ablation import (
     AblationError,
     answer_kind,
@@ -19,7 +20,6 @@ from tasks.analysis.ablation import (
     error_kind,
     known_arithmetic_slip,
     render_markdown,
-    run_ablation_report,
     t_interval,
     weight_summary,
 )

@@ -19,8 +19,8 @@ from tasks.corpus.loaders import (
     load_problems,
     metamath_answer,
     normalise_row,
-    run_data,
 )
+from tasks.data import run_data
 from verifier.answers import extract_answer
 
 STRICT = DataConfig()

@@ -10,15 +10,8 @@ import pytest
 
 from conf.schema import PairsConfig
 from tasks.common.records import DIMENSIONS, Pair, Problem, Sample, read_records, write_jsonl
-from tasks.pairing.pairs import (
-    NoPairsError,
-    build_pairs,
-    final_weights,
-    midranks,
-    run_pairs,
-    spearman,
-    variance_shares,
-)
+from tasks.pairing.pairs import NoPairsError, build_pairs, final_weights, midranks, spearman, variance_shares
+from tasks.pairs import run_pairs
 from verifier.verdict import Verdict
 
 

@@ -11,16 +11,10 @@ import tasks.generation.sampling as sample_mod
 from conf.schema import Config, ModelConfig, SampleConfig
 from tasks.common.artifacts import build_stage
 from tasks.common.records import Problem, Sample, iter_jsonl, write_jsonl
+from tasks.data import VERSION
 from tasks.generation.engine import Generation
-from tasks.generation.sampling import (
-    VERSION,
-    read_pool,
-    run_sample,
-    shard_name,
-    shards,
-    summarise,
-    to_samples,
-)
+from tasks.generation.sampling import read_pool, shard_name, shards, summarise, to_samples
+from tasks.sample import run_sample
 from training.modelref import write_model_ref
 from training.prompts import user_turn
 

@@ -21,6 +21,7 @@ import tasks.generation.sampling as sample_mod
 from conf.schema import Config, ModelConfig, SampleConfig, VLLMConfig
 from tasks.common.artifacts import build_stage
 from tasks.common.records import Problem, iter_jsonl, write_jsonl
+from tasks.data import VERSION
 from tasks.generation.engine import (
     Generation,
     cpu_runs_vllm_wheel,
@@ -28,7 +29,7 @@ from tasks.generation.engine import (
     resolve_engine,
     write_part_lines,
 )
-from tasks.generation.sampling import VERSION, run_sample
+from tasks.sample import run_sample
 from training.modelref import write_model_ref
 
 ROOT = Path(__file__).resolve().parents[2]

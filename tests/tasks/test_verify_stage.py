@@ -15,10 +15,10 @@ from tasks.verification.verdicts import (
     check_error_share,
     read_problems,
     read_samples,
-    run_verify,
     verdict_metrics,
     verifier_items,
 )
+from tasks.verify import run_verify
 from verifier.verdict import Verdict
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -172,7 +172,7 @@ def test_verify_stage_with_the_math_verifier(shared_data, tmp_path, tiny_cfg):
     assert (tmp_path / "verify" / "dims.png").is_file()
 
     # and the pairs stage on top of it, with the verifier's similarity
-    from tasks.pairing.pairs import run_pairs
+    from tasks.pairs import run_pairs
 
     assert vs[("gsm8k_train-1", 1)].degenerate == "no_answer" and m["degenerate_no_answer"] == 1
     stats = run_pairs(tiny_cfg, "weighted", sample_dir, tmp_path / "verify", data_dir, tmp_path / "pairs")
@@ -220,7 +220,7 @@ def test_near_miss_beats_truncated_and_looping_negatives(shared_data, tmp_path, 
     assert vs[2].degenerate == "truncated" and not vs[2].correct and vs[3].degenerate == "looping"
     assert vs[0].correct and vs[0].degenerate is None and not vs[1].correct
 
-    from tasks.pairing.pairs import run_pairs
+    from tasks.pairs import run_pairs
 
     cfg = tiny_cfg.model_copy(update={"pairs": tiny_cfg.pairs.model_copy(update={"per_problem": 1})})
     stats = run_pairs(cfg, "weighted", tmp_path / "sample", tmp_path / "verify", tmp_path / "data", tmp_path / "p")
