@@ -38,7 +38,7 @@ OverrideOpt = Annotated[list[str] | None, typer.Option("-o", "--override", help=
 def version_string() -> str:
     from importlib.metadata import PackageNotFoundError, version
 
-    from tasks.orchestration.tracking import git_commit
+    from tasks.common.provenance import git_commit
 
     try:
         v = version("hnsdpo")

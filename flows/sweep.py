@@ -26,10 +26,10 @@ from prefect import flow
 
 from flows.pipeline import load_profile, tracked
 from tasks.analysis import sweep
+from tasks.common.provenance import git_commit
 from tasks.corpus.loaders import validation_sets
 from tasks.orchestration import plan as dag
 from tasks.orchestration import runner
-from tasks.orchestration.tracking import git_commit
 
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 

@@ -50,10 +50,10 @@ from typing import Any
 
 import numpy as np
 
+from tasks.common.provenance import git_commit
 from tasks.common.records import DIMENSIONS, Pair, Problem, iter_jsonl
 from tasks.evaluation.report import format_p
 from tasks.evaluation.stats import bootstrap_mean, mcnemar
-from tasks.orchestration.tracking import git_commit
 from verifier.answers import parse_number
 from verifier.verdict import Verdict
 

@@ -29,7 +29,6 @@ import math
 import os
 import re
 import socket
-import subprocess
 import time
 import urllib.error
 import urllib.request
@@ -42,6 +41,7 @@ from prefect.cache_policies import NO_CACHE
 
 from conf import Config
 from tasks.common.artifacts import MANIFEST, Manifest, retry_unless_deterministic
+from tasks.common.provenance import git_commit
 
 MAX_ARTIFACT_BYTES = 5 * 1024 * 1024
 NEVER_LOGGED = ("model/", "merged/", "checkpoints/")  # full weights and resumable state stay on disk
@@ -134,15 +134,6 @@ def files_to_log(manifest: Manifest, cached: bool, max_bytes: int = MAX_ARTIFACT
         if small or (rel.startswith(ALWAYS_LOGGED) and not cached):
             chosen.append(rel)
     return chosen
-
-
-def git_commit(cwd: str | Path | None = None) -> str:
-    try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=cwd or Path(__file__).resolve().parents[2],
-                             capture_output=True, text=True, timeout=10)
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
-    return out.stdout.strip() if out.returncode == 0 else "unknown"
 
 
 def _client(uri: str):

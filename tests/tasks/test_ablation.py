@@ -206,7 +206,7 @@ def test_accuracy_table(report):
 
 
 def test_page_states_the_commit_it_came_from(report):
-    from tasks.orchestration.tracking import git_commit
+    from tasks.common.provenance import git_commit
 
     assert report["commit"] == git_commit()
     assert f"From commit `{report['commit'][:12]}`" in render_markdown(report)
