@@ -51,11 +51,11 @@ from typing import Any
 import numpy as np
 
 from tasks.common.provenance import git_commit
-from tasks.common.records import DIMENSIONS, Pair, Problem, iter_jsonl
+from tasks.common.records import Pair, Problem, iter_jsonl, read_records
 from tasks.evaluation.report import format_p
 from tasks.evaluation.stats import bootstrap_mean, mcnemar
 from verifier.answers import parse_number
-from verifier.verdict import Verdict
+from verifier.verdict import DIMENSIONS, Verdict
 
 DASH = "—"
 SFT = "sft"
@@ -702,13 +702,7 @@ def read_pairs(path: str | Path) -> list[Pair]:
     path = Path(path)
     if not path.is_file():
         raise AblationError(f"pairs file not found: {path}")
-    out = []
-    for line_no, row in enumerate(iter_jsonl(path), start=1):
-        try:
-            out.append(Pair.model_validate(row))
-        except ValueError as e:
-            raise AblationError(f"{path}: line {line_no} is not a valid Pair: {e}") from None
-    return out
+    return read_records(path, Pair, error=AblationError)
 
 
 def dataset_name(cfg) -> str:

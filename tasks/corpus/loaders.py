@@ -48,7 +48,8 @@ from pathlib import Path
 from typing import Any
 
 from conf.schema import DataConfig, DatasetSpec
-from tasks.common.records import Problem
+from tasks.common.records import Problem, jsonl_lines
+from verifier.answers import boxed_answers
 
 PRETRAIN_FILE = "pretrain.txt"
 MAX_BAD_ROWS = 20  # bad rows listed per file in one error (and skipped rows kept in the manifest)
@@ -80,36 +81,6 @@ class BadRowsError(BadRowError):
 
 
 # --- answer extraction -------------------------------------------------------------------------------
-
-def last_boxed(text: str) -> str | None:
-    """Content of the last ``\\boxed{…}`` or ``\\fbox{…}`` (brace matched), or ``\\boxed x`` up to ``$``.
-
-    >>> last_boxed(r"so $x=\\boxed{\\frac{1}{2}}$ and \\boxed{3}")
-    '3'
-    Returns None when there is no box or its braces never close; ``""`` for an empty ``\\boxed{}``.
-    """
-    starts = [m for m in re.finditer(r"\\(?:boxed|fbox)\b", text)]
-    for m in reversed(starts):
-        i = m.end()
-        while i < len(text) and text[i] == " ":
-            i += 1
-        if i < len(text) and text[i] == "{":
-            depth, j = 0, i
-            while j < len(text):
-                if text[j] == "{":
-                    depth += 1
-                elif text[j] == "}":
-                    depth -= 1
-                    if depth == 0:
-                        return text[i + 1: j].strip()
-                j += 1
-            continue  # unbalanced: try an earlier box
-        if i > m.end():  # "\boxed 5$"
-            rest = re.match(r"[^$\n]+", text[i:])
-            if rest:
-                return rest.group(0).strip().rstrip(".")
-    return None
-
 
 def gsm8k_answer(solution: str) -> str | None:
     """What follows the last ``####`` (commas kept, as written), or None."""
@@ -147,7 +118,7 @@ def boxed_solution(solution: str, answer: str) -> str:
     '3*6 = 18 shells.\\nThe answer is $\\\\boxed{18}$.'
     """
     text = _CALC_MARK.sub("", solution).strip()
-    if last_boxed(text) is not None:
+    if boxed_answers(text):
         return text
     if "####" in text:
         text = text.rsplit("####", 1)[0].rstrip()
@@ -191,7 +162,8 @@ def normalise_row(fmt: str, row: Any, *, name: str, index: int, split: str, wher
                        source="gsm8k", split=split, meta={"n_steps": count_steps(solution)})
     if fmt == "math":
         question, solution = _text(row, "problem", where), _text(row, "solution", where)
-        answer = last_boxed(solution)
+        boxes = boxed_answers(solution)  # the verifier's reading of \boxed{…}, also used to grade
+        answer = boxes[-1] if boxes else None
         if not answer:
             raise BadRowError(where, "solution", "no_answer",
                               "empty \\boxed{}" if answer == "" else "no \\boxed{…}")
@@ -231,20 +203,12 @@ def iter_local(path: Path) -> Iterator[tuple[str, Any]]:
         raise DataError(f"dataset file not found: {path}")
     suffix = "".join(path.suffixes[-2:]) if path.suffix == ".gz" else path.suffix
     if suffix in (".jsonl", ".jsonl.gz"):
-        import gzip
-
-        opener = gzip.open if suffix.endswith(".gz") else open
-        with opener(path, "rt", encoding="utf-8") as f:
-            row = 0
-            for line_no, line in enumerate(f, 1):
-                if not line.strip():
-                    continue
-                where = f"{path}: row {row} (line {line_no})"
-                row += 1
-                try:
-                    yield where, json.loads(line)
-                except json.JSONDecodeError as e:
-                    yield where, BadRowError(where, None, "not_json", f"JSON error at column {e.colno}: {e.msg}")
+        for row, (line_no, line) in enumerate(jsonl_lines(path)):
+            where = f"{path}: row {row} (line {line_no})"
+            try:
+                yield where, json.loads(line)
+            except json.JSONDecodeError as e:
+                yield where, BadRowError(where, None, "not_json", f"JSON error at column {e.colno}: {e.msg}")
     elif suffix == ".json":
         try:
             data = json.loads(path.read_text(encoding="utf-8"))

@@ -11,9 +11,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from pydantic import ValidationError
-
-from tasks.common.records import Problem, iter_jsonl, write_jsonl
+from tasks.common.records import Problem, read_records, write_jsonl
 from tasks.evaluation.grading import REASONS, Graded, exact_sound, grade, summarise
 from tasks.generation.engine import Generation
 
@@ -25,13 +23,7 @@ class EvaluateError(ValueError):
 
 
 def read_problem_file(path: Path) -> list[Problem]:
-    out: list[Problem] = []
-    for line_no, row in enumerate(iter_jsonl(path), start=1):
-        try:
-            out.append(Problem.model_validate(row))
-        except ValidationError as e:
-            raise EvaluateError(f"{path}: line {line_no} is not a valid Problem: {e}") from None
-    return out
+    return read_records(path, Problem, error=EvaluateError)
 
 
 def load_eval_sets(data_dir: Path, names: Sequence[str], limit: int | None = None) -> dict[str, list[Problem]]:

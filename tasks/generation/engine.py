@@ -52,6 +52,7 @@ from typing import Any, Literal
 
 from conf.schema import VLLMConfig
 from tasks.common.progress import run_log as log_  # the Prefect run logger inside a flow
+from tasks.common.records import jsonl_lines
 from training.modelref import ModelRef
 from training.prompts import chat_prompt
 
@@ -459,20 +460,22 @@ def _count_lines(path: Path) -> int:
         return 0
 
 
+def worker_record(d: dict[str, Any]) -> tuple[int, list[Generation]]:
+    """(prompt index, generations) of one worker output line ``{"i": 0, "outputs": [...]}``."""
+    return int(d["i"]), [Generation.make(o["text"], o["n_tokens"], o["logprob_sum"], o["finish_reason"])
+                         for o in d["outputs"]]
+
+
 def parse_worker_output(path: Path, n_prompts: int) -> list[list[Generation]]:
     """Read the worker's JSONL (one line per prompt: ``{"i": 0, "outputs": [{text, n_tokens,
     logprob_sum, finish_reason}, ...]}``) back into prompt order; every prompt must be there."""
     got: dict[int, list[Generation]] = {}
-    with path.open(encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            d = json.loads(line)
-            try:
-                got[int(d["i"])] = [Generation.make(o["text"], o["n_tokens"], o["logprob_sum"],
-                                                    o["finish_reason"]) for o in d["outputs"]]
-            except (KeyError, TypeError) as e:
-                raise VLLMError(f"{path}:{lineno}: malformed worker output ({e!r})") from None
+    for lineno, line in jsonl_lines(path):
+        try:
+            i, gens = worker_record(json.loads(line))
+        except (KeyError, TypeError) as e:
+            raise VLLMError(f"{path}:{lineno}: malformed worker output ({e!r})") from None
+        got[i] = gens
     missing = [i for i in range(n_prompts) if i not in got]
     if missing:
         raise VLLMError(f"{path}: worker output lacks {len(missing)} of {n_prompts} prompts (first {missing[:5]})")
@@ -601,10 +604,7 @@ def read_part(path: Path, n_prompts: int) -> dict[int, list[Generation]]:
         if not line.endswith(b"\n"):
             break
         try:
-            d = json.loads(line)
-            i = int(d["i"])
-            gens = [Generation.make(o["text"], o["n_tokens"], o["logprob_sum"], o["finish_reason"])
-                    for o in d["outputs"]]
+            i, gens = worker_record(json.loads(line))
         except (ValueError, KeyError, TypeError):
             break
         if 0 <= i < n_prompts:

@@ -54,11 +54,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pydantic import ValidationError
-
 from conf.schema import VLLMConfig
 from tasks.common.progress import run_log as log
-from tasks.common.records import Problem, Sample, iter_jsonl, write_jsonl
+from tasks.common.records import Problem, Sample, iter_jsonl, read_records, write_jsonl
 from tasks.generation.engine import (
     Generation,
     ShardJob,
@@ -97,14 +95,7 @@ def read_pool(path: Path, limit: int | None = None) -> list[Problem]:
     """The first ``limit`` ``Problem`` rows of ``path``; errors name the file and line."""
     if not path.is_file():
         raise FileNotFoundError(f"pool file not found: {path} (run the data stage first)")
-    problems: list[Problem] = []
-    for line_no, row in enumerate(iter_jsonl(path), start=1):
-        if limit is not None and len(problems) >= limit:
-            break
-        try:
-            problems.append(Problem.model_validate(row))
-        except ValidationError as e:
-            raise ValueError(f"{path}: line {line_no} is not a valid Problem: {e}") from None
+    problems = read_records(path, Problem, limit=limit)
     ids = Counter(p.id for p in problems)
     dup = [i for i, c in ids.items() if c > 1]
     if dup:

@@ -72,10 +72,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, get_args
 
-from pydantic import ValidationError
-
 from conf.schema import PairsConfig, Strategy
-from tasks.common.records import Pair, Problem, Sample, iter_jsonl
+from tasks.common.records import Pair, Problem, Sample, iter_jsonl, read_records
 from tasks.generation.sampling import PROMPTS_FILE, REFERENCES_FILE
 from tasks.verification.verdicts import FAILED_STATUSES
 from verifier.verdict import DIMENSIONS, Verdict
@@ -482,16 +480,14 @@ def read_verdicts(path: str | Path) -> list[Verdict]:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"verdict file not found: {path}")
-    out = []
-    for line_no, row in enumerate(iter_jsonl(path), start=1):
+
+    def nan_scores(row: Any) -> Any:
         for key in ("wrongness", "absurdity"):
             if isinstance(row, dict) and row.get(key, 0.0) is None:
                 row[key] = float("nan")
-        try:
-            out.append(Verdict.model_validate(row))
-        except ValidationError as e:
-            raise ValueError(f"{path}: line {line_no} is not a valid Verdict: {e}") from None
-    return out
+        return row
+
+    return read_records(path, Verdict, prepare=nan_scores)
 
 
 def plot_weights(pairs: Sequence[Pair], path: str | Path) -> Path:

@@ -12,10 +12,8 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from pydantic import ValidationError
-
-from tasks.common.records import DIMENSIONS, Problem, Sample, iter_jsonl
-from verifier.verdict import Verdict
+from tasks.common.records import Problem, Sample, read_records
+from verifier.verdict import DIMENSIONS, Verdict
 
 FAILED_STATUSES = ("error", "timeout")
 STATUSES = ("ok", "unparsed", "timeout", "error")
@@ -44,18 +42,15 @@ def read_samples(sample_dir: str | Path) -> list[Sample]:
     shards = sorted(folder.glob("shard-*.jsonl"))
     if not shards:
         raise FileNotFoundError(f"no sample shards (shard-*.jsonl) in {folder}")
-    out: list[Sample] = []
-    for shard in shards:
-        for line_no, row in enumerate(iter_jsonl(shard), start=1):
-            if isinstance(row, dict):
-                for key in ("logprob_sum", "logprob_mean"):
-                    if key in row:
-                        row[key] = _float_or_nan(row[key])
-            try:
-                out.append(Sample.model_validate(row))
-            except ValidationError as e:
-                raise ValueError(f"{shard}: line {line_no} is not a valid Sample: {e}") from None
-    return out
+
+    def nan_logprobs(row: Any) -> Any:
+        if isinstance(row, dict):
+            for key in ("logprob_sum", "logprob_mean"):
+                if key in row:
+                    row[key] = _float_or_nan(row[key])
+        return row
+
+    return [s for shard in shards for s in read_records(shard, Sample, prepare=nan_logprobs)]
 
 
 def read_problems(data_dir: str | Path, name: str = "pool.jsonl") -> dict[str, Problem]:
@@ -64,11 +59,7 @@ def read_problems(data_dir: str | Path, name: str = "pool.jsonl") -> dict[str, P
     if not path.is_file():
         raise FileNotFoundError(f"problem file not found: {path}")
     out: dict[str, Problem] = {}
-    for line_no, row in enumerate(iter_jsonl(path), start=1):
-        try:
-            p = Problem.model_validate(row)
-        except ValidationError as e:
-            raise ValueError(f"{path}: line {line_no} is not a valid Problem: {e}") from None
+    for line_no, p in enumerate(read_records(path, Problem), start=1):
         if p.id in out:
             raise ValueError(f"{path}: line {line_no}: duplicate problem id {p.id!r}")
         out[p.id] = p

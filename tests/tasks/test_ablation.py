@@ -23,9 +23,9 @@ from tasks.analysis.ablation import (
     t_interval,
     weight_summary,
 )
-from tasks.common.records import DIMENSIONS, Pair, Problem, write_jsonl
+from tasks.common.records import Pair, Problem, write_jsonl
 from tasks.evaluation.stats import bootstrap_mean
-from verifier.verdict import Verdict
+from verifier.verdict import DIMENSIONS, Verdict
 
 IDS = [f"p{i}" for i in range(6)]
 STEPS = [2, 2, 3, 3, 4, 4]

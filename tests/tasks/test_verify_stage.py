@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tasks.common.records import DIMENSIONS, Pair, Problem, Sample, read_records, write_jsonl
+from tasks.common.records import Pair, Problem, Sample, read_records, write_jsonl
 from tasks.verification.verdicts import (
     VerifyError,
     attach_ids,
@@ -19,7 +19,7 @@ from tasks.verification.verdicts import (
     verifier_items,
 )
 from tasks.verify import run_verify
-from verifier.verdict import Verdict
+from verifier.verdict import DIMENSIONS, Verdict
 
 ROOT = Path(__file__).resolve().parents[2]
 
