@@ -21,7 +21,7 @@ from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 
 from flows.pipeline import load_profile, tracked
-from tasks.analysis.ablation import publish
+from tasks.analysis.ablation_render import publish
 from tasks.orchestration import ablation, runner
 from tasks.orchestration import plan as dag
 

@@ -15,22 +15,19 @@ from pathlib import Path
 from typing import Any
 
 from conf.schema import AblationConfig
-from tasks.analysis.ablation import (
+from tasks.analysis.ablation import AblationData, ReportSettings, build_ablation_report, classify_sft
+from tasks.analysis.ablation_inputs import (
     arm_displacement,
     arm_outcomes,
-    build_ablation_report,
-    classify_sft,
     dataset_name,
-    flat_metrics,
     outcomes,
-    plot_ablation,
     read_graded,
     read_pairs,
     read_test_set,
-    render_markdown,
     score_sft_outputs,
     sound_section,
 )
+from tasks.analysis.ablation_render import flat_metrics, plot_ablation, render_markdown
 from tasks.common.records import write_jsonl
 from tasks.pairing.pairs import read_verdicts
 
@@ -61,23 +58,20 @@ def run_ablation_report(cfg, sft_eval: str | Path, arm_evals: Mapping[str, Mappi
     arm_rows = {arm: {int(s): read_graded(Path(d) / f"{name}.jsonl") for s, d in by_seed.items()}
                 for arm, by_seed in arm_evals.items()}
     verdicts = score_sft_outputs(cfg, all_problems, sft_rows, verifier)
-    settings = dict(arm_meta=arm_meta, primary=ab.primary, random_arm=ab.random_arm,
-                    samples=cfg.evaluate.bootstrap_samples, seed=cfg.evaluate.seed, alpha=ab.alpha)
-    report = build_ablation_report(
-        problems, outcomes(sft_rows, "correct"), arm_outcomes(arm_rows, "correct"),
+    settings = ReportSettings.of(cfg)
+    data = AblationData(
+        problems, outcomes(sft_rows, "correct"), arm_outcomes(arm_rows, "correct"), arm_meta=arm_meta or {},
         sft_kinds=classify_sft(sft_rows, verdicts, rel=ab.near_miss_rel, abs_tol=ab.near_miss_abs),
         pairs={arm: read_pairs(Path(d) / "pairs.jsonl") for arm, d in arm_pairs.items()},
-        rejected_dims={(v.problem_id, v.index): v.dims for v in read_verdicts(Path(verify_dir) / "verdicts.jsonl")},
-        **settings)
-    sound = sound_section(problems, sft_rows, arm_rows, settings)
-    if sound is not None:
-        report["sound"] = sound
-    report["displacement"] = arm_displacement(arm_evals)
-    report.update(dataset=name, command=command, profile=getattr(cfg, "name", None))
+        rejected_dims={(v.problem_id, v.index): v.dims for v in read_verdicts(Path(verify_dir) / "verdicts.jsonl")})
+    report = build_ablation_report(data, settings).model_copy(update={
+        "sound": sound_section(problems, sft_rows, arm_rows, arm_meta or {}, settings),
+        "displacement": arm_displacement(arm_evals), "dataset": name, "command": command,
+        "profile": getattr(cfg, "name", None)})
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     write_jsonl(out / "sft_verdicts.jsonl", list(verdicts.values()))
-    (out / "ablation.json").write_text(json.dumps(report, indent=2, ensure_ascii=False))
+    (out / "ablation.json").write_text(json.dumps(report.model_dump(mode="json"), indent=2, ensure_ascii=False))
     (out / "ablation.md").write_text(
         render_markdown(report, command, f"Ablation: {getattr(cfg, 'name', '')} on {name}"), encoding="utf-8")
     plot_ablation(report, out / "ablation.png")

@@ -218,13 +218,12 @@ def _load_hf_uncached(model: ModelRef, adapter_mode: str, dtype: str,
                       base_quantization: str = "none") -> tuple[Any, Any]:
     """(model, tokenizer) for a ModelRef: base + PEFT adapter (``lora``) or merged weights (``merged``:
     the saved ``merged`` folder, else base + adapter merged in memory). ``training.models`` decides the
-    dtype and, when it offers ``load_model_for_inference(ref)``, loads the ``lora`` case itself."""
+    dtype."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from training import models as tm
 
-    loader = getattr(tm, "load_model_for_inference", None)
     torch_dtype = tm.resolve_dtype(dtype)
     if base_quantization == "4bit":  # the QLoRA adapter on the 4-bit base it was trained on
         if not model.adapter or adapter_mode != "lora":
@@ -233,8 +232,6 @@ def _load_hf_uncached(model: ModelRef, adapter_mode: str, dtype: str,
 
         base = tm.load_model(model.base, dtype=dtype, quantization="4bit")
         m = PeftModel.from_pretrained(base, model.adapter)
-    elif loader is not None and adapter_mode == "lora":
-        m = loader(model)
     elif model.adapter and not (adapter_mode == "merged" and model.merged):
         from peft import PeftModel
 

@@ -234,6 +234,131 @@ def _candidates(pid: str, group: Sequence[Sample], verdict_of: Mapping, cfg: Pai
     return out
 
 
+@dataclass
+class _Run:
+    """What every problem of one :func:`build_pairs` run shares, and the counts it adds to."""
+
+    cfg: PairsConfig
+    strategy: str
+    similarity_fn: SimilarityFn
+    wrongness_weights: object
+    references: Mapping[str, float]
+    verdict_of: Mapping[tuple[str, int], Verdict]
+    negative_kinds: set[str]
+    count: Counter
+    negative_log_ppl: list[float]  # of every negative candidate of the run (the ``original`` formula's range)
+
+
+# (problem, chosen, rejected, similarity, hardness) of one selected pair, before its weight
+Draft = tuple[Problem, Candidate, Candidate, float, float]
+
+
+def _group_samples(samples: Sequence[Sample], probs: Mapping[str, Problem]) -> dict[str, list[Sample]]:
+    by_problem: dict[str, list[Sample]] = defaultdict(list)
+    for s in samples:
+        if s.problem_id not in probs:
+            raise ValueError(f"sample (problem_id={s.problem_id!r}, index={s.index}) has no problem in the "
+                             f"pool ({len(probs)} problems)")
+        by_problem[s.problem_id].append(s)
+    return by_problem
+
+
+def _choose(problem: Problem, positives: list[Candidate], cands: Sequence[Candidate], rng: random.Random,
+            run: _Run) -> Candidate | None:
+    """The chosen response: a positive (the least wrong, or for ``random`` a random one), else the reference
+    (with the model's log-prob of it when known), else None (the problem is skipped)."""
+    count = run.count
+    if positives:
+        if run.strategy == "random":
+            return positives[rng.randrange(len(positives))]
+        return min(positives, key=lambda c: (c.wrongness, -c.confidence, c.index))
+    count["problems_without_sound_sample"] += 1
+    if not (run.cfg.fallback_to_reference and problem.solution and problem.solution.strip()):
+        count["skipped_no_sound_sample"] += 1
+        return None
+    ref_lp = run.references.get(problem.id)
+    if ref_lp is not None and math.isfinite(ref_lp):
+        lp, source = min(ref_lp, 0.0), "model"
+    else:
+        lp, source = math.log(sum(c.confidence for c in cands) / len(cands)), "mean"
+        count["reference_confidence_unknown"] += 1
+    count["problems_reference_chosen"] += 1
+    return Candidate(None, problem.solution.strip(), lp, "reference", 0.0, 0.0, 0.0, source)
+
+
+def _unique(chosen: Candidate, negatives: Sequence[Candidate], count: Counter) -> list[Candidate]:
+    """Negatives with distinct texts (after stripping whitespace), none equal to the chosen's."""
+    seen = {chosen.text.strip()}
+    unique: list[Candidate] = []
+    for c in negatives:
+        if c.text.strip() in seen:
+            count["duplicates_removed"] += 1
+            continue
+        seen.add(c.text.strip())
+        unique.append(c)
+    return unique
+
+
+def _select(negatives: Sequence[Candidate], positives: Sequence[Candidate], rng: random.Random, run: _Run
+            ) -> list[tuple[Candidate, float, float]]:
+    """(negative, similarity, hardness) of the ``per_problem`` negatives the strategy takes."""
+    cfg = run.cfg
+    scored = []
+    for c in negatives:
+        sim = max(float(run.similarity_fn(c.text, p.text)) for p in positives)
+        scored.append((c, sim, hardness(cfg, c.confidence, sim, c.process_wrongness, c.absurdity)))
+    if run.strategy in ("random", "random_rejected"):
+        picked = rng.sample(scored, min(cfg.per_problem, len(scored)))
+        return sorted(picked, key=lambda t: t[0].index)
+    return sorted(scored, key=lambda t: (-t[2], t[0].index))[: cfg.per_problem]
+
+
+def _problem_drafts(problem: Problem, group: Sequence[Sample], run: _Run) -> list[Draft]:
+    """The selected (chosen, rejected) drafts of one problem; a skipped problem is counted by why."""
+    count = run.count
+    if not group:
+        count["skipped_no_samples"] += 1
+        return []
+    cands = _candidates(problem.id, group, run.verdict_of, run.cfg, run.wrongness_weights, count)
+    if not cands:
+        count["skipped_no_verdicts"] += 1
+        return []
+    positives = [c for c in cands if c.kind == "sound"]
+    negatives = [c for c in cands if c.kind in run.negative_kinds]
+    run.negative_log_ppl.extend(c.log_ppl for c in negatives)
+    if not negatives:
+        count["skipped_no_negatives"] += 1
+        return []
+    rng = _rng(run.cfg.seed, problem.id)
+    chosen = _choose(problem, positives, cands, rng, run)
+    if chosen is None:
+        return []
+    unique = _unique(chosen, negatives, count)
+    if not unique:
+        count["skipped_all_duplicates"] += 1
+        return []
+    return [(problem, chosen, c, sim, h) for c, sim, h in _select(unique, positives or [chosen], rng, run)]
+
+
+def _weighted_pairs(drafts: Sequence[Draft], run: _Run, prompts: Mapping[str, str]
+                    ) -> tuple[list[Pair], list[tuple[float, float, float]]]:
+    """The pairs of ``drafts`` with their weights (``weighted`` only; others carry 1), and the weight terms."""
+    cfg, strategy = run.cfg, run.strategy
+    terms = weight_terms(cfg, [(c, r) for _, c, r, _, _ in drafts], run.negative_log_ppl)
+    raws = [sum(t) for t in terms]
+    weights = final_weights(cfg, raws) if strategy == "weighted" else [(1.0, False)] * len(drafts)
+    pairs = [
+        Pair(problem_id=p.id, prompt=prompts[p.id], chosen=c.text, rejected=r.text, weight=w, strategy=strategy,
+             chosen_index=c.index, rejected_index=r.index, rejected_kind=r.kind, chosen_sound=not c.flagged,
+             confidence_chosen=c.confidence, confidence_rejected=r.confidence,
+             confidence_chosen_source=c.lp_source, similarity=sim, wrongness=r.wrongness,
+             process_wrongness=r.process_wrongness, absurdity=r.absurdity, perplexity=r.perplexity,
+             logprob_gap=r.lp - c.lp, hardness=h, weight_raw=raw, clipped=clipped)
+        for (p, c, r, sim, h), raw, (w, clipped) in zip(drafts, raws, weights, strict=True)
+    ]
+    return pairs, terms
+
+
 def build_pairs(
     problems: Mapping[str, Problem] | Iterable[Problem],
     samples: Sequence[Sample],
@@ -260,96 +385,21 @@ def build_pairs(
         from conf.schema import DimensionWeights
 
         wrongness_weights = DimensionWeights()
-    references = references or {}
     probs = _problem_map(problems)
     missing = [pid for pid in probs if pid not in prompts]
     if missing:
         raise ValueError(f"no sampling prompt for {len(missing)} problems (e.g. {missing[:3]}): the sample "
                          f"stage's {PROMPTS_FILE} and the pool disagree")
-    by_problem: dict[str, list[Sample]] = defaultdict(list)
-    for s in samples:
-        if s.problem_id not in probs:
-            raise ValueError(f"sample (problem_id={s.problem_id!r}, index={s.index}) has no problem in the "
-                             f"pool ({len(probs)} problems)")
-        by_problem[s.problem_id].append(s)
+    by_problem = _group_samples(samples, probs)
     verdict_of = {(v.problem_id, v.index): v for v in verdicts}
     sample_keys = {(s.problem_id, s.index) for s in samples}
-
     count: Counter[str] = Counter()
     count["verdicts_without_sample"] = sum(1 for k in verdict_of if k not in sample_keys)
-    negative_kinds = set(cfg.negatives) - ({"unsound"} if cfg.soundness == "answer_only" else set())
-    all_negative_log_ppl: list[float] = []
-    drafts: list[tuple[Problem, Candidate, Candidate, float, float]] = []  # problem, chosen, rejected, sim, h
-
-    for pid, problem in probs.items():
-        group = sorted(by_problem.get(pid, []), key=lambda s: s.index)
-        if not group:
-            count["skipped_no_samples"] += 1
-            continue
-        cands = _candidates(pid, group, verdict_of, cfg, wrongness_weights, count)
-        if not cands:
-            count["skipped_no_verdicts"] += 1
-            continue
-        positives = [c for c in cands if c.kind == "sound"]
-        negatives = [c for c in cands if c.kind in negative_kinds]
-        all_negative_log_ppl += [c.log_ppl for c in negatives]
-        if not negatives:
-            count["skipped_no_negatives"] += 1
-            continue
-        rng = _rng(cfg.seed, pid)
-        if positives:
-            if strategy == "random":
-                chosen = positives[rng.randrange(len(positives))]
-            else:
-                chosen = min(positives, key=lambda c: (c.wrongness, -c.confidence, c.index))
-        else:
-            count["problems_without_sound_sample"] += 1
-            if not (cfg.fallback_to_reference and problem.solution and problem.solution.strip()):
-                count["skipped_no_sound_sample"] += 1
-                continue
-            if pid in references and math.isfinite(references[pid]):
-                lp, source = min(references[pid], 0.0), "model"
-            else:
-                lp, source = math.log(sum(c.confidence for c in cands) / len(cands)), "mean"
-                count["reference_confidence_unknown"] += 1
-            chosen = Candidate(None, problem.solution.strip(), lp, "reference", 0.0, 0.0, 0.0, source)
-            positives = [chosen]
-            count["problems_reference_chosen"] += 1
-        seen = {chosen.text.strip()}
-        unique: list[Candidate] = []
-        for c in negatives:
-            if c.text.strip() in seen:
-                count["duplicates_removed"] += 1
-                continue
-            seen.add(c.text.strip())
-            unique.append(c)
-        if not unique:
-            count["skipped_all_duplicates"] += 1
-            continue
-        scored = []
-        for c in unique:
-            sim = max(float(similarity_fn(c.text, p.text)) for p in positives)
-            scored.append((c, sim, hardness(cfg, c.confidence, sim, c.process_wrongness, c.absurdity)))
-        if strategy in ("random", "random_rejected"):
-            picked = rng.sample(scored, min(cfg.per_problem, len(scored)))
-            picked.sort(key=lambda t: t[0].index)
-        else:
-            picked = sorted(scored, key=lambda t: (-t[2], t[0].index))[: cfg.per_problem]
-        for c, sim, h in picked:
-            drafts.append((problem, chosen, c, sim, h))
-
-    terms = weight_terms(cfg, [(c, r) for _, c, r, _, _ in drafts], all_negative_log_ppl)
-    raws = [sum(t) for t in terms]
-    weights = final_weights(cfg, raws) if strategy == "weighted" else [(1.0, False)] * len(drafts)
-    pairs = [
-        Pair(problem_id=p.id, prompt=prompts[p.id], chosen=c.text, rejected=r.text, weight=w, strategy=strategy,
-             chosen_index=c.index, rejected_index=r.index, rejected_kind=r.kind, chosen_sound=not c.flagged,
-             confidence_chosen=c.confidence, confidence_rejected=r.confidence,
-             confidence_chosen_source=c.lp_source, similarity=sim, wrongness=r.wrongness,
-             process_wrongness=r.process_wrongness, absurdity=r.absurdity, perplexity=r.perplexity,
-             logprob_gap=r.lp - c.lp, hardness=h, weight_raw=raw, clipped=clipped)
-        for (p, c, r, sim, h), raw, (w, clipped) in zip(drafts, raws, weights, strict=True)
-    ]
+    run = _Run(cfg, strategy, similarity_fn, wrongness_weights, references or {}, verdict_of,
+               set(cfg.negatives) - ({"unsound"} if cfg.soundness == "answer_only" else set()), count, [])
+    drafts = [d for pid, problem in probs.items()
+              for d in _problem_drafts(problem, sorted(by_problem.get(pid, []), key=lambda s: s.index), run)]
+    pairs, terms = _weighted_pairs(drafts, run, prompts)
     return pairs, _stats(strategy, probs, samples, pairs, terms, count, cfg)
 
 

@@ -67,7 +67,7 @@ def test_ablation_flow_end_to_end(tmp_path):
     from mlflow import MlflowClient
 
     from flows.ablation import ablation_flow
-    from tasks.analysis.ablation import publish
+    from tasks.analysis.ablation_render import publish
 
     root = tmp_path / "artifacts"
     overrides = [f"orchestration.artifacts_root={root}", *REDUCED]
