@@ -625,6 +625,36 @@ def write_part_lines(path: Path, start: int, gens: Sequence[Sequence[Generation]
         os.fsync(f.fileno())
 
 
+def _job_request(job: ShardJob, vllm: VLLMConfig) -> dict[str, Any]:
+    """The worker's request for one job: the prompts not in ``job.done``, with their seeds."""
+    seeds = job.seeds(vllm)
+    todo = [i for i in range(len(job.prompts)) if i not in job.done]
+    return {"key": job.key, "part": str(job.part), "indices": todo, "prompts": [job.prompts[i] for i in todo],
+            "seeds": [seeds[i] for i in todo] if seeds else None}
+
+
+def _finished_keys(status: Path) -> list[str]:
+    """Keys of the jobs the worker reported done in its status file (complete lines only)."""
+    try:
+        lines = status.read_text().splitlines()
+    except OSError:
+        return []
+    return [json.loads(x)["done"] for x in lines if x.endswith("}") and '"done"' in x]
+
+
+def _commit_ready(pending: list[ShardJob], status: Path,
+                  on_shard: Callable[[ShardJob, list[list[Generation]]], None]) -> None:
+    """Hand every finished job at the head of ``pending`` to ``on_shard`` (in order), removing it."""
+    done = set(_finished_keys(status))
+    while pending and pending[0].key in done:
+        job = pending.pop(0)
+        got = read_part(job.part, len(job.prompts))
+        missing = [i for i in range(len(job.prompts)) if i not in got]
+        if missing:
+            raise VLLMError(f"{job.part}: worker reported {job.key} done but {len(missing)} prompts are missing")
+        on_shard(job, [got[i] for i in range(len(job.prompts))])
+
+
 def generate_shards_vllm(model: ModelRef, jobs: Sequence[ShardJob], *, vllm: VLLMConfig, n: int,
                          temperature: float, top_p: float, top_k: int, max_tokens: int, seed: int,
                          adapter_mode: str, on_shard: Callable[[ShardJob, list[list[Generation]]], None],
@@ -648,48 +678,24 @@ def generate_shards_vllm(model: ModelRef, jobs: Sequence[ShardJob], *, vllm: VLL
         req = vllm_request(model, [], vllm, n=n, temperature=temperature, top_p=top_p, top_k=top_k,
                            max_tokens=max_tokens, seed=seed, adapter_mode=adapter_mode, workdir=work)
         req.pop("prompts"), req.pop("seeds")
-        req["jobs"] = []
-        for job in pending:
-            seeds = job.seeds(vllm)
-            todo = [i for i in range(len(job.prompts)) if i not in job.done]
-            req["jobs"].append({"key": job.key, "part": str(job.part), "indices": todo,
-                                "prompts": [job.prompts[i] for i in todo],
-                                "seeds": [seeds[i] for i in todo] if seeds else None})
+        req["jobs"] = [_job_request(job, vllm) for job in pending]
         (work / "request.json").write_text(json.dumps(req))
         status, log = work / "status.jsonl", work / "stderr.log"
         cmd = [str(python), "-m", "tasks.generation.vllm_worker", "--jobs", str(work / "request.json"), str(status)]
-
-        def finished_keys() -> list[str]:
-            try:
-                lines = status.read_text().splitlines()
-            except OSError:
-                return []
-            return [json.loads(x)["done"] for x in lines if x.endswith("}") and '"done"' in x]
-
-        def commit_ready() -> None:
-            done = set(finished_keys())
-            while pending and pending[0].key in done:
-                job = pending.pop(0)
-                got = read_part(job.part, len(job.prompts))
-                missing = [i for i in range(len(job.prompts)) if i not in got]
-                if missing:
-                    raise VLLMError(f"{job.part}: worker reported {job.key} done but {len(missing)} prompts are missing")
-                on_shard(job, [got[i] for i in range(len(job.prompts))])
-
         with log.open("wb") as err:
             proc = subprocess.Popen(cmd, cwd=ROOT, env=vllm_env(vllm), stdin=subprocess.DEVNULL,
                                     stdout=err, stderr=subprocess.STDOUT)
             try:
                 while proc.poll() is None:
                     time.sleep(0.5)
-                    commit_ready()
+                    _commit_ready(pending, status, on_shard)
                     if on_progress is not None and pending:
                         on_progress(pending[0], _count_lines(pending[0].part))
             except BaseException:
                 proc.kill()
                 proc.wait()
                 raise
-            commit_ready()
+            _commit_ready(pending, status, on_shard)
         if proc.returncode != 0 or pending:
             raise VLLMError(f"vLLM worker failed (exit {proc.returncode}) with {len(pending)} shards unfinished "
                             f"(finished chunks are kept in their part files): {' '.join(cmd)}\n"
