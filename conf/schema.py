@@ -389,7 +389,7 @@ class DPOConfig(Section):
 
 
 class EvaluateConfig(Section):
-    """Greedy evaluation (``tasks/evaluation/evalsets.py``) and the comparison report (``tasks/evaluation/report.py``)."""
+    """Greedy evaluation (``tasks/evaluate.py``) and the comparison report (``tasks/report.py``)."""
 
     engine: Engine = "vllm"
     adapter_mode: Literal["lora", "merged"] = "lora"
@@ -458,7 +458,7 @@ def _default_arms() -> list[AblationArm]:
 
 
 class AblationConfig(Section):
-    """The ablation flow (``flows/ablation.py``) and its report (``tasks/analysis/ablation.py``): every arm is
+    """The ablation flow (``flows/ablation.py``) and its report (``tasks/ablation.py``): every arm is
     trained once per seed (``dpo.seed``) on the shared SFT/sample/verify chain and evaluated with the SFT
     model on one test set."""
 

@@ -12,24 +12,8 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from tasks.generation import sampling
 from tasks.generation.engine import keep_hf_loaded
-from tasks.generation.sampling import (
-    ENGINE_FILE,
-    PROMPTS_FILE,
-    REFERENCES_FILE,
-    SAMPLES_DIR,
-    check_engine,
-    choose_engine,
-    clear_leftovers,
-    generate_shards,
-    read_pool,
-    score_references,
-    shard_is_complete,
-    shard_name,
-    shards,
-    stage_metrics,
-    write_prompts,
-)
 from training.modelref import read_model_ref
 
 VERSION = "2"
@@ -45,11 +29,11 @@ def sample_one_shard(cfg, model_dir: Path, data_dir: Path, out: Path, i: int) ->
     :func:`run_sample` would: the unit a distributed task runner maps over (``flows.sample_scaleout``).
     Returns its token count (0 when it was already complete)."""
     sc = cfg.sample
-    problems = read_pool(Path(data_dir) / "pool.jsonl", sc.limit)
-    plan = shards(problems, sc.shard_size)
-    folder = Path(out) / SAMPLES_DIR
+    problems = sampling.read_pool(Path(data_dir) / "pool.jsonl", sc.limit)
+    plan = sampling.shards(problems, sc.shard_size)
+    folder = Path(out) / sampling.SAMPLES_DIR
     folder.mkdir(parents=True, exist_ok=True)
-    if shard_is_complete(folder / shard_name(i), plan[i], sc.k):
+    if sampling.shard_is_complete(folder / sampling.shard_name(i), plan[i], sc.k):
         return 0
     single = cfg.model_copy(update={"sample": sc.model_copy(update={"score_references": False})})
     return int(run_sample(single, model_dir, data_dir, out, only=[i])["new_tokens"])
@@ -65,29 +49,29 @@ def run_sample(cfg, model_dir: Path, data_dir: Path, out: Path,
     ``only`` = these shards alone (other workers may be writing the others)."""
     sc = cfg.sample
     out = Path(out)
-    problems = read_pool(Path(data_dir) / "pool.jsonl", sc.limit)
+    problems = sampling.read_pool(Path(data_dir) / "pool.jsonl", sc.limit)
     model = read_model_ref(Path(model_dir))
     from training.models import load_tokenizer  # torch: imported when the stage runs
 
     tokenizer = load_tokenizer(model.tokenizer, trust_remote_code=cfg.model.trust_remote_code)
-    folder = out / SAMPLES_DIR
+    folder = out / sampling.SAMPLES_DIR
     folder.mkdir(parents=True, exist_ok=True)
-    plan = shards(problems, sc.shard_size)
+    plan = sampling.shards(problems, sc.shard_size)
     if only is None:
-        clear_leftovers(folder, len(plan))
-    choice = choose_engine(cfg, model)
+        sampling.clear_leftovers(folder, len(plan))
+    choice = sampling.choose_engine(cfg, model)
     if only is None:
-        check_engine(folder, choice.engine)
-        write_prompts(out / PROMPTS_FILE, problems, sc.instruction)
-    run = generate_shards(cfg, model, tokenizer, problems, plan, folder, out, choice, only, map_shards)
+        sampling.check_engine(folder, choice.engine)
+        sampling.write_prompts(out / sampling.PROMPTS_FILE, problems, sc.instruction)
+    run = sampling.generate_shards(cfg, model, tokenizer, problems, plan, folder, out, choice, only, map_shards)
     if only is not None:
         return {"new_tokens": run.new_tokens, "seconds": run.seconds}
-    metrics = stage_metrics(run, len(plan), len(problems), choice)
+    metrics = sampling.stage_metrics(run, len(plan), len(problems), choice)
     if sc.score_references:
         refs = run.refs
         if refs is None:
             with keep_hf_loaded():
-                refs = score_references(cfg, model, tokenizer, problems, out / REFERENCES_FILE)
+                refs = sampling.score_references(cfg, model, tokenizer, problems, out / sampling.REFERENCES_FILE)
         metrics.update(refs)
-    (out / ENGINE_FILE).unlink(missing_ok=True)
+    (out / sampling.ENGINE_FILE).unlink(missing_ok=True)
     return metrics
