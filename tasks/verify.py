@@ -44,8 +44,6 @@ from verifier.verdict import Verdict
 VERSION = "3"  # bump when this module or the verifier changes what verdicts.jsonl holds
 
 
-
-
 def run(cfg, inputs: Mapping[str, Path], out: Path, callbacks: Sequence[Any] = ()) -> dict[str, Any]:
     """The stage interface (``tasks.orchestration.stages``): inputs ``sample``, ``data``."""
     return run_verify(cfg, inputs["sample"], inputs["data"], out)

@@ -140,8 +140,6 @@ def flat_metrics(datasets: dict[str, dict[str, Any]]) -> dict[str, float | int]:
     return flat
 
 
-
-
 def grade_sets(cfg, sets: Mapping[str, Sequence[Problem]], prompts: Mapping[str, Sequence[str]],
                gens: Sequence[Sequence[Generation]], out: Path) -> dict[str, dict[str, Any]]:
     """Grade every set's slice of ``gens`` (one flat list, sets in order), judge soundness, write
