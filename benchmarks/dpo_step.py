@@ -62,23 +62,9 @@ SHAPES = {
 }
 
 
-def one(a) -> dict:
-    """Run one configuration in this process and return its measurements."""
-    import torch
-    from datasets import Dataset
-    from peft import LoraConfig
-    from transformers import TrainerCallback
-    from trl import DPOConfig, DPOTrainer
-
-    from training.dpo import WeightedDPOConfig, WeightedDPOTrainer
-    from training.models import load_model
-
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-    torch.manual_seed(0)
-    model = load_model(a.model_dir, dtype="bfloat16" if device == "cuda" else "float32", for_training=True)
-    prompt_len = a.seq // 4
-    rows = dpo_rows(a.batch * (a.warmup + a.steps), prompt_len, a.seq - prompt_len - 10)
-    args = dict(
+def trainer_args(a, device: str) -> dict:
+    """The DPO arguments both trainers get for one configuration."""
+    return dict(
         output_dir=a.out,
         max_steps=a.warmup + a.steps,
         per_device_train_batch_size=a.batch,
@@ -95,11 +81,11 @@ def one(a) -> dict:
         precompute_ref_log_probs=a.precompute,
         seed=0,
     )
-    cls, args_cls = (
-        (WeightedDPOTrainer, WeightedDPOConfig) if a.trainer == "weighted" else (DPOTrainer, DPOConfig)
-    )
-    timer = StepTimer()
-    cpu_times: list[float] = []  # process CPU seconds per step: less sensitive than wall time to other load
+
+
+def cpu_timer(cpu_times: list[float]):
+    """A callback that appends each step's process CPU seconds (less sensitive than wall time to other load)."""
+    from transformers import TrainerCallback
 
     class CpuTimer(TrainerCallback):
         def on_step_begin(self, args, state, control, **kw):
@@ -108,26 +94,57 @@ def one(a) -> dict:
         def on_step_end(self, args, state, control, **kw):
             cpu_times.append(time.process_time() - self.t)
 
-    if device == "cuda":
-        torch.cuda.reset_peak_memory_stats()
-    t0 = time.perf_counter()
-    trainer = cls(
-        model,
-        args=args_cls(**args),
-        train_dataset=Dataset.from_list(rows),
-        processing_class=build_tokenizer(),
-        callbacks=[timer.callback, CpuTimer()],
-        peft_config=LoraConfig(
-            r=16, lora_alpha=32, lora_dropout=0.0, target_modules="all-linear", task_type="CAUSAL_LM"
-        ),
-    )
-    setup_s = time.perf_counter() - t0
-    forwards = {"policy": 0, "reference": 0}  # backbone passes with / without grad (like-with-like check)
+    return CpuTimer()
+
+
+def count_forwards(trainer) -> dict[str, int]:
+    """Backbone passes with / without grad (the like-with-like check), counted by a forward pre-hook."""
+    import torch
+
+    forwards = {"policy": 0, "reference": 0}
 
     def count(module, args, kwargs):
         forwards["policy" if torch.is_grad_enabled() else "reference"] += 1
 
     trainer.model.get_base_model().model.register_forward_pre_hook(count, with_kwargs=True)
+    return forwards
+
+
+def one(a) -> dict:
+    """Run one configuration in this process and return its measurements."""
+    import torch
+    from datasets import Dataset
+    from peft import LoraConfig
+    from trl import DPOConfig, DPOTrainer
+
+    from training.dpo import WeightedDPOConfig, WeightedDPOTrainer
+    from training.models import load_model
+
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    torch.manual_seed(0)
+    model = load_model(a.model_dir, dtype="bfloat16" if device == "cuda" else "float32", for_training=True)
+    prompt_len = a.seq // 4
+    rows = dpo_rows(a.batch * (a.warmup + a.steps), prompt_len, a.seq - prompt_len - 10)
+    cls, args_cls = (
+        (WeightedDPOTrainer, WeightedDPOConfig) if a.trainer == "weighted" else (DPOTrainer, DPOConfig)
+    )
+    timer = StepTimer()
+    cpu_times: list[float] = []
+    if device == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    t0 = time.perf_counter()
+    trainer = cls(
+        model,
+        args=args_cls(**trainer_args(a, device)),
+        train_dataset=Dataset.from_list(rows),
+        processing_class=build_tokenizer(),
+        callbacks=[timer.callback, cpu_timer(cpu_times)],
+        peft_config=LoraConfig(
+            r=16, lora_alpha=32, lora_dropout=0.0, target_modules="all-linear", task_type="CAUSAL_LM"
+        ),
+    )
+    setup_s = time.perf_counter() - t0
+    forwards = count_forwards(trainer)
     trainer.train()
     timed = timer.times[a.warmup :]
     logged = [r for r in trainer.state.log_history if "loss" in r]
@@ -177,7 +194,7 @@ def run_child(model: str, model_dir: Path, trainer: str, precompute: bool, a, wo
     return json.loads(lines[-1][len("RESULT ") :])
 
 
-def main(argv: list[str] | None = None) -> int:
+def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--models", default="tiny,small")
     p.add_argument("--steps", type=int, default=8, help="timed steps per run")
@@ -193,6 +210,51 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--trainer", choices=["trl", "weighted"], help=argparse.SUPPRESS)
     p.add_argument("--precompute", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--out", help=argparse.SUPPRESS)
+    return p
+
+
+def compare_row(model: str, precompute: bool, runs: dict[str, list[dict]]) -> dict:
+    """One table row from the repeats of both trainers (the best median of each)."""
+    best = {t: min(r, key=lambda x: x["s_per_step"]) for t, r in runs.items()}
+    return {
+        "model": model,
+        "precompute_ref": precompute,
+        "trl_s_per_step": round(best["trl"]["s_per_step"], 4),
+        "weighted_s_per_step": round(best["weighted"]["s_per_step"], 4),
+        "ratio": round(best["weighted"]["s_per_step"] / best["trl"]["s_per_step"], 3),
+        "cpu_ratio": round(
+            min(r["cpu_s_per_step"] for r in runs["weighted"])
+            / min(r["cpu_s_per_step"] for r in runs["trl"]),
+            3,
+        ),
+        "trl_peak_gib": round(best["trl"]["peak_mem_gib"], 3),
+        "weighted_peak_gib": round(best["weighted"]["peak_mem_gib"], 3),
+        # like with like: forwards per step (policy+reference) and logged rows, trl/weighted
+        "fwd_per_step": "/".join(
+            f"{best[t]['policy_fwd_per_step']:g}+{best[t]['ref_fwd_per_step']:g}" for t in best
+        ),
+        "logs": "/".join(str(best[t]["logged_steps"]) for t in best),
+        "logs_trl_metrics": set(best["trl"]["metrics"]) <= set(best["weighted"]["metrics"]),
+    }
+
+
+def print_table(table: list[dict], a, device: str) -> None:
+    mem = "torch.cuda.max_memory_allocated" if device == "cuda" else "max RSS of the run's process"
+    print(
+        f"\ndevice: {device} | seq {a.seq} | {a.batch} pairs/step | {a.steps} timed steps after {a.warmup} "
+        f"warm-up | best of {a.repeats} | peak = {mem} | LoRA r=16 all-linear | weights ~ U{{0.7, 1, 1.6}} | "
+        f"load average at the end {' '.join(f'{x:.2f}' for x in os.getloadavg())}"
+    )
+    cols = list(table[0])
+    widths = [max(len(c), *(len(str(r[c])) for r in table)) for c in cols]
+    print(" | ".join(c.ljust(w) for c, w in zip(cols, widths, strict=True)))
+    print("-+-".join("-" * w for w in widths))
+    for r in table:
+        print(" | ".join(str(r[c]).ljust(w) for c, w in zip(cols, widths, strict=True)))
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = parser()
     a = p.parse_args(argv)
     if a.child:
         print("RESULT " + json.dumps(one(a)), flush=True)
@@ -215,41 +277,9 @@ def main(argv: list[str] | None = None) -> int:
                 for _ in range(a.repeats):
                     for trainer in ("trl", "weighted"):
                         runs[trainer].append(run_child(model, model_dir, trainer, precompute, a, work))
-                best = {t: min(r, key=lambda x: x["s_per_step"]) for t, r in runs.items()}
-                row = {
-                    "model": model,
-                    "precompute_ref": precompute,
-                    "trl_s_per_step": round(best["trl"]["s_per_step"], 4),
-                    "weighted_s_per_step": round(best["weighted"]["s_per_step"], 4),
-                    "ratio": round(best["weighted"]["s_per_step"] / best["trl"]["s_per_step"], 3),
-                    "cpu_ratio": round(
-                        min(r["cpu_s_per_step"] for r in runs["weighted"])
-                        / min(r["cpu_s_per_step"] for r in runs["trl"]),
-                        3,
-                    ),
-                    "trl_peak_gib": round(best["trl"]["peak_mem_gib"], 3),
-                    "weighted_peak_gib": round(best["weighted"]["peak_mem_gib"], 3),
-                    # like with like: forwards per step (policy+reference) and logged rows, trl/weighted
-                    "fwd_per_step": "/".join(
-                        f"{best[t]['policy_fwd_per_step']:g}+{best[t]['ref_fwd_per_step']:g}" for t in best
-                    ),
-                    "logs": "/".join(str(best[t]["logged_steps"]) for t in best),
-                    "logs_trl_metrics": set(best["trl"]["metrics"]) <= set(best["weighted"]["metrics"]),
-                }
-                table.append(row)
-                print(json.dumps(row), flush=True)
-    mem = "torch.cuda.max_memory_allocated" if device == "cuda" else "max RSS of the run's process"
-    print(
-        f"\ndevice: {device} | seq {a.seq} | {a.batch} pairs/step | {a.steps} timed steps after {a.warmup} "
-        f"warm-up | best of {a.repeats} | peak = {mem} | LoRA r=16 all-linear | weights ~ U{{0.7, 1, 1.6}} | "
-        f"load average at the end {' '.join(f'{x:.2f}' for x in os.getloadavg())}"
-    )
-    cols = list(table[0])
-    widths = [max(len(c), *(len(str(r[c])) for r in table)) for c in cols]
-    print(" | ".join(c.ljust(w) for c, w in zip(cols, widths, strict=True)))
-    print("-+-".join("-" * w for w in widths))
-    for r in table:
-        print(" | ".join(str(r[c]).ljust(w) for c, w in zip(cols, widths, strict=True)))
+                table.append(compare_row(model, precompute, runs))
+                print(json.dumps(table[-1]), flush=True)
+    print_table(table, a, device)
     if a.json:
         a.json.write_text(json.dumps(table, indent=2))
     return 0

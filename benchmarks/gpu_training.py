@@ -318,7 +318,7 @@ def print_table(rows: list[dict], header: str) -> None:
         print(" | ".join(str(r.get(c, "")).ljust(w) for c, w in zip(cols, widths, strict=True)))
 
 
-def main(argv: list[str] | None = None) -> int:
+def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--steps", type=int, default=4, help="optimizer steps per phase (the first is warm-up)")
     p.add_argument(
@@ -332,6 +332,55 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--r", type=int, default=16, help="LoRA rank")
     p.add_argument("--phases", default="sft,dpo,dpo-precompute")
     p.add_argument("--json", type=Path, default=None, help="also write the rows here")
+    return p
+
+
+def library_versions(four_bit: bool) -> dict[str, str] | None:
+    """Versions of the training libraries for the header; None (after printing why) when ``four_bit`` needs
+    bitsandbytes and it is not installed."""
+    import peft
+    import torch
+    import transformers
+    import trl
+
+    versions = {
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "peft": peft.__version__,
+        "trl": trl.__version__,
+    }
+    try:
+        import bitsandbytes
+
+        versions["bitsandbytes"] = bitsandbytes.__version__
+    except ImportError:
+        if four_bit:
+            print("error: bitsandbytes is not installed; install it or pass --no-4bit", file=sys.stderr)
+            return None
+    return versions
+
+
+def run_phases(shape: dict, phases: list[str], a, device: str) -> tuple[list[dict], float]:
+    """Build the random model in a temporary folder and run every phase on it: (rows, model build seconds)."""
+    work = Path(tempfile.mkdtemp(prefix="hnsdpo-gpu-bench-"))
+    rows: list[dict] = []
+    try:
+        t0 = time.perf_counter()
+        model_dir = build_random_model(work / "model", shape, device)
+        build_s = time.perf_counter() - t0
+        for phase in phases:
+            if phase == "sft":
+                rows.append(run_sft(model_dir, work, a, device))
+            else:
+                rows.append(run_dpo(model_dir, work, a, device, precompute=phase == "dpo-precompute"))
+            print(json.dumps(rows[-1]), flush=True)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return rows, build_s
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = parser()
     a = p.parse_args(argv)
 
     import torch
@@ -353,40 +402,11 @@ def main(argv: list[str] | None = None) -> int:
     unknown = set(phases) - {"sft", "dpo", "dpo-precompute"}
     if unknown:
         p.error(f"unknown phases {sorted(unknown)}")
-
-    import peft
-    import transformers
-    import trl
-
-    versions = {
-        "torch": torch.__version__,
-        "transformers": transformers.__version__,
-        "peft": peft.__version__,
-        "trl": trl.__version__,
-    }
-    try:
-        import bitsandbytes
-
-        versions["bitsandbytes"] = bitsandbytes.__version__
-    except ImportError:
-        if a.four_bit:
-            print("error: bitsandbytes is not installed; install it or pass --no-4bit", file=sys.stderr)
-            return 2
+    versions = library_versions(a.four_bit)
+    if versions is None:
+        return 2
     gpu = torch.cuda.get_device_name(0) if cuda else "cpu"
-    work = Path(tempfile.mkdtemp(prefix="hnsdpo-gpu-bench-"))
-    rows: list[dict] = []
-    try:
-        t0 = time.perf_counter()
-        model_dir = build_random_model(work / "model", shape, device)
-        build_s = time.perf_counter() - t0
-        for phase in phases:
-            if phase == "sft":
-                rows.append(run_sft(model_dir, work, a, device))
-            else:
-                rows.append(run_dpo(model_dir, work, a, device, precompute=phase == "dpo-precompute"))
-            print(json.dumps(rows[-1]), flush=True)
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
+    rows, build_s = run_phases(shape, phases, a, device)
     header = (
         f"device: {gpu} | shape: {'tiny' if a.tiny else 'Qwen2.5-1.5B'} | "
         f"{'NF4 4-bit' if a.four_bit else a.dtype} | LoRA r={a.r} all-linear | grad ckpt | "

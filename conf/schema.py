@@ -64,6 +64,21 @@ class DatasetSpec(Section):
         return list(self.hub_config) if isinstance(self.hub_config, list) else [self.hub_config]
 
 
+class TrapConfig(Section):
+    """Shares of synthetic problems that carry a known *structural* trap (``tasks/corpus/synthetic.py``): a way
+    to go wrong with every calculation right. Each problem records its traps in ``meta.traps`` with the
+    answer that falling for the trap gives, so an error can be typed by what the generator knows.
+    The defaults (comparison 0.2, the rest 0) give the problems of the generator before traps existed."""
+
+    distractor: float = Field(0.0, ge=0, le=1, description="An irrelevant number in the question (as in GSM-IC).")
+    conversion: float = Field(0.0, ge=0, le=1, description="One gain counted in dozens (a unit conversion).")
+    comparison: float = Field(0.2, ge=0, le=1, description="A friend with N more/fewer, and the total asked: "
+                              "the direction of the comparison matters (problems of >= 3 steps only).")
+    difference: float = Field(0.0, ge=0, le=1, description="'How many more ... than ...?' instead of the count.")
+    backward: float = Field(0.0, ge=0, le=1, description="The end count is given and the start asked: the "
+                            "steps are undone in reverse order with inverse operations.")
+
+
 class SyntheticConfig(Section):
     """Seeded GSM8K-style word problems (see ``tasks/corpus/synthetic.py``)."""
 
@@ -82,6 +97,7 @@ class SyntheticConfig(Section):
         DEFAULT_INSTRUCTION,
         description="Instruction appended to the question in pretrain.txt; keep equal to sample.instruction.",
     )
+    traps: TrapConfig = TrapConfig()
 
     @model_validator(mode="after")
     def _range(self) -> SyntheticConfig:

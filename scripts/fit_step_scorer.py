@@ -147,7 +147,7 @@ def first_error_scores(rows, trajs, probs, strong, t) -> tuple[float, float]:
     return hit / len(trajs), (2 * a_err * a_ok / (a_err + a_ok) if a_err + a_ok else 0.0)
 
 
-def main() -> None:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap = argparse.ArgumentParser()
     ap.add_argument("--data", default=str(Path(__file__).resolve().parents[2] / "shared" / "data"))
     ap.add_argument("--out", default=str(Path(__file__).resolve().parents[1] / "verifier" / "models" / "step_scorer-v1.json"))
@@ -159,97 +159,94 @@ def main() -> None:
     ap.add_argument("--max-ref-flag", type=float, default=0.04)
     ap.add_argument("--max-added-flag", type=float, default=0.02)
     ap.add_argument("--C", type=float, default=None, help="skip the C grid (0.03, 0.1, 0.3) and use this C")
-    a = ap.parse_args()
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.metrics import roc_auc_score
-    from sklearn.model_selection import GroupKFold
+    return ap.parse_args(argv)
 
-    data = Path(a.data)
-    t0 = time.perf_counter()
-    rows, golds = read_rows(data, a.limit, a.seed)
-    cache = Path(a.cache) if a.cache else None
+
+def row_features(rows: list[dict], golds: dict[str, str], cache: Path | None, workers: int) -> list:
+    """:func:`featurize` of every row (None where unreadable), read from / written to ``cache`` when given."""
     if cache and cache.exists():
         with gzip.open(cache, "rt") as f:
             cached = json.load(f)
         feats = [tuple(x) if x else None for x in cached["feats"]]
         assert len(feats) == len(rows), "feature cache does not match the rows"
-    else:
-        jobs = [(r["instruction"], candidate_steps(r), golds.get(r["instruction"], "")) for r in rows]
-        with mp.get_context("fork").Pool(a.workers) as pool:
-            feats = pool.map(featurize, jobs, chunksize=64)
-        if cache:
-            with gzip.open(cache, "wt") as f:
-                json.dump({"feats": feats}, f)
-    print(f"{len(rows)} rated steps, {sum(f is None for f in feats)} unreadable, features in "
-          f"{time.perf_counter() - t0:.0f} s", flush=True)
-    keep = [i for i, f in enumerate(feats) if f is not None]
-    rows = [rows[i] for i in keep]
-    feats = [feats[i] for i in keep]
-    y = np.array([int(r["rating"] == -1) for r in rows])
-    groups = np.array([zlib.crc32(r["instruction"].encode("utf-8")) for r in rows])  # stable across runs
-    X, mean, scale = build_matrix(feats)
-    print(f"bad steps: {y.sum()} of {len(y)} ({y.mean():.3f})")
+        return feats
+    jobs = [(r["instruction"], candidate_steps(r), golds.get(r["instruction"], "")) for r in rows]
+    with mp.get_context("fork").Pool(workers) as pool:
+        feats = pool.map(featurize, jobs, chunksize=64)
+    if cache:
+        with gzip.open(cache, "wt") as f:
+            json.dump({"feats": feats}, f)
+    return feats
 
-    # C by grouped 5-fold CV on train; out-of-fold probabilities of the chosen C
+
+def _logreg(C: float, seed: int):
+    from sklearn.linear_model import LogisticRegression
+
+    return LogisticRegression(C=C, solver="liblinear", max_iter=200, random_state=seed)
+
+
+def _out_of_fold(X, y, folds, C: float, seed: int) -> np.ndarray:
+    oof = np.zeros(len(y))
+    for tr, te in folds:
+        m = _logreg(C, seed)
+        m.fit(X[tr], y[tr])
+        oof[te] = m.predict_proba(X[te])[:, 1]
+    return oof
+
+
+def fit_scorer(X, y, groups, C_fixed: float | None, seed: int):
+    """C by grouped 5-fold CV on train (printed, with the dense-only AUROC); returns (auc, C, out-of-fold
+    probabilities of that C, the model fitted on all rows)."""
+    from sklearn.metrics import roc_auc_score
+    from sklearn.model_selection import GroupKFold
+
     folds = list(GroupKFold(n_splits=5).split(X, y, groups))
     best = None
-    for C in ((a.C,) if a.C else (0.03, 0.1, 0.3)):
-        oof = np.zeros(len(y))
-        for tr, te in folds:
-            m = LogisticRegression(C=C, solver="liblinear", max_iter=200, random_state=a.seed)
-            m.fit(X[tr], y[tr])
-            oof[te] = m.predict_proba(X[te])[:, 1]
+    for C in ((C_fixed,) if C_fixed else (0.03, 0.1, 0.3)):
+        oof = _out_of_fold(X, y, folds, C, seed)
         auc = roc_auc_score(y, oof)
         print(f"C={C}: train 5-fold (grouped by problem) CV AUROC {auc:.4f}", flush=True)
         if best is None or auc > best[0]:
             best = (auc, C, oof)
     auc, C, oof = best
-    dense_only = np.zeros(len(y))
-    for tr, te in folds:
-        m = LogisticRegression(C=C, solver="liblinear", max_iter=200, random_state=a.seed)
-        m.fit(X[tr][:, : len(DENSE)], y[tr])
-        dense_only[te] = m.predict_proba(X[te][:, : len(DENSE)])[:, 1]
+    dense_only = _out_of_fold(X[:, : len(DENSE)], y, folds, C, seed)
     print(f"dense features only: CV AUROC {roc_auc_score(y, dense_only):.4f}")
-    model = LogisticRegression(C=C, solver="liblinear", max_iter=200, random_state=a.seed).fit(X, y)
-    coef = model.coef_[0]
+    return auc, C, oof, _logreg(C, seed).fit(X, y)
 
-    # threshold: first-error accuracy on the train chains (out-of-fold), false flags on MATH train references
-    d_idx = {n: k for k, n in enumerate(DENSE)}
-    strong = [bool(f[0][d_idx["calc_wrong_any"]] or f[0][d_idx["alg_wrong"]]) for f in feats]
-    chain_list = trajectories(rows)
+
+def reference_features(data: Path, n_refs: int, seed: int, workers: int) -> dict[str, list]:
+    """:func:`ref_features` of a seeded sample of ``n_refs`` MATH and GSM8K train references each."""
     refs = {}
     for name, rel, qk, sk, gk in (("MATH", "math/train.jsonl", "problem", "solution", "answer"),
                                   ("GSM8K", "gsm8k/train.jsonl", "question", "answer", None)):
         rr = [json.loads(x) for x in (data / rel).open(encoding="utf-8")]
-        rr = random.Random(a.seed).sample(rr, min(a.n_refs, len(rr)))
+        rr = random.Random(seed).sample(rr, min(n_refs, len(rr)))
         jobs = [(r[qk], r[sk], r[gk] if gk else r[sk].split("####")[-1].strip()) for r in rr]
-        with mp.get_context("fork").Pool(a.workers) as pool:
+        with mp.get_context("fork").Pool(workers) as pool:
             refs[name] = [x for x in pool.map(ref_features, jobs, chunksize=16) if x is not None]
+    return refs
 
-    def ref_max(feats_r):
-        if not feats_r:
-            return 0.0
-        Xr, _, _ = build_matrix(feats_r, mean, scale)
-        return float(model.predict_proba(Xr)[:, 1].max())
 
-    ref_p = {k: np.array([ref_max(fr) for fr, _ in v]) for k, v in refs.items()}
-    ref_sym = {k: np.array([s for _, s in v]) for k, v in refs.items()}
+def choose_threshold(rows, chain_list, oof, strong, ref_p, ref_sym, max_ref_flag: float, max_added_flag: float):
+    """The cut with the best out-of-fold first-error F1 (ties: the higher cut) among those within the
+    false-flag limits on the references (else the highest cut): (t, accuracy, F1, MATH and GSM8K flag rates)."""
     grid = [round(x, 3) for x in np.arange(0.3, 0.99, 0.01)]
     rows_t = []
     for t in grid:
         acc, f1 = first_error_scores(rows, chain_list, oof, strong, t)
-        ffs = {k: float(np.mean((ref_p[k] > t) | ref_sym[k])) for k in refs}
-        added = max(ffs[k] - float(np.mean(ref_sym[k])) for k in refs)
-        feasible = ffs["MATH"] <= a.max_ref_flag and added <= a.max_added_flag
+        ffs = {k: float(np.mean((ref_p[k] > t) | ref_sym[k])) for k in ref_p}
+        added = max(ffs[k] - float(np.mean(ref_sym[k])) for k in ref_p)
+        feasible = ffs["MATH"] <= max_ref_flag and added <= max_added_flag
         rows_t.append((t, acc, f1, ffs["MATH"], ffs["GSM8K"], feasible))
     ok = [r for r in rows_t if r[5]] or [max(rows_t, key=lambda r: r[0])]
     t, acc, f1, ff, ff_gsm, _ = max(ok, key=lambda r: (r[2], r[0]))
-    sym_ff = {k: round(float(np.mean(v)), 4) for k, v in ref_sym.items()}
-    base_acc, base_f1 = first_error_scores(rows, chain_list, oof, strong, 2.0)
-    print(f"{len(chain_list)} train trajectories: first-error accuracy / F1 symbolic only {base_acc:.4f} / "
-          f"{base_f1:.4f}; with the scorer at threshold {t}: {acc:.4f} / {f1:.4f}; MATH train references "
-          f"flagged: MATH {ff:.4f}, GSM8K {ff_gsm:.4f} (symbolic alone {sym_ff}, n={a.n_refs} each)")
-    out = {
+    return t, acc, f1, ff, ff_gsm
+
+
+def scorer_json(a, model, mean, scale, y, C, auc, t, acc, f1, ff, ff_gsm, sym_ff) -> dict:
+    """The contents of ``step_scorer-v1.json``."""
+    coef = model.coef_[0]
+    return {
         "version": "step_scorer-v1", "kind": "logistic_regression",
         "feature_spec": {"feature_version": FEATURE_VERSION, "dense": list(DENSE), "n_hash": N_HASH,
                          "hash": "zlib.crc32 of word unigrams/bigrams (verifier.learned.hashed_indices)"},
@@ -268,6 +265,47 @@ def main() -> None:
                                    f"alone on MATH and on {a.n_refs} GSM8K train references",
                  "sklearn": __import__("sklearn").__version__},
     }
+
+
+def main() -> None:
+    a = parse_args()
+    data = Path(a.data)
+    t0 = time.perf_counter()
+    rows, golds = read_rows(data, a.limit, a.seed)
+    feats = row_features(rows, golds, Path(a.cache) if a.cache else None, a.workers)
+    print(f"{len(rows)} rated steps, {sum(f is None for f in feats)} unreadable, features in "
+          f"{time.perf_counter() - t0:.0f} s", flush=True)
+    keep = [i for i, f in enumerate(feats) if f is not None]
+    rows = [rows[i] for i in keep]
+    feats = [feats[i] for i in keep]
+    y = np.array([int(r["rating"] == -1) for r in rows])
+    groups = np.array([zlib.crc32(r["instruction"].encode("utf-8")) for r in rows])  # stable across runs
+    X, mean, scale = build_matrix(feats)
+    print(f"bad steps: {y.sum()} of {len(y)} ({y.mean():.3f})")
+    auc, C, oof, model = fit_scorer(X, y, groups, a.C, a.seed)
+
+    # threshold: first-error accuracy on the train chains (out-of-fold), false flags on MATH train references
+    d_idx = {n: k for k, n in enumerate(DENSE)}
+    strong = [bool(f[0][d_idx["calc_wrong_any"]] or f[0][d_idx["alg_wrong"]]) for f in feats]
+    chain_list = trajectories(rows)
+    refs = reference_features(data, a.n_refs, a.seed, a.workers)
+
+    def ref_max(feats_r):
+        if not feats_r:
+            return 0.0
+        Xr, _, _ = build_matrix(feats_r, mean, scale)
+        return float(model.predict_proba(Xr)[:, 1].max())
+
+    ref_p = {k: np.array([ref_max(fr) for fr, _ in v]) for k, v in refs.items()}
+    ref_sym = {k: np.array([s for _, s in v]) for k, v in refs.items()}
+    t, acc, f1, ff, ff_gsm = choose_threshold(rows, chain_list, oof, strong, ref_p, ref_sym, a.max_ref_flag,
+                                              a.max_added_flag)
+    sym_ff = {k: round(float(np.mean(v)), 4) for k, v in ref_sym.items()}
+    base_acc, base_f1 = first_error_scores(rows, chain_list, oof, strong, 2.0)
+    print(f"{len(chain_list)} train trajectories: first-error accuracy / F1 symbolic only {base_acc:.4f} / "
+          f"{base_f1:.4f}; with the scorer at threshold {t}: {acc:.4f} / {f1:.4f}; MATH train references "
+          f"flagged: MATH {ff:.4f}, GSM8K {ff_gsm:.4f} (symbolic alone {sym_ff}, n={a.n_refs} each)")
+    out = scorer_json(a, model, mean, scale, y, C, auc, t, acc, f1, ff, ff_gsm, sym_ff)
     Path(a.out).parent.mkdir(parents=True, exist_ok=True)
     Path(a.out).write_text(json.dumps(out, separators=(",", ":")) + "\n", encoding="utf-8")
     print(f"wrote {a.out} ({Path(a.out).stat().st_size / 1024:.0f} KiB) in {time.perf_counter() - t0:.0f} s")

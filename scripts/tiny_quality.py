@@ -27,7 +27,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from conf import load_config  # noqa: E402
 from tasks.corpus.loaders import format_solution  # noqa: E402
-from tasks.corpus.synthetic import generate_splits, pretrain_documents  # noqa: E402
+from tasks.corpus.synthetic import (  # noqa: E402
+    ERROR_KINDS,
+    STRUCTURAL_KINDS,
+    generate_splits,
+    known_error,
+    pretrain_documents,
+)
+from tasks.evaluation.grading import stated_calculations  # noqa: E402
 from training.prompts import chat_prompt  # noqa: E402
 from training.tiny import build_tiny_model  # noqa: E402
 
@@ -62,7 +69,7 @@ def generate(model, tok, prompts: list[str], *, k: int, temperature: float, max_
     return out
 
 
-def main() -> None:
+def parse_args() -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("-c", "--config", default="conf/tiny.yaml")
     ap.add_argument("-o", "--override", action="append", default=[])
@@ -74,45 +81,40 @@ def main() -> None:
     ap.add_argument("--max-new-tokens", type=int, default=256)
     ap.add_argument("--batch-size", type=int, default=50)
     ap.add_argument("--threads", type=int, help="torch threads (1 is far faster on an oversubscribed CPU)")
-    args = ap.parse_args()
+    return ap.parse_args()
 
-    import tempfile
 
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+class Timer:
+    """Wall and CPU seconds of named phases, in the order they ran."""
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    cfg = load_config(args.config, args.override)
-    syn = cfg.data.synthetic
-    times: dict[str, tuple[float, float]] = {}
+    def __init__(self):
+        self.times: dict[str, tuple[float, float]] = {}
 
-    def timed(name, fn):
+    def __call__(self, name, fn):
         t, c = time.time(), time.process_time()
         r = fn()
-        times[name] = (time.time() - t, time.process_time() - c)
+        self.times[name] = (time.time() - t, time.process_time() - c)
         return r
 
-    splits = timed("generate data", lambda: generate_splits(syn))
-    print(f"torch threads {torch.get_num_threads()}; splits " + ", ".join(f"{k}={len(v)}" for k, v in splits.items()))
+
+def model_folder(args, cfg, splits, timed: Timer) -> Path:
+    """``--model``, or a from-scratch tiny model built on the pretraining split (saved to ``--save``)."""
+    import tempfile
+
     if args.model:
-        path = Path(args.model)
-    else:
-        path = Path(args.save or tempfile.mkdtemp(prefix="tiny-base-"))
-        pretrain = [format_solution(p, cfg.data.solution_format) for p in splits["pretrain"]]
-        docs = pretrain_documents(pretrain, syn.instruction, seed=syn.seed)
-        m = timed("build base", lambda: build_tiny_model(docs, cfg.model.tiny, path, log=print))
-        print({k: (round(v, 4) if isinstance(v, float) else v) for k, v in m.items()})
-    tok = AutoTokenizer.from_pretrained(path)
-    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).eval()
-    test = splits["test"][: args.n]
-    prompts = [chat_prompt(tok, p.question, cfg.sample.instruction) for p in test]  # as sampling/evaluation
-    gold = [Fraction(p.answer) for p in test]
-    greedy = timed("greedy", lambda: generate(model, tok, prompts, k=1, temperature=0, batch_size=args.batch_size,
-                                              max_new_tokens=args.max_new_tokens))
-    sampled = timed("sampled", lambda: generate(model, tok, prompts, k=args.k, temperature=args.temperature,
-                                                batch_size=max(1, args.batch_size * 2 // args.k),
-                                                max_new_tokens=args.max_new_tokens))
+        return Path(args.model)
+    syn = cfg.data.synthetic
+    path = Path(args.save or tempfile.mkdtemp(prefix="tiny-base-"))
+    pretrain = [format_solution(p, cfg.data.solution_format) for p in splits["pretrain"]]
+    docs = pretrain_documents(pretrain, syn.instruction, seed=syn.seed)
+    m = timed("build base", lambda: build_tiny_model(docs, cfg.model.tiny, path, log=print))
+    print({k: (round(v, 4) if isinstance(v, float) else v) for k, v in m.items()})
+    return path
+
+
+def tally(test, gold, greedy, sampled) -> dict[str, dict[str, float]]:
+    """Counts per subset (``all`` and ``<n> steps``): n, greedy correct, mixed, any correct, sample accuracy,
+    unparsed share."""
     rows: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(float))
     for p, g, gr, ss in zip(test, gold, greedy, sampled, strict=True):
         ok = [final_number(s) == g for s in ss]
@@ -124,8 +126,23 @@ def main() -> None:
             r["any"] += any(ok)
             r["sample_acc"] += sum(ok) / len(ok)
             r["unparsed"] += sum(final_number(s) is None for s in ss) / len(ss)
-    print("\nexample greedy output:\n" + greedy[0][0] + "\n")
-    print(f"{'subset':<10}{'n':>5}{'greedy':>9}{'mixed@' + str(args.k):>9}{'any@' + str(args.k):>8}"
+    return rows
+
+
+def print_error_types(test, greedy) -> None:
+    """The greedy errors typed by the generator's known traps (tasks.corpus.synthetic.known_error)."""
+    kinds = [known_error(p.meta, p.answer, None if (v := final_number(gr[0])) is None else str(v),
+                         stated_calculations(gr[0])) for p, gr in zip(test, greedy, strict=True)]
+    errors = [k for k in kinds if k != "correct"]
+    if errors:
+        share = {k: errors.count(k) / len(errors) for k in ERROR_KINDS if errors.count(k)}
+        structural = sum(errors.count(k) for k in STRUCTURAL_KINDS) / len(errors)
+        print(f"greedy errors by known type (n={len(errors)}, structural {structural:.1%}): "
+              + ", ".join(f"{k} {v:.1%}" for k, v in share.items()))
+
+
+def print_report(rows, times: dict[str, tuple[float, float]], k: int) -> None:
+    print(f"{'subset':<10}{'n':>5}{'greedy':>9}{'mixed@' + str(k):>9}{'any@' + str(k):>8}"
           f"{'sample acc':>12}{'unparsed':>10}")
     for key in ["all"] + sorted(k for k in rows if k != "all"):
         r = rows[key]
@@ -135,6 +152,35 @@ def main() -> None:
     print(f"\n{'phase':<15}{'wall s':>9}{'cpu s':>9}")
     for name, (w, c) in times.items():
         print(f"{name:<15}{w:>9.1f}{c:>9.1f}")
+
+
+def main() -> None:
+    args = parse_args()
+
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    cfg = load_config(args.config, args.override)
+    timed = Timer()
+    splits = timed("generate data", lambda: generate_splits(cfg.data.synthetic))
+    print(f"torch threads {torch.get_num_threads()}; splits " + ", ".join(f"{k}={len(v)}" for k, v in splits.items()))
+    path = model_folder(args, cfg, splits, timed)
+    tok = AutoTokenizer.from_pretrained(path)
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).eval()
+    test = splits["test"][: args.n]
+    prompts = [chat_prompt(tok, p.question, cfg.sample.instruction) for p in test]  # as sampling/evaluation
+    gold = [Fraction(p.answer) for p in test]
+    greedy = timed("greedy", lambda: generate(model, tok, prompts, k=1, temperature=0, batch_size=args.batch_size,
+                                              max_new_tokens=args.max_new_tokens))
+    sampled = timed("sampled", lambda: generate(model, tok, prompts, k=args.k, temperature=args.temperature,
+                                                batch_size=max(1, args.batch_size * 2 // args.k),
+                                                max_new_tokens=args.max_new_tokens))
+    rows = tally(test, gold, greedy, sampled)
+    print("\nexample greedy output:\n" + greedy[0][0] + "\n")
+    print_error_types(test, greedy)
+    print_report(rows, timed.times, args.k)
     print(f"model: {path}")
 
 

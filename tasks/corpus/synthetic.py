@@ -21,10 +21,12 @@ from __future__ import annotations
 
 import hashlib
 import random
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from fractions import Fraction
 
-from conf.schema import SyntheticConfig
+from conf.schema import SyntheticConfig, TrapConfig
 from tasks.common.records import Problem
 
 SPLITS = ("test", "pool", "sft", "pretrain")
@@ -89,6 +91,8 @@ class _Story:
     question: list[str] = field(default_factory=list)
     lines: list[str] = field(default_factory=list)
     calcs: list[list] = field(default_factory=list)
+    traps: list[dict] = field(default_factory=list)
+    friends: set[str] = field(default_factory=set)  # names already in the story
 
     @property
     def Pron(self) -> str:  # noqa: N802 - capitalised pronoun, reads like the text it makes
@@ -236,48 +240,235 @@ class Generated:
     meta: dict
 
 
-def generate_problem(rng: random.Random, n_steps: int, max_value: int = 500) -> Generated:
-    """One problem with exactly ``n_steps`` arithmetic steps (every value an integer in [0, max_value])."""
-    if not 1 <= n_steps <= 5:
-        raise ValueError(f"n_steps must be in 1..5, got {n_steps}")
-    name, pron = rng.choice(NAMES)
-    sc = rng.choice(SCENARIOS)
-    start = rng.randint(5, min(60, max_value))
-    together = n_steps >= 3 and max_value >= 60 and rng.random() < 0.2
-    # "together" ends with friend = v ± x and total = v + friend: keep v small enough for both.
-    s = _Story(rng, name, pron, sc, start, (max_value - 20) // 2 if together else max_value)
-    s.value = start = min(start, s.max_value - 2)
-    s.question.append(rng.choice([f"{name} has {start} {sc.unit}.",
-                                  f"{name} starts with {start} {sc.unit}.",
-                                  f"There are {start} {sc.unit} in {name}'s collection."]))
-    remaining = n_steps - (2 if together else 0)
+def _chance(rng: random.Random, p: float) -> bool:
+    """True with probability ``p``; draws nothing when ``p`` is 0, so a trap that is off leaves the stream
+    (and every problem after it) as it was."""
+    return p > 0 and rng.random() < p
+
+
+def _op_dozen_gain(s: _Story) -> bool:
+    """A gain counted in dozens: the unit conversion (12 per dozen) is a step of its own."""
+    room = s.max_value - s.value
+    if room < 12:
+        return False
+    a = s.rng.randint(1, min(room // 12, 5))
+    verb = s.rng.choice(s.sc.gain)
+    s.question.append(s.rng.choice([
+        f"{s.Pron} {verb} {a} dozen {s.sc.unit}.",
+        f"{s.rng.choice(THEN)}, {s.name} {verb} {a} dozen more {s.sc.unit}.",
+    ]))
+    c_val, c = s.calc(a, "*", 12)
+    s.lines.append(f"{a} dozen is {c} {s.sc.unit}.")
+    wrong = s.value + a  # a dozen read as one
+    r, c2 = s.calc(s.value, "+", c_val)
+    s.lines.append(f"{s.who()} has {c2} {s.sc.unit} now.")
+    s.traps.append({"type": "conversion", "wrong": [wrong]})
+    s.value = r
+    return True
+
+
+def _comparison_end(s: _Story) -> None:
+    """The friend has N more/fewer and the total is asked (two steps); reading 'more' as 'fewer' (or the
+    other way round) is the trap."""
+    rng, name, unit = s.rng, s.name, s.sc.unit
+    friend, _ = rng.choice([n for n in NAMES if n[0] != name])
+    more = rng.random() < 0.5 or s.value < 3
+    x = rng.randint(1, 20) if more else rng.randint(1, min(s.value - 1, 20))
+    s.question.append(f"{friend} has {x} {'more' if more else 'fewer'} {unit} than {name}. "
+                      f"How many {unit} do {name} and {friend} have together?")
+    fv, c = s.calc(s.value, "+" if more else "-", x)
+    s.lines.append(f"{friend} has {c} {unit}.")
+    reversed_total = s.value + (s.value - x if more else s.value + x)
+    total, c2 = s.calc(s.value, "+", fv)
+    s.lines.append(f"Together they have {c2} {unit}.")
+    s.traps.append({"type": "comparison", "wrong": [reversed_total] if reversed_total >= 0 else []})
+    s.friends.add(friend)
+    s.value = total
+
+
+def _difference_end(s: _Story) -> None:
+    """'How many more/fewer does Name have than Friend?' (one step); adding the two counts, or answering
+    with Name's own count, is the trap."""
+    rng, name, unit, v = s.rng, s.name, s.sc.unit, s.value
+    friend, _ = rng.choice([n for n in NAMES if n[0] != name])
+    # fewer: the friend has more, and "how many fewer does Name have" is asked
+    fewer = v < 2 or (v < s.max_value and rng.random() < 0.5)
+    f = rng.randint(v + 1, min(v + 20, max(s.max_value, v + 1))) if fewer else rng.randint(1, v - 1)
+    s.question.append(f"{friend} has {f} {unit}. How many {'fewer' if fewer else 'more'} {unit} does "
+                      f"{name} have than {friend}?")
+    r, c = (s.calc(f, "-", v) if fewer else s.calc(v, "-", f))
+    s.lines.append(f"{name} has {c} {'fewer' if fewer else 'more'} {unit} than {friend}.")
+    s.traps.append({"type": "difference", "wrong": [v + f, v]})
+    s.friends.add(friend)
+    s.value = r
+
+
+DISTRACTOR_FORMS = (
+    "{Friend} has {d} {unit}.",
+    "{Name}'s neighbour has {d} {unit}.",
+    "{Name} is {d} years old.",
+    "{Name}'s {container} are {d} centimetres tall.",
+)
+
+
+def _add_distractor(s: _Story) -> None:
+    """An irrelevant sentence with a number not used anywhere else (neither in the question nor in the
+    solution), placed between the story's sentences
+    (never first or last). Adding or subtracting that number is the trap."""
+    rng = s.rng
+    used = {int(x) for x in re.findall(r"\d+", " ".join(s.question))} | {v for c in s.calcs for v in c}
+    taken = {w for t in s.traps for w in t["wrong"]}  # keep each wrong answer owned by one trap
+    d = rng.choice([n for n in range(3, 60) if n not in used and not {s.value + n, s.value - n} & taken])
+    friend, _ = rng.choice([n for n in NAMES if n[0] != s.name and n[0] not in s.friends])
+    form = rng.choice(DISTRACTOR_FORMS)
+    sentence = form.format(Friend=friend, Name=s.name, d=d, unit=s.sc.unit, container=s.sc.container)
+    s.question.insert(rng.randint(1, len(s.question) - 1), sentence)
+    s.traps.append({"type": "distractor", "value": d, "wrong": [s.value + d] + ([s.value - d] if s.value >= d else [])})
+
+
+def _forward_steps(s: _Story, n_steps: int, options: Sequence[tuple[OpFn, float]] = ONE_STEP,
+                   two_step: Sequence[tuple[OpFn, float]] = TWO_STEP) -> None:
+    remaining = n_steps
     while remaining > 0:
-        options = list(ONE_STEP) + (list(TWO_STEP) * (remaining >= 2 and rng.random() < 0.5))
-        for fn in _pick(rng, options):
+        opts = list(options) + (list(two_step) * (remaining >= 2 and s.rng.random() < 0.5))
+        for fn in _pick(s.rng, opts):
             cost = 2 if fn in (_op_pack_gain, _op_pack_lose) else 1
             if cost <= remaining and fn(s):
                 remaining -= cost
                 break
         else:  # pragma: no cover - add or sub always fits (value in [3, max-2]) or the other does
             raise RuntimeError(f"no operation fits value {s.value}")
+
+
+def _meta(s: _Story, structure: str) -> dict:
+    return {"n_steps": len(s.calcs), "values": [c[3] for c in s.calcs], "ops": [c[1] for c in s.calcs],
+            "calcs": s.calcs, "scenario": s.sc.unit, "structure": structure,
+            "traps": [{**t, "wrong": [str(w) for w in t["wrong"] if w != s.value]} for t in s.traps]}
+
+
+def generate_problem(rng: random.Random, n_steps: int, max_value: int = 500,
+                     traps: TrapConfig | None = None) -> Generated:
+    """One problem with exactly ``n_steps`` arithmetic steps (every value an integer in [0, max_value]).
+
+    ``traps`` adds known structural traps (see :class:`conf.schema.TrapConfig`); ``meta.traps`` lists
+    each with the answers that falling for it gives, ``meta.structure`` is ``forward`` or ``backward``."""
+    if not 1 <= n_steps <= 5:
+        raise ValueError(f"n_steps must be in 1..5, got {n_steps}")
+    traps = traps or TrapConfig()
+    if _chance(rng, traps.backward):
+        return _backward_problem(rng, n_steps, max_value, traps)
+    name, pron = rng.choice(NAMES)
+    sc = rng.choice(SCENARIOS)
+    start = rng.randint(5, min(60, max_value))
+    together = n_steps >= 3 and max_value >= 60 and _chance(rng, traps.comparison)
+    difference = not together and n_steps >= 2 and _chance(rng, traps.difference)
+    dozen = n_steps - 2 * together - difference >= 2 and _chance(rng, traps.conversion)
+    # "together" ends with friend = v ± x and total = v + friend: keep v small enough for both.
+    s = _Story(rng, name, pron, sc, start, (max_value - 20) // 2 if together else max_value)
+    s.value = start = min(start, s.max_value - 2)
+    s.question.append(rng.choice([f"{name} has {start} {sc.unit}.",
+                                  f"{name} starts with {start} {sc.unit}.",
+                                  f"There are {start} {sc.unit} in {name}'s collection."]))
+    remaining = n_steps - (2 if together else 0) - (1 if difference else 0)
+    if dozen and _op_dozen_gain(s):
+        remaining -= 2
+    _forward_steps(s, remaining)
     if together:
-        friend, _ = rng.choice([n for n in NAMES if n[0] != name])
-        more = rng.random() < 0.5 or s.value < 3
-        x = rng.randint(1, 20) if more else rng.randint(1, min(s.value - 1, 20))
-        s.question.append(f"{friend} has {x} {'more' if more else 'fewer'} {sc.unit} than {name}. "
-                          f"How many {sc.unit} do {name} and {friend} have together?")
-        fv, c = s.calc(s.value, "+" if more else "-", x)
-        s.lines.append(f"{friend} has {c} {sc.unit}.")
-        total, c2 = s.calc(s.value, "+", fv)
-        s.lines.append(f"Together they have {c2} {sc.unit}.")
-        s.value = total
+        _comparison_end(s)
+    elif difference:
+        _difference_end(s)
     else:
         s.question.append(rng.choice(FINAL_Q).format(unit=sc.unit, Name=name))
+    if _chance(rng, traps.distractor):
+        _add_distractor(s)
     answer = str(s.value)
     solution = "\n".join(s.lines) + f"\n#### {answer}"
-    meta = {"n_steps": len(s.calcs), "values": [c[3] for c in s.calcs], "ops": [c[1] for c in s.calcs],
-            "calcs": s.calcs, "scenario": sc.unit}
-    return Generated(" ".join(s.question), solution, answer, meta)
+    return Generated(" ".join(s.question), solution, answer, _meta(s, "forward"))
+
+
+UNDO = {"+": "-", "-": "+", "*": "/", "/": "*"}
+UNDO_LINE = {
+    "+": "Before getting {b} more, {who} had {c} {unit}.",
+    "-": "Before losing {b}, {who} had {c} {unit}.",
+    "*": "Before the number grew {b} times, {who} had {c} {unit}.",
+    "/": "Before keeping one part in {b}, {who} had {c} {unit}.",
+}
+
+
+def _backward_problem(rng: random.Random, n_steps: int, max_value: int, traps: TrapConfig) -> Generated:
+    """The end count is given and the start asked: the solution undoes the steps last to first with the
+    inverse operations. Applying the steps forward to the end count is the trap."""
+    name, pron = rng.choice(NAMES)
+    sc = rng.choice(SCENARIOS)
+    start = rng.randint(5, min(60, max_value))
+    story = _Story(rng, name, pron, sc, start, max_value)
+    _forward_steps(story, n_steps, two_step=())
+    end, forward = story.value, [tuple(c) for c in story.calcs]
+    s = _Story(rng, name, pron, sc, end, max_value)
+    s.question = [rng.choice([f"{name} has some {sc.unit}.", f"{name} starts with some {sc.unit}."]),
+                  *story.question, f"Now {pron} has {end} {sc.unit}.",
+                  rng.choice([f"How many {sc.unit} did {name} have at the start?",
+                              f"How many {sc.unit} did {name} start with?"])]
+    for _, op, b, _ in reversed(forward):
+        r, c = s.calc(s.value, UNDO[op], b)
+        s.lines.append(UNDO_LINE[op].format(b=b, who=rng.choice([name, pron]), c=c, unit=sc.unit))
+        s.value = r
+    assert s.value == start, (s.value, start)
+    wrong = Fraction(end)
+    for _, op, b, _ in forward:  # the steps applied to the end count, as if it were the start
+        wrong = {"+": wrong + b, "-": wrong - b, "*": wrong * b, "/": wrong / b}[op]
+    s.traps.append({"type": "backward", "wrong": [int(wrong)] if wrong.denominator == 1 and wrong >= 0 else []})
+    if _chance(rng, traps.distractor):
+        _add_distractor(s)
+    answer = str(s.value)
+    solution = "\n".join(s.lines) + f"\n#### {answer}"
+    return Generated(" ".join(s.question), solution, answer, _meta(s, "backward"))
+
+
+TRAP_KINDS = ("distractor", "conversion", "comparison", "difference", "backward")
+STRUCTURAL_KINDS = (*TRAP_KINDS, "other_structural")
+ERROR_KINDS = ("arithmetic", *STRUCTURAL_KINDS, "no_answer")
+
+
+def _number(text: str | None) -> Fraction | None:
+    try:
+        return Fraction(str(text).replace(",", "").strip()) if text is not None else None
+    except (ValueError, ZeroDivisionError):
+        return None
+
+
+def known_error(meta: dict, gold: str, answer: str | None,
+                calcs: Sequence[tuple[Fraction, str, Fraction, Fraction]]) -> str:
+    """What the generator knows about one solution of a synthetic problem, in this order:
+
+    ``correct``; ``no_answer``; a trap's type (``TRAP_KINDS``) when the answer is the one falling for that
+    trap gives, or a stated calculation uses the distractor's number; ``arithmetic`` when a stated
+    calculation ``a op b = r`` (``calcs``, e.g. from ``tasks.evaluation.grading.stated_calculations``) is false;
+    else ``other_structural``: a wrong answer with every stated calculation true (a step left out, a
+    number misread, the wrong operation).
+
+    >>> meta = {"traps": [{"type": "distractor", "value": 7, "wrong": ["27"]}]}
+    >>> one = Fraction(1)
+    >>> [known_error(meta, "20", a, c) for a, c in [("20", []), ("27", []), ("21", [(one, "+", one, Fraction(3))]),
+    ...                                              ("25", [(one, "+", one, Fraction(2))])]]
+    ['correct', 'distractor', 'arithmetic', 'other_structural']
+    """
+    value, truth = _number(answer), _number(gold)
+    if value is None:
+        return "no_answer"
+    if value == truth:
+        return "correct"
+    for trap in meta.get("traps") or ():
+        if any(_number(w) == value for w in trap.get("wrong", ())):
+            return trap["type"]
+        if (trap["type"] == "distractor" and trap["value"] not in meta.get("values", ())
+                and any(trap["value"] in (a, b) for a, _, b, _ in calcs)):
+            return "distractor"
+    ops = {"+": lambda a, b: a + b, "-": lambda a, b: a - b, "*": lambda a, b: a * b,
+           "/": lambda a, b: a / b if b else None}
+    if any(ops[op](a, b) != r for a, op, b, r in calcs if op in ops):
+        return "arithmetic"
+    return "other_structural"
 
 
 def split_of(question: str, cfg: SyntheticConfig) -> str | None:
@@ -324,7 +515,7 @@ def generate_splits(cfg: SyntheticConfig, splits: Sequence[str] = SPLITS) -> dic
         tries += 1
         if tries > max_tries:
             raise RuntimeError(f"could not fill synthetic splits {sorted(needed)} after {max_tries} draws")
-        g = generate_problem(rng, rng.choices(steps, weights=weights)[0], cfg.max_value)
+        g = generate_problem(rng, rng.choices(steps, weights=weights)[0], cfg.max_value, cfg.traps)
         split = split_of(g.question, cfg)
         if split is None or g.question in seen or len(out[split]) >= want[split]:
             continue

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import random
 import re
 from collections import Counter
@@ -9,12 +10,14 @@ from fractions import Fraction
 
 import pytest
 
-from conf.schema import SyntheticConfig
+from conf.schema import SyntheticConfig, TrapConfig
 from tasks.corpus.synthetic import (
     SPLITS,
+    TRAP_KINDS,
     generate_problem,
     generate_split,
     generate_splits,
+    known_error,
     pretrain_documents,
     split_of,
 )
@@ -109,3 +112,78 @@ def test_pretrain_documents_are_chatml(splits):
         assert doc.startswith("<|im_start|>user\n" + p.question)
         assert "Please reason step by step.<|im_end|>\n<|im_start|>assistant\n" in doc
         assert doc.endswith(p.solution + "<|im_end|>\n")
+
+
+# --- structural traps --------------------------------------------------------------------------------
+
+TRAPS = TrapConfig(distractor=0.4, conversion=0.3, comparison=0.3, difference=0.3, backward=0.3)
+TRAPPED = SMALL.model_copy(update={"max_value": 100, "traps": TRAPS})
+
+
+@pytest.fixture(scope="module")
+def trapped():
+    return [p for ps in generate_splits(TRAPPED).values() for p in ps]
+
+
+def test_default_traps_leave_the_problems_unchanged(splits):
+    """The generator before traps existed drew exactly these problems (pinned), and a trap share of 0
+    draws nothing from the stream."""
+    digest = hashlib.sha256("\n".join(p.question + p.solution for p in splits["test"]).encode()).hexdigest()
+    assert digest[:16] == "5b7cb62b490dce68"  # computed with the generator of commit 73d2a88
+    off = SMALL.model_copy(update={"traps": TrapConfig(distractor=0, conversion=0, difference=0, backward=0)})
+    assert generate_splits(off)["test"] == splits["test"]
+
+
+def test_trapped_problems_keep_exact_arithmetic_and_bounds(trapped):
+    kinds = Counter(t["type"] for p in trapped for t in p.meta["traps"])
+    assert set(kinds) == set(TRAP_KINDS) and min(kinds.values()) >= 20, kinds
+    for p in trapped:
+        calcs = ANNOT.findall(p.solution)
+        assert [[int(a), op, int(b), int(r)] for a, op, b, r, _ in calcs] == p.meta["calcs"]
+        assert all(r == shown and check_calc(a, op, b, r) for a, op, b, r, shown in calcs), p.solution
+        assert p.answer == str(p.meta["values"][-1]) and p.solution.endswith(f"#### {p.answer}")
+        assert TRAPPED.min_steps <= p.meta["n_steps"] <= TRAPPED.max_steps
+        assert all(0 <= v <= 100 for v in p.meta["values"]), p.meta
+        for t in p.meta["traps"]:
+            assert p.answer not in t["wrong"]
+
+
+def test_a_distractor_is_irrelevant_and_unique(trapped):
+    with_d = [p for p in trapped if any(t["type"] == "distractor" for t in p.meta["traps"])]
+    assert with_d
+    for p in with_d:
+        d = next(t["value"] for t in p.meta["traps"] if t["type"] == "distractor")
+        assert re.findall(r"\d+", p.question).count(str(d)) == 1  # stated once, used nowhere else
+        assert all(d not in (a, b) for a, _, b, _ in p.meta["calcs"])
+        assert str(int(p.answer) + d) in next(t["wrong"] for t in p.meta["traps"] if t["type"] == "distractor")
+
+
+def test_backward_problems_undo_the_story():
+    rng = random.Random(3)
+    for _ in range(40):
+        g = generate_problem(rng, 3, 100, TrapConfig(backward=1.0))
+        assert g.meta["structure"] == "backward" and "at the start" in g.question or "start with?" in g.question
+        end = int(re.search(r"Now \w+ has (\d+)", g.question).group(1))
+        assert g.meta["calcs"][0][0] == end  # the solution starts from the end count
+        trap = g.meta["traps"][0]
+        assert trap["type"] == "backward"
+
+
+def test_known_error_types_each_trap_and_slip(trapped):
+    """A solution that falls for a trap is typed by that trap, a false calculation as arithmetic, the
+    reference as correct; typing uses the generator's knowledge, not the verifier."""
+    seen = Counter()
+    for p in trapped:
+        stated = [(Fraction(a), op, Fraction(b), Fraction(r)) for a, op, b, r in p.meta["calcs"]]
+        assert known_error(p.meta, p.answer, p.answer, stated) == "correct"
+        for t in p.meta["traps"]:
+            for w in t["wrong"]:
+                assert known_error(p.meta, p.answer, w, stated) == t["type"]
+                seen[t["type"]] += 1
+        slip = [(*c[:3], c[3] + 1) for c in stated[:1]] + stated[1:]
+        wrong_value = str(int(p.answer) + 1)
+        if not any(wrong_value in t["wrong"] for t in p.meta["traps"]):
+            assert known_error(p.meta, p.answer, wrong_value, slip) == "arithmetic"
+            assert known_error(p.meta, p.answer, wrong_value, stated) == "other_structural"
+    assert known_error({}, "5", None, []) == "no_answer"
+    assert set(seen) == set(TRAP_KINDS)
