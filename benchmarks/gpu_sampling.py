@@ -33,7 +33,7 @@ def main(argv: list[str]) -> int:
     import torch
 
     from conf.schema import VLLMConfig
-    from tasks.generation import vllm_python
+    from tasks.generation.engine import vllm_python
 
     argv = list(argv)
     hf_only = "--hf-only" in argv

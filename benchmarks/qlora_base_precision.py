@@ -3,7 +3,7 @@ full-precision base (``sample.base_precision: train`` vs ``full``), on the tiny 
 
 A LoRA adapter is trained for a few steps on the NF4 (bitsandbytes 4-bit) base, as QLoRA SFT does; K
 samples per prompt are drawn with the adapter on the full-precision base, then every sample is scored
-(teacher forcing, :func:`tasks.generation.score_completions`) under both bases::
+(teacher forcing, :func:`tasks.generation.engine.score_completions`) under both bases::
 
     .venv/bin/python benchmarks/qlora_base_precision.py --prompts 8 --k 4 --max-tokens 48
 
@@ -52,7 +52,7 @@ def train_nf4_adapter(base: Path, tok, out: Path, steps: int) -> Path:
 
 def score_under_both_bases(ref, prompts: list[str], gens) -> dict[str, list]:
     """Every sample scored (teacher forcing) with the adapter on the full-precision and on the NF4 base."""
-    from tasks.generation import keep_hf_loaded, score_completions
+    from tasks.generation.engine import keep_hf_loaded, score_completions
 
     flat_p = [p for p, g in zip(prompts, gens, strict=True) for _ in g]
     flat_c = [x.text for g in gens for x in g]
@@ -89,7 +89,7 @@ def main(argv=None) -> int:
     ap.add_argument("--hidden", type=int, default=128)
     args = ap.parse_args(argv)
 
-    from tasks.generation import generate
+    from tasks.generation.engine import generate
     from tests.conftest import build_test_model
     from training.modelref import ModelRef
     from training.models import load_tokenizer

@@ -65,7 +65,7 @@ class DatasetSpec(Section):
 
 
 class TrapConfig(Section):
-    """Shares of synthetic problems that carry a known *structural* trap (``tasks/synthetic.py``): a way
+    """Shares of synthetic problems that carry a known *structural* trap (``tasks/corpus/synthetic.py``): a way
     to go wrong with every calculation right. Each problem records its traps in ``meta.traps`` with the
     answer that falling for the trap gives, so an error can be typed by what the generator knows.
     The defaults (comparison 0.2, the rest 0) give the problems of the generator before traps existed."""
@@ -80,7 +80,7 @@ class TrapConfig(Section):
 
 
 class SyntheticConfig(Section):
-    """Seeded GSM8K-style word problems (see ``tasks/synthetic.py``)."""
+    """Seeded GSM8K-style word problems (see ``tasks/corpus/synthetic.py``)."""
 
     seed: int = 1234
     n_pretrain: int = Field(20000, ge=0, description="Problems rendered as plain text for base pretraining.")
@@ -531,7 +531,7 @@ class Config(Section):
     def _eval_names(self) -> Config:
         known = {d.name for d in self.data.eval}
         v = self.data.validation
-        held = f"_{v.name}" if v.n else None  # validation sets are named <source>_<name> (tasks.data.hold_out)
+        held = f"_{v.name}" if v.n else None  # validation sets are named <source>_<name> (tasks.corpus.loaders.hold_out)
         unknown = [n for n in self.evaluate.datasets if n not in known and not (held and n.endswith(held))]
         if unknown:
             extra = f" or <source>_{v.name} (the validation split)" if held else ""

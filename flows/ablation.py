@@ -1,9 +1,9 @@
 """The ``ablation`` flow: DPO arms × seeds on one shared SFT/sample/verify chain, and their report.
 
-Wiring only: the plan is ``tasks.ablation.ablation_nodes`` (one config per node: the arm's
+Wiring only: the plan is ``tasks.orchestration.ablation.ablation_nodes`` (one config per node: the arm's
 ``pairs.strategy``/``pairs.lam`` and the seed's ``dpo.seed``, so the shared stages have the same keys
-for every arm and come from the cache), each node is ``tasks.runner.run_node`` (cached Prefect task +
-nested MLflow run), and the report is ``tasks.ablation.run_ablation_stage`` (``<root>/ablation/<key>/``:
+for every arm and come from the cache), each node is ``tasks.orchestration.runner.run_node`` (cached Prefect task +
+nested MLflow run), and the report is ``tasks.orchestration.ablation.run_ablation_stage`` (``<root>/ablation/<key>/``:
 ``ablation.md``, ``ablation.json``, ``ablation.png``, logged to MLflow)::
 
     .venv/bin/python -m flows.ablation -c conf/ablation-tiny.yaml --publish docs/results/tiny.md
@@ -20,8 +20,10 @@ from typing import Any
 from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 
-from flows.pipeline import _close, load_profile, open_tracker
-from tasks import ablation, runner
+from flows.pipeline import load_profile, tracked
+from tasks.analysis.ablation_render import publish
+from tasks.orchestration import ablation, runner
+from tasks.orchestration import plan as dag
 
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 
@@ -36,22 +38,17 @@ def ablation_flow(profile: str = "conf/ablation-tiny.yaml", overrides: list[str]
                   command: str | None = None) -> dict[str, Any]:
     """Train and evaluate every arm × seed of ``ablation`` in ``profile``; returns paths, keys and metrics."""
     cfg = load_profile(profile, overrides)
-    tracker = open_tracker(cfg, "ablation", profile, overrides)
-    try:
+    with tracked(cfg, "ablation", profile, overrides) as tracker:
         results: dict[str, runner.NodeResult] = {}
         for node_cfg, node in ablation.ablation_nodes(cfg):
             inputs = {role: results[name].manifest for role, name in node.inputs}
             results[node.name] = runner.run_node(node_cfg, node, inputs, tracker)
-        report_node = runner.Node("ablation", "ablation")
+        report_node = dag.Node("ablation", "ablation")
         run_id = tracker.start_stage(report_node) if tracker is not None else None
         manifest = report_task(cfg, {n: r.manifest for n, r in results.items()}, command)
         if tracker is not None:
             tracker.finish_stage(report_node, run_id, manifest, manifest.cached)
             tracker.log_summary(manifest.metrics)
-    except BaseException as e:
-        _close(tracker, e)
-        raise
-    _close(tracker)
     summary = runner.summarize(cfg, results, tracker)
     summary.update(report=str(manifest.file("ablation.md")), report_dir=str(manifest.path),
                    metrics=dict(manifest.metrics))
@@ -69,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
     summary = ablation_flow(profile=args.config, overrides=args.override, command=command)
     print(open(summary["report"], encoding="utf-8").read())
     if args.publish:
-        print(f"published: {ablation.publish(summary['report_dir'], args.publish, command)}")
+        print(f"published: {publish(summary['report_dir'], args.publish, command)}")
     print(f"artifacts: {summary['report_dir']}")
     if summary.get("mlflow_run_id"):
         print(f"mlflow run: {summary['mlflow_run_id']} ({summary['tracking_uri']})")

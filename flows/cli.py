@@ -38,7 +38,7 @@ OverrideOpt = Annotated[list[str] | None, typer.Option("-o", "--override", help=
 def version_string() -> str:
     from importlib.metadata import PackageNotFoundError, version
 
-    from tasks.tracking import git_commit
+    from tasks.common.provenance import git_commit
 
     try:
         v = version("hnsdpo")
@@ -67,7 +67,7 @@ def _when(ms: int | None) -> str:
 
 
 def _dur(seconds: float | None) -> str:
-    from tasks.progress import format_duration
+    from tasks.common.progress import format_duration
 
     return format_duration(seconds) if seconds is not None else "-"
 
@@ -98,7 +98,7 @@ def run(config: ConfigOpt = Path("conf/tiny.yaml"), override: OverrideOpt = None
         typer.echo(f"--until: unknown stage {until!r}; expected one of {', '.join(STAGES)}", err=True)
         raise typer.Exit(2)
     from flows.pipeline import hnsdpo
-    from tasks.tracking import TrackingUnavailable
+    from tasks.orchestration.tracking import TrackingUnavailable
 
     try:
         summary = hnsdpo(profile=str(config), overrides=overrides, until=until)
@@ -116,7 +116,7 @@ def run(config: ConfigOpt = Path("conf/tiny.yaml"), override: OverrideOpt = None
     if summary.get("mlflow_run_id"):
         typer.echo(f"mlflow run: {summary['mlflow_run_id']} ({summary['tracking_uri']})")
         if str(summary["tracking_uri"]).startswith("sqlite:///"):
-            from tasks.tracking import ui_url
+            from tasks.orchestration.tracking import ui_url
 
             typer.echo(f"browse: mlflow ui --backend-store-uri {summary['tracking_uri']}  then open "
                        f"{ui_url(summary['tracking_uri'], cfg.tracking.experiment)}")
@@ -129,22 +129,23 @@ def plan(config: ConfigOpt = Path("conf/tiny.yaml"), override: OverrideOpt = Non
          until: Annotated[str | None, typer.Option(help="Stop after this stage.")] = None,
          history: Annotated[bool, typer.Option(help="Look up each key's last MLflow run.")] = True) -> None:
     """Show the DAG: each node's key and whether it is cached, resumes, or will run. Runs nothing."""
-    from tasks import runner
+    from tasks.orchestration import housekeeping
+    from tasks.orchestration import plan as dag
 
     cfg = _load(config, override or [])
     if until is not None and until not in STAGES:
         typer.echo(f"--until: unknown stage {until!r}; expected one of {', '.join(STAGES)}", err=True)
         raise typer.Exit(2)
-    rows = runner.plan_status(cfg, runner.pipeline(cfg, until))
+    rows = housekeeping.plan_status(cfg, dag.pipeline(cfg, until))
     last: dict[Any, Any] = {}
     if history and cfg.tracking.enabled:
         try:
-            from tasks.tracking import last_stage_runs, tracking_uri
+            from tasks.orchestration.tracking import last_stage_runs, tracking_uri
 
             last = last_stage_runs(tracking_uri(cfg), cfg.tracking.experiment)
         except Exception as e:  # noqa: BLE001 - the plan stands without history
             typer.echo(f"(no run history: {type(e).__name__}: {e})", err=True)
-    typer.echo(f"plan for {config} (profile {cfg.name}), artifacts {runner.artifacts_root(cfg)}")
+    typer.echo(f"plan for {config} (profile {cfg.name}), artifacts {dag.artifacts_root(cfg)}")
     width = max(len(r["name"]) for r in rows)
     for r in rows:
         prev = last.get((r["stage"], r["key"]))
@@ -161,7 +162,7 @@ def plan(config: ConfigOpt = Path("conf/tiny.yaml"), override: OverrideOpt = Non
 def runs(config: ConfigOpt = Path("conf/tiny.yaml"), override: OverrideOpt = None,
          limit: Annotated[int, typer.Option("-n", "--limit", min=1, help="How many flow runs.")] = 10) -> None:
     """Recent flow runs of the profile's MLflow experiment, with their stages, states and times."""
-    from tasks.tracking import recent_runs, tracking_uri
+    from tasks.orchestration.tracking import recent_runs, tracking_uri
 
     cfg = _load(config, override or [])
     uri = tracking_uri(cfg)
@@ -209,19 +210,20 @@ def gc(config: Annotated[list[Path] | None, typer.Option(
     """List (and with --yes remove) artifact keys no current profile references, and leftover .tmp folders."""
     import shutil
 
-    from tasks import runner
+    from tasks.orchestration import housekeeping
+    from tasks.orchestration import plan as dag
 
     profiles = list(config or sorted(Path("conf").glob("*.yaml")))
     refs: dict[Path, set] = {}
     for p in profiles:
         try:
             cfg = load_config(p, [])
-            refs.setdefault(runner.artifacts_root(cfg), set()).update(runner.referenced_keys(cfg))
+            refs.setdefault(dag.artifacts_root(cfg), set()).update(housekeeping.referenced_keys(cfg))
         except Exception as e:  # noqa: BLE001 - a profile we cannot read: we cannot tell what it uses
             typer.echo(f"error: cannot read {p}: {type(e).__name__}: {e}\n"
                        "gc removes nothing unless every profile loads; pass -c for the profiles to keep", err=True)
             raise typer.Exit(2) from None
-    found = runner.garbage(refs)
+    found = housekeeping.garbage(refs)
     if not found:
         typer.echo(f"nothing to remove under {', '.join(map(str, refs))} ({len(profiles)} profiles)")
         return

@@ -1,7 +1,7 @@
 """Prefect flows: ``hnsdpo`` (the whole DAG) and ``reevaluate`` (the latest registered DPO adapter).
 
-They only wire tasks: the plan comes from ``tasks.runner.pipeline``, every stage is the cached
-``tasks.runner.stage_task``, tracking is ``tasks.tracking.Tracker``. Parameters are typed, so Prefect
+They only wire tasks: the plan comes from ``tasks.orchestration.dag.pipeline``, every stage is the cached
+``tasks.orchestration.runner.stage_task``, tracking is ``tasks.orchestration.tracking.Tracker``, opened and ended by :func:`tracked`. Parameters are typed, so Prefect
 validates them with pydantic and the UI shows a form::
 
     hnsdpo(profile="conf/tiny.yaml", overrides=["dpo.beta=0.2"], until="dpo")
@@ -9,6 +9,8 @@ validates them with pydantic and the UI shows a form::
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any, Literal
 
 from prefect import flow, task
@@ -16,7 +18,8 @@ from prefect.cache_policies import NO_CACHE
 from prefect.runtime import flow_run
 
 from conf import Config, load_config
-from tasks import runner, tracking
+from tasks.orchestration import plan as dag
+from tasks.orchestration import runner, tracking
 
 StageName = Literal["data", "base", "sft", "sample", "verify", "pairs", "dpo", "evaluate", "report"]
 
@@ -34,12 +37,21 @@ def open_tracker(cfg: Config, flow_name: str, profile: str, overrides: list[str]
                             {"prefect_flow_run_id": str(flow_run.get_id() or "")})
 
 
-def _close(tracker: Any, error: BaseException | None = None) -> None:
-    """End the flow's MLflow parent run (and any open stage run): FINISHED, FAILED, or KILLED when
-    ``error`` is an interrupt (SIGINT → KeyboardInterrupt, SIGTERM → Prefect's TerminationSignal).
+@contextmanager
+def tracked(cfg: Config, flow_name: str, profile: str, overrides: list[str] | None) -> Iterator[Any]:
+    """The flow run's tracker (:func:`open_tracker`, None when tracking is off), ended when the block ends:
+    FINISHED, FAILED, or KILLED when the block raised an interrupt (SIGINT → KeyboardInterrupt, SIGTERM →
+    Prefect's TerminationSignal); the exception propagates. The parent run and any open stage run end.
     Prefect itself marks the flow run Crashed (interrupt) or Cancelled (a cancellation)."""
+    tracker = open_tracker(cfg, flow_name, profile, overrides)
+    try:
+        yield tracker
+    except BaseException as e:
+        if tracker is not None:
+            tracker.end_with(e)
+        raise
     if tracker is not None:
-        tracker.end_with(error)
+        tracker.end_with(None)
 
 
 @flow(name="hnsdpo")
@@ -47,13 +59,8 @@ def hnsdpo(profile: str = "conf/tiny.yaml", overrides: list[str] | None = None,
            until: StageName | None = None) -> dict[str, Any]:
     """Run the DAG (data → … → evaluate → report) for ``profile`` with ``overrides``, up to ``until``."""
     cfg = load_profile(profile, overrides)
-    tracker = open_tracker(cfg, "hnsdpo", profile, overrides)
-    try:
-        results = runner.run_nodes(cfg, runner.pipeline(cfg, until), tracker)
-    except BaseException as e:
-        _close(tracker, e)
-        raise
-    _close(tracker)
+    with tracked(cfg, "hnsdpo", profile, overrides) as tracker:
+        results = runner.run_nodes(cfg, dag.pipeline(cfg, until), tracker)
     return runner.summarize(cfg, results, tracker)
 
 
@@ -62,15 +69,10 @@ def reevaluate(profile: str = "conf/tiny.yaml", overrides: list[str] | None = No
                model_name: str | None = None, version: str | None = None) -> dict[str, Any]:
     """Evaluate the latest (or ``version``) registered DPO adapter on the profile's ``data.eval`` sets."""
     cfg = load_profile(profile, overrides)
-    tracker = open_tracker(cfg, "reevaluate", profile, overrides)
-    try:
+    with tracked(cfg, "reevaluate", profile, overrides) as tracker:
         model = task(tracking.latest_model_version, name="registry-latest", cache_policy=NO_CACHE)(cfg, model_name, version)
         manifest = task(tracking.restore_stage, name="registry-restore", cache_policy=NO_CACHE)(cfg, model)
-        nodes = runner.reevaluation_nodes(cfg, model.version)
-        done = {"registered": runner.NodeResult(runner.Node("registered", manifest.stage), manifest, True)}
+        nodes = dag.reevaluation_nodes(cfg, model.version)
+        done = {"registered": runner.NodeResult(dag.Node("registered", manifest.stage), manifest, True)}
         results = runner.run_nodes(cfg, nodes, tracker, done)
-    except BaseException as e:
-        _close(tracker, e)
-        raise
-    _close(tracker)
     return runner.summarize(cfg, results, tracker)

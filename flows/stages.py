@@ -1,6 +1,6 @@
 """One Prefect flow per stage: run that stage alone on complete upstream artifacts.
 
-The upstream keys come from the config (``tasks.runner.plan_keys``), so ``stage-dpo`` with
+The upstream keys come from the config (``tasks.orchestration.dag.plan_keys``), so ``stage-dpo`` with
 ``overrides=["dpo.beta=0.2"]`` trains a new DPO adapter on the existing SFT model and pairs, and fails
 with a clear message (naming the missing stage and key) when an upstream artifact is not built yet::
 
@@ -15,8 +15,9 @@ from prefect import Flow, flow
 
 from conf import STAGES
 from conf.schema import Strategy
-from flows.pipeline import _close, load_profile, open_tracker
-from tasks import runner
+from flows.pipeline import load_profile, tracked
+from tasks.orchestration import plan as dag
+from tasks.orchestration import runner
 
 
 def _stage_flow(stage: str) -> Flow:
@@ -24,13 +25,8 @@ def _stage_flow(stage: str) -> Flow:
     def stage_flow(profile: str = "conf/tiny.yaml", overrides: list[str] | None = None,
                    strategy: Strategy | None = None) -> dict[str, Any]:
         cfg = load_profile(profile, overrides)
-        tracker = open_tracker(cfg, f"stage-{stage}", profile, overrides)
-        try:
-            results = runner.run_nodes(cfg, runner.stage_nodes(cfg, stage, strategy), tracker)
-        except BaseException as e:
-            _close(tracker, e)
-            raise
-        _close(tracker)
+        with tracked(cfg, f"stage-{stage}", profile, overrides) as tracker:
+            results = runner.run_nodes(cfg, dag.stage_nodes(cfg, stage, strategy), tracker)
         return runner.summarize(cfg, results, tracker)
 
     stage_flow.__doc__ = f"Run the {stage} stage alone (its upstream artifacts must be complete)."

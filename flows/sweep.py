@@ -4,7 +4,7 @@ For every grid point the pipeline runs up to evaluation with the point's overrid
 sampling, verification (and pairs, unless the grid varies ``pairs.*``) have the same keys at every point
 and come from the cache, so a point costs one DPO run and one evaluation per arm. Evaluation is limited to
 the validation set (``evaluate.datasets``), so a sweep never produces a test-set number to choose by.
-The table (``tasks.sweep``) goes to ``<artifacts>/sweep/<id>/sweep.{md,json}``, to MLflow and, with
+The table (``tasks.analysis.sweep``) goes to ``<artifacts>/sweep/<id>/sweep.{md,json}``, to MLflow and, with
 ``--publish``, to a results page::
 
     .venv/bin/python -m flows.sweep -c conf/tiny.yaml --grid dpo.learning_rate=5e-5,2e-4 \\
@@ -24,10 +24,12 @@ from typing import Any
 
 from prefect import flow
 
-from flows.pipeline import _close, load_profile, open_tracker
-from tasks import runner, sweep
-from tasks.data import validation_sets
-from tasks.tracking import git_commit
+from flows.pipeline import load_profile, tracked
+from tasks.analysis import sweep
+from tasks.common.provenance import git_commit
+from tasks.corpus.loaders import validation_sets
+from tasks.orchestration import plan as dag
+from tasks.orchestration import runner
 
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 
@@ -42,9 +44,8 @@ def sweep_flow(profile: str = "conf/tiny.yaml", overrides: list[str] | None = No
     strategies = list(strategies or ["weighted", "random"])
     base = [*(overrides or []), f"orchestration.strategies=[{', '.join(strategies)}]", "evaluate.models=[sft, dpo]"]
     cfg0 = load_profile(profile, base)
-    tracker = open_tracker(cfg0, "sweep", profile, overrides)
-    try:
-        data = runner.run_nodes(cfg0, runner.pipeline(cfg0, "data"), tracker)["data"].manifest
+    with tracked(cfg0, "sweep", profile, overrides) as tracker:
+        data = runner.run_nodes(cfg0, dag.pipeline(cfg0, "data"), tracker)["data"].manifest
         found = validation_sets(data.path, cfg0.data.validation.name)
         if dataset is None:
             if len(found) != 1:
@@ -61,7 +62,7 @@ def sweep_flow(profile: str = "conf/tiny.yaml", overrides: list[str] | None = No
         keys: dict[str, str] = {}
         for point in sweep.points(grid):
             cfg = load_profile(profile, base + sweep.overrides_of(point))
-            results = runner.run_nodes(cfg, runner.pipeline(cfg, "evaluate"), tracker)
+            results = runner.run_nodes(cfg, dag.pipeline(cfg, "evaluate"), tracker)
             sft_metrics = results["evaluate/sft"].manifest.metrics
             for s in strategies:
                 dpo = results[f"dpo/{s}"].manifest
@@ -73,16 +74,12 @@ def sweep_flow(profile: str = "conf/tiny.yaml", overrides: list[str] | None = No
                   "rows": rows, "best": sweep.best(rows), "commit": git_commit(), "command": command,
                   "dpo_keys": keys}
         ident = hashlib.sha256(json.dumps([grid, strategies, dataset, sorted(keys.values())]).encode()).hexdigest()[:16]
-        out = runner.artifacts_root(cfg0) / "sweep" / ident
+        out = dag.artifacts_root(cfg0) / "sweep" / ident
         out.mkdir(parents=True, exist_ok=True)
         (out / "sweep.json").write_text(json.dumps(report, indent=2))
         (out / "sweep.md").write_text(sweep.render_markdown(report), encoding="utf-8")
         if tracker is not None:
             tracker.log_summary({f"best/{arm}/accuracy": r["accuracy"] for arm, r in report["best"].items()})
-    except BaseException as e:
-        _close(tracker, e)
-        raise
-    _close(tracker)
     return {"report": str(out / "sweep.md"), "report_dir": str(out), "rows": rows, "best": report["best"],
             "mlflow_run_id": getattr(tracker, "parent_id", None)}
 

@@ -1,7 +1,7 @@
 """How well each `pairs.soundness` rule finds the truly sound samples, on a synthetic pool.
 
 The synthetic generator knows every true step, so for every answer-correct sample the exact check
-(`tasks.grading.exact_sound`: each stated calculation holds and lands on a true intermediate value) says
+(`tasks.evaluation.grading.exact_sound`: each stated calculation holds and lands on a true intermediate value) says
 whether it is sound. This script reads a run's sample, verify and data stage folders and prints, for
 `first_error` and for `wrongness` at several thresholds, how many answer-correct samples each rule calls
 sound, and its precision and recall against the exact check. Precision matters most: a chosen response
@@ -19,9 +19,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from conf.schema import DimensionWeights  # noqa: E402
-from tasks.grading import exact_sound  # noqa: E402
-from tasks.pairs import process_wrongness, read_verdicts  # noqa: E402
-from tasks.verify import read_problems, read_samples  # noqa: E402
+from tasks.evaluation.grading import exact_sound  # noqa: E402
+from tasks.pairing.pairs import process_wrongness, read_verdicts  # noqa: E402
+from tasks.verification.verdicts import read_problems, read_samples  # noqa: E402
 
 
 def main() -> None:

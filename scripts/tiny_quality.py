@@ -26,9 +26,15 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from conf import load_config  # noqa: E402
-from tasks.data import format_solution  # noqa: E402
-from tasks.grading import stated_calculations  # noqa: E402
-from tasks.synthetic import ERROR_KINDS, STRUCTURAL_KINDS, generate_splits, known_error, pretrain_documents  # noqa: E402
+from tasks.corpus.loaders import format_solution  # noqa: E402
+from tasks.corpus.synthetic import (  # noqa: E402
+    ERROR_KINDS,
+    STRUCTURAL_KINDS,
+    generate_splits,
+    known_error,
+    pretrain_documents,
+)
+from tasks.evaluation.grading import stated_calculations  # noqa: E402
 from training.prompts import chat_prompt  # noqa: E402
 from training.tiny import build_tiny_model  # noqa: E402
 
@@ -124,7 +130,7 @@ def tally(test, gold, greedy, sampled) -> dict[str, dict[str, float]]:
 
 
 def print_error_types(test, greedy) -> None:
-    """The greedy errors typed by the generator's known traps (tasks.synthetic.known_error)."""
+    """The greedy errors typed by the generator's known traps (tasks.corpus.synthetic.known_error)."""
     kinds = [known_error(p.meta, p.answer, None if (v := final_number(gr[0])) is None else str(v),
                          stated_calculations(gr[0])) for p, gr in zip(test, greedy, strict=True)]
     errors = [k for k in kinds if k != "correct"]

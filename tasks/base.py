@@ -14,24 +14,29 @@ from __future__ import annotations
 
 import json
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from conf.schema import Config
-from tasks.data import PRETRAIN_FILE
+from tasks.corpus.loaders import PRETRAIN_FILE
 from training.modelref import write_model_ref
 
 VERSION = "2"
 
 
+def run(cfg: Config, inputs: Mapping[str, Path], out: Path, callbacks: Sequence[Any] = ()) -> dict[str, Any]:
+    """The stage interface (``tasks.orchestration.stages``): input ``data`` (its ``pretrain.txt``)."""
+    return run_base(cfg, inputs.get("data"), out)
+
+
 @contextmanager
 def pretrain_progress(max_steps: int, window: int = 50, **kwargs: Any) -> Iterator[tuple[Callable[[int, float], None], Any]]:
     """A ``progress(step, loss)`` callback for :func:`training.tiny.pretrain` driving a
-    :class:`tasks.progress.Progress` ("base pretraining: step 300/1500 (20%), 4.10 step/s, ETA …, loss …",
+    :class:`tasks.common.progress.Progress` ("base pretraining: step 300/1500 (20%), 4.10 step/s, ETA …, loss …",
     the loss averaged over the last ``window`` steps); yields (callback, Progress)."""
-    from tasks.progress import Progress
+    from tasks.common.progress import Progress
 
     recent: deque[float] = deque(maxlen=window)
     with Progress("base pretraining", total=max_steps, unit="step", **kwargs) as bar:

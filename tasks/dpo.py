@@ -16,25 +16,33 @@ one trainer serves all three.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from conf import Config
-from tasks.records import Pair, read_records
-from training.dpo import dpo_example, train_dpo
+from tasks.common.records import Pair, read_records
 from training.modelref import read_model_ref, write_model_ref
-from training.models import materialize_ref
 
 VERSION = "1"
 
 
+def run(cfg: Config, inputs: Mapping[str, Path], out: Path, callbacks: Sequence[Any] = ()) -> dict[str, Any]:
+    """The stage interface (``tasks.orchestration.stages``): inputs ``sft``, ``pairs``."""
+    return run_dpo(cfg, inputs["sft"], inputs["pairs"], out, callbacks)
+
+
 def dpo_examples(pairs: Sequence[Pair]) -> list[dict]:
+    from training.dpo import dpo_example  # torch and transformers: imported when the stage runs
+
     return [dpo_example(p.prompt, p.chosen, p.rejected, p.weight) for p in pairs]
 
 
 def run_dpo(cfg: Config, sft_dir: Path, pairs_dir: Path, out: Path, callbacks: Sequence[Any] = ()) -> dict:
     """Train the DPO LoRA into ``out``; returns metrics (losses, rewards, weight stats, steps, seconds)."""
+    from training.dpo import train_dpo  # torch: imported when the stage runs
+    from training.models import materialize_ref
+
     out = Path(out)
     pairs_file = Path(pairs_dir) / "pairs.jsonl"
     if not pairs_file.is_file():

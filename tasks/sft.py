@@ -14,21 +14,26 @@ same ``out`` (``build_stage(..., resume_dir=True)`` keeps that folder) and it is
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from conf import Config
-from tasks.records import Problem, read_records
+from tasks.common.records import Problem, read_records
 from training.modelref import read_model_ref, write_model_ref
-from training.models import materialize_ref, merge_adapter
-from training.sft import sft_example, train_sft
 
 VERSION = "1"
 
 
+def run(cfg: Config, inputs: Mapping[str, Path], out: Path, callbacks: Sequence[Any] = ()) -> dict[str, Any]:
+    """The stage interface (``tasks.orchestration.stages``): inputs ``base``, ``data``."""
+    return run_sft(cfg, inputs["base"], inputs["data"], out, callbacks)
+
+
 def sft_examples(problems: Sequence[Problem], instruction: str) -> tuple[list[dict], int]:
     """Conversational prompt/completion rows for the problems that have a solution; also the skipped count."""
+    from training.sft import sft_example  # torch and transformers: imported when the stage runs
+
     rows = [
         sft_example(p.question, p.solution, instruction)
         for p in problems
@@ -39,6 +44,9 @@ def sft_examples(problems: Sequence[Problem], instruction: str) -> tuple[list[di
 
 def run_sft(cfg: Config, base_dir: Path, data_dir: Path, out: Path, callbacks: Sequence[Any] = ()) -> dict:
     """Train the SFT LoRA into ``out``; returns metrics (losses, steps, seconds, tokens/s)."""
+    from training.models import materialize_ref, merge_adapter  # torch: imported when the stage runs
+    from training.sft import train_sft
+
     out = Path(out)
     ref = read_model_ref(base_dir)
     data_file = Path(data_dir) / "sft.jsonl"

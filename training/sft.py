@@ -69,7 +69,7 @@ class JsonlMetricsCallback(TrainerCallback):
 
 class ProgressCallback(TrainerCallback):
     """Step, rate, ETA and the last logged loss of a Trainer run (SFT and DPO) through
-    :class:`tasks.progress.Progress`: a tqdm bar in a terminal, a plain line every 30 s in a log or under
+    :class:`tasks.common.progress.Progress`: a tqdm bar in a terminal, a plain line every 30 s in a log or under
     Prefect (``sft: step 40/150 (27%), 0.52 step/s, ETA 3m32s, loss 1.21``). The trainers' own tqdm bar
     stays off (``disable_tqdm``), so there is one progress display."""
 
@@ -82,7 +82,7 @@ class ProgressCallback(TrainerCallback):
     def on_train_begin(self, args, state, control, **kwargs):
         if not getattr(state, "is_world_process_zero", True):
             return
-        from tasks.progress import Progress
+        from tasks.common.progress import Progress
 
         self.progress = Progress(self.label, total=state.max_steps or None, unit="step", **self.kwargs)
         if state.global_step:

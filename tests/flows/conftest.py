@@ -19,9 +19,9 @@ def fake_stages(monkeypatch):
     """Point the runner at the cheap fakes in ``orch_fakes``."""
     import orch_fakes
 
-    from tasks import runner
+    from tasks.orchestration import stages
 
-    monkeypatch.setattr(runner, "STAGE_FUNCTIONS", dict(orch_fakes.FAKES))
+    monkeypatch.setattr(stages, "STAGE_FUNCTIONS", dict(orch_fakes.FAKES))
     return orch_fakes
 
 

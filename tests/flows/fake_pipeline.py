@@ -10,9 +10,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import orch_fakes  # noqa: E402
 
-from tasks import runner  # noqa: E402
+from tasks.orchestration import stages  # noqa: E402
 
-runner.STAGE_FUNCTIONS.update(orch_fakes.FAKES)
+stages.STAGE_FUNCTIONS.update(orch_fakes.FAKES)
 
 from flows.pipeline import hnsdpo, reevaluate  # noqa: E402
 

@@ -1,4 +1,4 @@
-"""Cheap fake stage functions with the real signatures (docs/stages.md) for orchestration tests.
+"""Cheap fake stage functions with the stage signature (``tasks.orchestration.stages``) for orchestration tests.
 
 Each appends its node to ``<root>/calls.log`` (``root`` = the artifacts root, two levels above ``out``)
 so tests can see which stages actually executed, and fails when ``<root>/fail-<stage>`` exists.
@@ -12,8 +12,6 @@ from pathlib import Path
 from types import SimpleNamespace
 
 VERSION = "1"
-FAKES = {s: f"orch_fakes:run_{s}" for s in
-         ("data", "base", "sft", "sample", "verify", "pairs", "dpo", "evaluate", "report")}
 
 
 def _enter(out: Path, name: str) -> None:
@@ -26,7 +24,7 @@ def _enter(out: Path, name: str) -> None:
     if (root / f"fail-{stage}").exists():
         raise RuntimeError(f"injected failure in {name}")
     if (root / f"badrow-{stage}").exists():
-        from tasks.data import BadRowError
+        from tasks.corpus.loaders import BadRowError
 
         raise BadRowError(f"{root}/bad.jsonl: row 2 (line 3)", "question", "missing_field")
     if (root / f"ioerror-{stage}").exists():
@@ -51,7 +49,7 @@ def calls(root: Path) -> list[str]:
     return p.read_text().split() if p.exists() else []
 
 
-def run_data(cfg, out):
+def run_data(cfg, inputs, out, callbacks=()):
     _enter(out, "data")
     (out / "eval").mkdir()
     (out / "eval" / "synthetic_test.jsonl").write_text('{"id": "t-0"}\n{"id": "t-1"}\n')
@@ -61,7 +59,7 @@ def run_data(cfg, out):
     return {"n_eval": 2, "n_pool": 1}
 
 
-def run_base(cfg, data_dir, out):
+def run_base(cfg, inputs, out, callbacks=()):
     _enter(out, "base")
     (out / "model").mkdir()
     (out / "model" / "weights.bin").write_bytes(b"0" * 64)  # a "full model": never logged to MLflow
@@ -69,7 +67,8 @@ def run_base(cfg, data_dir, out):
     return {"params": 1000}
 
 
-def run_sft(cfg, base_dir, data_dir, out, callbacks=()):
+def run_sft(cfg, inputs, out, callbacks=()):
+    base_dir = inputs["base"]
     _enter(out, "sft")
     _train(callbacks)
     (out / "adapter").mkdir()
@@ -78,26 +77,28 @@ def run_sft(cfg, base_dir, data_dir, out, callbacks=()):
     return {"train_loss": 0.5}
 
 
-def run_sample(cfg, model_dir, data_dir, out):
+def run_sample(cfg, inputs, out, callbacks=()):
     _enter(out, "sample")
     (out / "samples").mkdir()
     (out / "samples" / "shard-00000.jsonl").write_text('{"problem_id": "p-0", "index": 0}\n')
     return {"n_samples": 1}
 
 
-def run_verify(cfg, sample_dir, data_dir, out):
+def run_verify(cfg, inputs, out, callbacks=()):
     _enter(out, "verify")
     (out / "verdicts.jsonl").write_text('{"problem_id": "p-0", "correct": false}\n')
     return {"correct_rate": 0.0, "status": {"ok": 1}}
 
 
-def run_pairs(cfg, strategy, sample_dir, verify_dir, data_dir, out):
+def run_pairs(cfg, inputs, out, callbacks=()):
+    strategy = cfg.pairs.strategy
     _enter(out, f"pairs/{strategy}")
     (out / "pairs.jsonl").write_text(json.dumps({"strategy": strategy}) + "\n")
     return {"n_pairs": 1, "weight_mean": 1.0}
 
 
-def run_dpo(cfg, sft_dir, pairs_dir, out, callbacks=()):
+def run_dpo(cfg, inputs, out, callbacks=()):
+    sft_dir, pairs_dir = inputs["sft"], inputs["pairs"]
     strategy = json.loads((pairs_dir / "pairs.jsonl").read_text())["strategy"]
     _enter(out, f"dpo/{strategy}")
     _train(callbacks)
@@ -108,9 +109,10 @@ def run_dpo(cfg, sft_dir, pairs_dir, out, callbacks=()):
     return {"train_loss": 0.25, "beta": cfg.dpo.beta, "logps_chosen_delta": -1.0}
 
 
-def run_evaluate(cfg, model_dir, data_dir, out):
+def run_evaluate(cfg, inputs, out, callbacks=()):
     """Accuracy 0.1 / 0.3 / 0.4 for base / SFT / DPO; a DPO model's grows with its learning rate (so a
     sweep has a best point). Flat metrics, as the real stage returns them."""
+    model_dir = inputs["model"]
     _enter(out, f"evaluate/{model_dir.parent.name}")
     acc = {"base": 0.1, "sft": 0.3, "dpo": 0.4}[model_dir.parent.name]
     if model_dir.parent.name == "dpo":
@@ -120,7 +122,7 @@ def run_evaluate(cfg, model_dir, data_dir, out):
     return {k: v for name in names for k, v in ((f"{name}/accuracy", acc), (f"{name}/n", 2))}
 
 
-def run_report(cfg, evals, out):
+def run_report(cfg, evals, out, callbacks=()):
     _enter(out, "report")
     rows = ["| model | accuracy |", "| --- | --- |"]
     for label, folder in evals.items():
@@ -128,3 +130,7 @@ def run_report(cfg, evals, out):
         rows.append(f"| {label} | {acc:.2f} |")
     (out / "report.md").write_text("\n".join(rows) + "\n")
     return {"n_models": len(evals)}
+
+
+FAKES = {s: globals()[f"run_{s}"] for s in
+         ("data", "base", "sft", "sample", "verify", "pairs", "dpo", "evaluate", "report")}

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from conf import load_config
-from tasks.ablation import ablation_nodes
-from tasks.runner import node_key, pipeline, plan_keys
+from tasks.orchestration.ablation import ablation_nodes
+from tasks.orchestration.runner import node_key, pipeline, plan_keys
 
 PROFILE = Path(__file__).resolve().parents[2] / "conf" / "ablation-tiny.yaml"
 
@@ -67,7 +67,7 @@ def test_ablation_flow_end_to_end(tmp_path):
     from mlflow import MlflowClient
 
     from flows.ablation import ablation_flow
-    from tasks.ablation import publish
+    from tasks.analysis.ablation_render import publish
 
     root = tmp_path / "artifacts"
     overrides = [f"orchestration.artifacts_root={root}", *REDUCED]

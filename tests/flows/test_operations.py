@@ -20,9 +20,10 @@ from typer.testing import CliRunner
 
 from conf import load_config
 from flows.cli import app
-from tasks import runner, tracking
-from tasks.artifacts import DeterministicError, is_deterministic, retry_unless_deterministic
-from tasks.progress import Progress, format_duration
+from tasks.common.artifacts import DeterministicError, is_deterministic, retry_unless_deterministic
+from tasks.common.progress import Progress, format_duration
+from tasks.orchestration import plan as dag
+from tasks.orchestration import runner, tracking
 
 ROOT = HERE.parents[1]
 
@@ -125,7 +126,7 @@ def test_trainer_progress_callback_follows_global_step():
 def test_stage_started_line_only_when_building(fake_stages, root, base_overrides, caplog):
     caplog.set_level(logging.INFO, logger="hnsdpo")
     cfg = load_config(PROFILE, base_overrides)
-    node = runner.pipeline(cfg)[0]
+    node = dag.pipeline(cfg)[0]
     m = runner.execute_stage(cfg, node, {})
     started = [r.getMessage() for r in caplog.records if ": started (" in r.getMessage()]
     assert started == [f"stage data: started ({m.key}) building in {root / 'data' / f'.tmp-{m.key}-{os.getpid()}'}"]
@@ -140,7 +141,7 @@ def test_deterministic_errors_are_not_retried_io_errors_are():
     from prefect.states import Failed
 
     from conf import ConfigError
-    from tasks.data import BadRowError
+    from tasks.corpus.loaders import BadRowError
 
     for exc in (BadRowError("f: row 1 (line 2)", "q", "missing_field"), ConfigError("x: unknown key"),
                 FileNotFoundError("nope"), DeterministicError("same again"), KeyError("k")):
@@ -154,7 +155,7 @@ def test_deterministic_errors_are_not_retried_io_errors_are():
 @pytest.mark.usefixtures("prefect_api")
 def test_bad_row_runs_once_io_error_is_retried(fake_stages, root, base_overrides):
     from flows.pipeline import hnsdpo
-    from tasks.data import BadRowError
+    from tasks.corpus.loaders import BadRowError
 
     overrides = [*base_overrides, "orchestration.retries=2", "tracking.enabled=false"]
     root.mkdir(parents=True)
@@ -265,10 +266,10 @@ def test_cli_version():
 
 def test_cli_plan_shows_cached_resumes_and_will_run(fake_stages, root, base_overrides):
     cfg = load_config(PROFILE, base_overrides)
-    nodes = runner.pipeline(cfg)
+    nodes = dag.pipeline(cfg)
     data = runner.execute_stage(cfg, nodes[0], {})
     runner.execute_stage(cfg, nodes[1], {"data": data})
-    keys = runner.plan_keys(cfg, nodes)
+    keys = dag.plan_keys(cfg, nodes)
     (root / "sft" / f".tmp-{keys['sft']}").mkdir(parents=True)  # a checkpointing stage was interrupted
     res = CliRunner().invoke(app, ["plan", "-c", str(PROFILE), *_args(base_overrides)])
     assert res.exit_code == 0, res.output
@@ -281,13 +282,13 @@ def test_cli_plan_shows_cached_resumes_and_will_run(fake_stages, root, base_over
 
 def test_cli_gc_lists_then_removes_unreferenced_and_leftovers(fake_stages, root, base_overrides, tmp_path):
     cfg = load_config(PROFILE, base_overrides)
-    data = runner.execute_stage(cfg, runner.pipeline(cfg)[0], {})
+    data = runner.execute_stage(cfg, dag.pipeline(cfg)[0], {})
     old = root / "dpo" / "0123456789abcdef"
     old.mkdir(parents=True)
     (old / "manifest.json").write_text("{}")
     leftover = root / "data" / f".tmp-{data.key}-{_dead_pid()}"
     leftover.mkdir()
-    keep = root / "sft" / f".tmp-{runner.plan_keys(cfg, runner.pipeline(cfg))['sft']}"
+    keep = root / "sft" / f".tmp-{dag.plan_keys(cfg, dag.pipeline(cfg))['sft']}"
     keep.mkdir(parents=True)
     live = root / "data" / f".tmp-{data.key}-{os.getpid()}"
     live.mkdir()
@@ -392,8 +393,8 @@ def test_sampling_and_engine_lines_go_through_the_run_logger():
     at call time, so inside a flow they reach the Prefect run logger (the console and ``--watch``)."""
     from prefect import flow
 
-    import tasks.generation
-    import tasks.sample
+    import tasks.generation.engine
+    import tasks.generation.sampling
 
     seen = []
 
@@ -403,8 +404,8 @@ def test_sampling_and_engine_lines_go_through_the_run_logger():
 
     @flow(name="log-check")
     def f():
-        tasks.sample.log.info("sample: shard 1/2 done")
-        tasks.generation.log_.info("vllm: one engine")
+        tasks.generation.sampling.log.info("sample: shard 1/2 done")
+        tasks.generation.engine.log_.info("vllm: one engine")
 
     handler = Catch()
     logging.getLogger("prefect.flow_runs").addHandler(handler)

@@ -13,7 +13,7 @@ from conf import load_config
 from flows.cli import app
 from flows.pipeline import hnsdpo, reevaluate
 from flows.stages import stage_flows
-from tasks import tracking
+from tasks.orchestration import tracking
 
 pytestmark = pytest.mark.usefixtures("prefect_api")
 ALL = ["data", "base", "sft", "sample", "verify", "pairs/weighted", "dpo/weighted", "pairs/random",

@@ -8,8 +8,9 @@ import pytest
 from conftest import PROFILE
 
 from conf import load_config
-from tasks import runner, tracking
-from tasks.artifacts import Manifest
+from tasks.common.artifacts import Manifest
+from tasks.orchestration import plan as dag
+from tasks.orchestration import runner, stages, tracking
 
 
 def cfg_with(*overrides):
@@ -18,76 +19,76 @@ def cfg_with(*overrides):
 
 def test_pipeline_shape_branches_and_baselines():
     cfg = cfg_with("orchestration.strategies=[weighted, random, uniform]")
-    names = [n.name for n in runner.pipeline(cfg)]
+    names = [n.name for n in dag.pipeline(cfg)]
     assert names[:5] == ["data", "base", "sft", "sample", "verify"]
     for s in ("weighted", "random", "uniform"):
         assert names.index(f"pairs/{s}") < names.index(f"dpo/{s}") < names.index(f"evaluate/dpo-{s}")
     assert {"evaluate/base", "evaluate/sft"} <= set(names)
     assert names[-1] == "report"
-    report = runner.pipeline(cfg)[-1]
+    report = dag.pipeline(cfg)[-1]
     assert dict(report.inputs) == {"base": "evaluate/base", "sft": "evaluate/sft",
                                    "dpo-weighted": "evaluate/dpo-weighted", "dpo-random": "evaluate/dpo-random",
                                    "dpo-uniform": "evaluate/dpo-uniform"}
     # every node's upstream is planned before it
     seen: set[str] = set()
-    for node in runner.pipeline(cfg):
+    for node in dag.pipeline(cfg):
         assert set(node.upstream) <= seen, node.name
         seen.add(node.name)
 
 
 def test_until_and_evaluate_models():
     cfg = cfg_with("evaluate.models=[dpo]")
-    assert [n.name for n in runner.pipeline(cfg, until="sft")] == ["data", "base", "sft"]
-    names = [n.name for n in runner.pipeline(cfg)]
+    assert [n.name for n in dag.pipeline(cfg, until="sft")] == ["data", "base", "sft"]
+    names = [n.name for n in dag.pipeline(cfg)]
     assert "evaluate/base" not in names and "evaluate/dpo-weighted" in names
     with pytest.raises(ValueError, match="unknown stage 'dpoo'"):
-        runner.pipeline(cfg, until="dpoo")
+        dag.pipeline(cfg, until="dpoo")
 
 
 def test_keys_change_only_downstream_of_the_changed_section(fake_stages):
-    nodes_a = runner.pipeline(cfg_with())
-    a = runner.plan_keys(cfg_with(), nodes_a)
-    b = runner.plan_keys(cfg_with("dpo.beta=0.3"), nodes_a)
+    nodes_a = dag.pipeline(cfg_with())
+    a = dag.plan_keys(cfg_with(), nodes_a)
+    b = dag.plan_keys(cfg_with("dpo.beta=0.3"), nodes_a)
     changed = {n for n in a if a[n] != b[n]}
     assert changed == {"dpo/weighted", "dpo/random", "evaluate/dpo-weighted", "evaluate/dpo-random", "report"}
-    c = runner.plan_keys(cfg_with("pairs.lam=0.5"), nodes_a)
+    c = dag.plan_keys(cfg_with("pairs.lam=0.5"), nodes_a)
     assert {n for n in a if a[n] != c[n]} == {"pairs/weighted", "pairs/random", "dpo/weighted", "dpo/random",
                                               "evaluate/dpo-weighted", "evaluate/dpo-random", "report"}
     # the strategy is part of the pairs key: branches never share an artifact
     assert a["pairs/weighted"] != a["pairs/random"]
     # which models are evaluated is flow-level, not part of an evaluation's key
-    d = runner.plan_keys(cfg_with("evaluate.models=[base, sft, dpo]"), nodes_a)
+    d = dag.plan_keys(cfg_with("evaluate.models=[base, sft, dpo]"), nodes_a)
     assert d["evaluate/base"] == a["evaluate/base"]
 
 
 def test_version_bump_changes_key_and_default_version(fake_stages, monkeypatch):
     cfg = cfg_with()
-    nodes = runner.pipeline(cfg)
-    a = runner.plan_keys(cfg, nodes)
+    nodes = dag.pipeline(cfg)
+    a = dag.plan_keys(cfg, nodes)
     monkeypatch.setattr(fake_stages, "VERSION", "2")
-    assert runner.plan_keys(cfg, nodes)["verify"] != a["verify"]
+    assert dag.plan_keys(cfg, nodes)["verify"] != a["verify"]
     monkeypatch.delattr(fake_stages, "VERSION")
-    assert runner.stage_version("verify") == "1"
+    assert stages.stage_version("verify") == "1"
 
 
 def test_base_key_ignores_data_unless_built_from_scratch(fake_stages, tmp_path):
     scratch = cfg_with()
-    nodes = runner.pipeline(scratch)
-    k1 = runner.plan_keys(scratch, nodes)["base"]
-    k2 = runner.plan_keys(cfg_with("data.seed=5"), nodes)["base"]
+    nodes = dag.pipeline(scratch)
+    k1 = dag.plan_keys(scratch, nodes)["base"]
+    k2 = dag.plan_keys(cfg_with("data.seed=5"), nodes)["base"]
     assert k1 != k2
     model = tmp_path / "m"
     model.mkdir()
     hub = [f"model.name_or_path={model}", "model.build_from_scratch=false"]
-    hub_nodes = runner.pipeline(cfg_with(*hub))
-    assert (runner.plan_keys(cfg_with(*hub), hub_nodes)["base"]
-            == runner.plan_keys(cfg_with(*hub, "data.seed=5"), hub_nodes)["base"])
+    hub_nodes = dag.pipeline(cfg_with(*hub))
+    assert (dag.plan_keys(cfg_with(*hub), hub_nodes)["base"]
+            == dag.plan_keys(cfg_with(*hub, "data.seed=5"), hub_nodes)["base"])
 
 
 def test_execute_stage_keys_match_plan_and_reuse(fake_stages, root, base_overrides):
     cfg = cfg_with(*base_overrides)
-    nodes = runner.pipeline(cfg)
-    keys = runner.plan_keys(cfg, nodes)
+    nodes = dag.pipeline(cfg)
+    keys = dag.plan_keys(cfg, nodes)
     done: dict[str, Manifest] = {}
     for node in nodes:
         done[node.name] = runner.execute_stage(cfg, node, {r: done[n] for r, n in node.inputs})
@@ -101,9 +102,9 @@ def test_execute_stage_keys_match_plan_and_reuse(fake_stages, root, base_overrid
 
 def test_failed_stage_leaves_no_complete_artifact(fake_stages, root, base_overrides):
     cfg = cfg_with(*base_overrides)
-    data = runner.execute_stage(cfg, runner.pipeline(cfg)[0], {})
+    data = runner.execute_stage(cfg, dag.pipeline(cfg)[0], {})
     (root / "fail-verify").touch()
-    nodes = {n.name: n for n in runner.pipeline(cfg)}
+    nodes = {n.name: n for n in dag.pipeline(cfg)}
     base = runner.execute_stage(cfg, nodes["base"], {"data": data})
     sft = runner.execute_stage(cfg, nodes["sft"], {"base": base, "data": data})
     sample = runner.execute_stage(cfg, nodes["sample"], {"model": sft, "data": data})
@@ -114,18 +115,18 @@ def test_failed_stage_leaves_no_complete_artifact(fake_stages, root, base_overri
 
 def test_complete_upstream_names_the_missing_stage(fake_stages, root, base_overrides):
     cfg = cfg_with(*base_overrides)
-    dpo = next(n for n in runner.pipeline(cfg) if n.name == "dpo/random")
+    dpo = next(n for n in dag.pipeline(cfg) if n.name == "dpo/random")
     with pytest.raises(RuntimeError, match=r"needs sft \(\w+\).*hnsdpo run --until sft"):
         runner.complete_upstream(cfg, dpo)
 
 
 def test_stage_nodes_for_one_strategy():
     cfg = cfg_with("orchestration.strategies=[weighted, random]")
-    assert [n.name for n in runner.stage_nodes(cfg, "evaluate", "random")] == [
+    assert [n.name for n in dag.stage_nodes(cfg, "evaluate", "random")] == [
         "evaluate/base", "evaluate/sft", "evaluate/dpo-random"]
-    assert [n.name for n in runner.stage_nodes(cfg, "pairs")] == ["pairs/weighted", "pairs/random"]
+    assert [n.name for n in dag.stage_nodes(cfg, "pairs")] == ["pairs/weighted", "pairs/random"]
     with pytest.raises(ValueError, match="nothing to run"):
-        runner.stage_nodes(cfg, "dpo", "uniform")
+        dag.stage_nodes(cfg, "dpo", "uniform")
 
 
 def test_tracking_helpers(tmp_path):

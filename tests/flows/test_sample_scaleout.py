@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from conf.schema import Config, ModelConfig, SampleConfig
-from tasks.records import Problem, iter_jsonl, write_jsonl
+from tasks.common.records import Problem, iter_jsonl, write_jsonl
 from training.modelref import write_model_ref
 
 pytest.importorskip("prefect_dask")

@@ -1,4 +1,4 @@
-"""The DPO sweep: grid parsing, rows and table (tasks.sweep), and the flow on the fake stages — every point
+"""The DPO sweep: grid parsing, rows and table (tasks.analysis.sweep), and the flow on the fake stages — every point
 reuses the cached upstream, evaluates the validation split only, and the best point is the best one."""
 
 from __future__ import annotations
@@ -7,8 +7,8 @@ import json
 
 import pytest
 
-from tasks import sweep
-from tasks.sweep import SweepError, parse_grid, points
+from tasks.analysis import sweep
+from tasks.analysis.sweep import SweepError, parse_grid, points
 
 PROFILE = "conf/tiny.yaml"
 

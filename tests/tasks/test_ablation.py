@@ -1,4 +1,5 @@
-"""The ablation report generator on fixed inputs: exact tables, classifications and the computed reading."""
+"""The ablation report generator on fixed inputs: exact numbers of its typed rows, classifications, the
+computed reading, and one check that each table renders its rows."""
 
 from __future__ import annotations
 
@@ -10,22 +11,24 @@ import pytest
 
 from conf import load_config
 from conf.schema import AblationConfig
-from tasks.ablation import (
+from tasks.ablation import run_ablation_report
+from tasks.analysis.ablation import (
+    AblationData,
     AblationError,
+    ReportSettings,
     answer_kind,
     build_ablation_report,
     classify_sft,
     correlation,
     error_kind,
     known_arithmetic_slip,
-    render_markdown,
-    run_ablation_report,
     t_interval,
     weight_summary,
 )
-from tasks.records import DIMENSIONS, Pair, Problem, write_jsonl
-from tasks.stats import bootstrap_mean
-from verifier.verdict import Verdict
+from tasks.analysis.ablation_render import render_markdown
+from tasks.common.records import Pair, Problem, write_jsonl
+from tasks.evaluation.stats import bootstrap_mean
+from verifier.verdict import DIMENSIONS, Verdict
 
 IDS = [f"p{i}" for i in range(6)]
 STEPS = [2, 2, 3, 3, 4, 4]
@@ -91,27 +94,30 @@ REJECTED_DIMS = {(p.problem_id, 1): {**{d: 0.0 for d in DIMENSIONS}, "symbolic_v
                  for p, s in zip(WEIGHTED_PAIRS, [0.0, 0.5, 0.5, 1.0], strict=True)}
 
 
+def _build(problems, sft, arms, **settings):
+    return build_ablation_report(AblationData(problems, sft, arms), ReportSettings(**settings))
+
+
 @pytest.fixture(scope="module")
-def report() -> dict:
+def report():
     kinds = classify_sft(_graded(), _sft_verdicts())
-    return build_ablation_report(
+    data = AblationData(
         _problems(), _as_map(SFT),
         {"random": {s: _as_map(v) for s, v in RANDOM.items()},
          "weighted-0.3": {s: _as_map(v) for s, v in WEIGHTED.items()}},
         arm_meta={"random": {"strategy": "random", "lam": None},
                   "weighted-0.3": {"strategy": "weighted", "lam": 0.3}},
-        sft_kinds=kinds, pairs={"random": RANDOM_PAIRS, "weighted-0.3": WEIGHTED_PAIRS},
-        rejected_dims=REJECTED_DIMS, primary="weighted-0.3", random_arm="random", samples=500, seed=0)
+        sft_kinds=kinds, pairs={"random": RANDOM_PAIRS, "weighted-0.3": WEIGHTED_PAIRS}, rejected_dims=REJECTED_DIMS)
+    return build_ablation_report(data, ReportSettings(primary="weighted-0.3", random_arm="random", samples=500))
 
 
-def _boot_ci(values) -> str:
+def _boot(values) -> tuple:
     est = bootstrap_mean(values, samples=500, seed=0)
-    return f"[{100 * est.low:.1f}, {100 * est.high:.1f}]"
+    return pytest.approx(est.low), pytest.approx(est.high)
 
 
-def _boot_ci_signed(values) -> str:
-    est = bootstrap_mean(values, samples=500, seed=0)
-    return f"[{100 * est.low:+.1f}, {100 * est.high:+.1f}]"
+def _avg(by_seed) -> list[float]:
+    return [(a + b) / 2 for a, b in zip(by_seed[0], by_seed[1], strict=True)]
 
 
 # ---------------------------------------------------------------- classification
@@ -187,89 +193,103 @@ def test_correlation():
 
 
 def test_arm_rows(report):
-    rows = {r["arm"]: r for r in report["arms"]}
+    rows = {r.arm: r for r in report.arms}
     assert list(rows) == ["sft", "random", "weighted-0.3"]
-    assert rows["sft"]["accuracy"] == 0.5 and rows["sft"]["seeds"] == [] and rows["sft"]["seed_low"] is None
-    assert rows["random"]["per_seed"] == [pytest.approx(2 / 6), pytest.approx(2 / 6)]
-    assert rows["weighted-0.3"]["accuracy"] == pytest.approx(5 / 6)
-    assert rows["weighted-0.3"]["seed_low"] == pytest.approx(5 / 6)  # identical seeds: zero-width interval
-
-
-def test_accuracy_table(report):
-    md = render_markdown(report)
-    weighted_avg = [(a + b) / 2 for a, b in zip(WEIGHTED[0], WEIGHTED[1], strict=True)]
-    random_avg = [(a + b) / 2 for a, b in zip(RANDOM[0], RANDOM[1], strict=True)]
-    assert f"| sft | — | — | — | 50.0 | — | {_boot_ci(SFT)} | — |" in md
-    assert f"| random | random | — | 2 | 33.3 | [33.3, 33.3] | {_boot_ci(random_avg)} | 33.3, 33.3 |" in md
-    assert (f"| weighted-0.3 | weighted | 0.3 | 2 | 83.3 | [83.3, 83.3] | {_boot_ci(weighted_avg)} "
-            "| 83.3, 83.3 |") in md
+    assert rows["sft"].accuracy == 0.5 and rows["sft"].seeds == [] and rows["sft"].seed_low is None
+    assert (rows["sft"].problem_low, rows["sft"].problem_high) == _boot(SFT)
+    assert rows["random"].per_seed == [pytest.approx(2 / 6), pytest.approx(2 / 6)]
+    assert (rows["random"].seed_low, rows["random"].seed_high) == (pytest.approx(2 / 6), pytest.approx(2 / 6))
+    assert (rows["random"].problem_low, rows["random"].problem_high) == _boot(_avg(RANDOM))
+    assert rows["weighted-0.3"].accuracy == pytest.approx(5 / 6)
+    assert rows["weighted-0.3"].seed_low == pytest.approx(5 / 6)  # identical seeds: zero-width interval
+    assert (rows["weighted-0.3"].strategy, rows["weighted-0.3"].lam) == ("weighted", 0.3)
+    assert (rows["weighted-0.3"].problem_low, rows["weighted-0.3"].problem_high) == _boot(_avg(WEIGHTED))
 
 
 def test_page_states_the_commit_it_came_from(report):
-    from tasks.tracking import git_commit
+    from tasks.common.provenance import git_commit
 
-    assert report["commit"] == git_commit()
-    assert f"From commit `{report['commit'][:12]}`" in render_markdown(report)
+    assert report.commit == git_commit()
+    assert f"From commit `{report.commit[:12]}`" in render_markdown(report)
 
 
-def test_paired_differences_table(report):
-    md = render_markdown(report)
-    w_avg = [(a + b) / 2 for a, b in zip(WEIGHTED[0], WEIGHTED[1], strict=True)]
-    r_avg = [(a + b) / 2 for a, b in zip(RANDOM[0], RANDOM[1], strict=True)]
+def test_paired_differences(report):
+    by = {(c.arm, c.vs): c for c in report.comparisons}
+    assert list(by) == [("random", "sft"), ("weighted-0.3", "sft"), ("weighted-0.3", "random")]
+    w, r = _avg(WEIGHTED), _avg(RANDOM)
     # pooled over two seeds: weighted is alone right 2+2 times vs SFT (p = 2/2^4), 3+3 times vs random
-    assert (f"| weighted-0.3 | sft | +33.3 | {_boot_ci_signed([w - s for w, s in zip(w_avg, SFT, strict=True)])} "
-            "| [+33.3, +33.3] | 2/2 | 4 / 0 | 0.125 | 0.500, 0.500 | better, not significant |") in md
-    assert (f"| weighted-0.3 | random | +50.0 | {_boot_ci_signed([w - r for w, r in zip(w_avg, r_avg, strict=True)])} "
-            "| [+50.0, +50.0] | 2/2 | 6 / 0 | 0.031 | 0.250, 0.250 | holds |") in md
-    assert (f"| random | sft | -16.7 | {_boot_ci_signed([r - s for r, s in zip(r_avg, SFT, strict=True)])} "
-            "| [-16.7, -16.7] | 0/2 | 0 / 2 | 0.500 | 1.000, 1.000 | worse, not significant |") in md
-    assert [(c["arm"], c["vs"]) for c in report["comparisons"]] == [
-        ("random", "sft"), ("weighted-0.3", "sft"), ("weighted-0.3", "random")]
+    expected = {("weighted-0.3", "sft"): (1 / 3, [x - y for x, y in zip(w, SFT, strict=True)], 2, 4, 0, 0.125,
+                                          [0.5, 0.5], "better, not significant"),
+                ("weighted-0.3", "random"): (0.5, [x - y for x, y in zip(w, r, strict=True)], 2, 6, 0, 0.03125,
+                                             [0.25, 0.25], "holds"),
+                ("random", "sft"): (-1 / 6, [x - y for x, y in zip(r, SFT, strict=True)], 0, 0, 2, 0.5, [1.0, 1.0],
+                                    "worse, not significant")}
+    for key, (diff, per_problem, wins, b, c, p, p_seeds, reading) in expected.items():
+        got = by[key]
+        assert got.diff == pytest.approx(diff) and (got.seed_low, got.seed_high) == (pytest.approx(diff),) * 2
+        assert (got.diff_low, got.diff_high) == _boot(per_problem)
+        assert (got.wins, got.b, got.c, got.reading) == (wins, b, c, reading)
+        assert got.p_value == pytest.approx(p) and got.p_per_seed == pytest.approx(p_seeds)
 
 
-def test_breakdown_tables(report):
-    md = render_markdown(report)
-    assert "| steps | n | sft | random | weighted-0.3 |" in md
-    assert "| 2 | 2 | 50.0 | 50.0 | 100.0 |" in md
-    assert "| 3 | 2 | 50.0 | 25.0 | 75.0 |" in md
-    assert "| 4 | 2 | 50.0 | 25.0 | 75.0 |" in md
-    assert "| SFT's final answer | correct | 3 | 100.0 | 66.7 | 100.0 |" in md
-    assert "| SFT's final answer | near_miss | 1 | 0.0 | 0.0 | 100.0 |" in md
-    assert "| SFT's final answer | far_off | 1 | 0.0 | 0.0 | 50.0 |" in md
-    assert "| SFT's final answer | no_answer | 1 | 0.0 | 0.0 | 50.0 |" in md
-    assert "| SFT's error (verifier) | arithmetic | 2 | 0.0 | 0.0 | 75.0 |" in md
-    assert "| SFT's error (verifier) | structural | 1 | 0.0 | 0.0 | 50.0 |" in md
-    assert "| SFT's error (known, synthetic) | arithmetic | 1 | 0.0 | 0.0 | 100.0 |" in md
-    assert "| SFT's error (known, synthetic) | structural | 2 | 0.0 | 0.0 | 50.0 |" in md
+def test_breakdowns(report):
+    steps = {g.group: (g.n, g.accuracy) for g in report.by_steps}
+    assert steps == {2: (2, {"sft": 0.5, "random": 0.5, "weighted-0.3": 1.0}),
+                     3: (2, {"sft": 0.5, "random": 0.25, "weighted-0.3": 0.75}),
+                     4: (2, {"sft": 0.5, "random": 0.25, "weighted-0.3": 0.75})}
+    by_error = {(g.axis, g.kind): (g.n, g.accuracy["sft"], g.accuracy["random"], g.accuracy["weighted-0.3"])
+                for g in report.by_sft_error if g.n}
+    assert by_error == {("answer", "correct"): (3, 1.0, pytest.approx(2 / 3), 1.0),
+                        ("answer", "near_miss"): (1, 0.0, 0.0, 1.0), ("answer", "far_off"): (1, 0.0, 0.0, 0.5),
+                        ("answer", "no_answer"): (1, 0.0, 0.0, 0.5),
+                        ("error", "correct"): (3, 1.0, pytest.approx(2 / 3), 1.0),
+                        ("error", "arithmetic"): (2, 0.0, 0.0, 0.75), ("error", "structural"): (1, 0.0, 0.0, 0.5),
+                        ("known", "correct"): (3, 1.0, pytest.approx(2 / 3), 1.0),
+                        ("known", "arithmetic"): (1, 0.0, 0.0, 1.0), ("known", "structural"): (2, 0.0, 0.0, 0.5)}
 
 
-def test_weight_tables(report):
-    md = render_markdown(report)
-    assert "| random | 2 | 1.000 | 0.000 | 1.000 | 1.000 | 1.000 | 1.000 | 1.000 | 0.0% | — |" in md
-    assert "| weighted-0.3 | 4 | 1.000 | 0.158 | 0.800 | 0.830 | 1.000 | 1.170 | 1.200 | 25.0% | no |" in md
-    w = {x["arm"]: x for x in report["weights"]}["weighted-0.3"]
-    assert w["correlations"]["wrongness"]["spearman"] == pytest.approx(1.0)
-    assert w["correlations"]["absurdity"]["spearman"] == pytest.approx(-1.0)
+def test_weight_summaries(report):
+    by = {w.arm: w for w in report.weights}
+    rnd, w = by["random"], by["weighted-0.3"]
+    assert (rnd.n_pairs, rnd.mean, rnd.std, rnd.clipped_share, rnd.constant, rnd.degenerate) == (
+        2, 1.0, 0.0, 0.0, True, None)
+    assert (w.n_pairs, w.mean, w.min, w.median, w.max, w.clipped_share, w.constant, w.degenerate) == (
+        4, pytest.approx(1.0), 0.8, pytest.approx(1.0), 1.2, 0.25, False, False)
+    assert w.std == pytest.approx(0.158, abs=5e-4)
+    assert (w.q10, w.q90) == (pytest.approx(0.83), pytest.approx(1.17))
+    assert w.correlations["wrongness"].spearman == pytest.approx(1.0)
+    assert w.correlations["absurdity"].spearman == pytest.approx(-1.0)
     # ranks of [0, .5, .5, 1] against [1, 2, 3, 4]: 4.5 / sqrt(4.5 * 5)
-    assert w["correlations"]["symbolic_validity"]["spearman"] == pytest.approx(4.5 / math.sqrt(22.5))
-    assert w["correlations"]["step_ordering"]["spearman"] is None  # constant dimension
+    assert w.correlations["symbolic_validity"].spearman == pytest.approx(4.5 / math.sqrt(22.5))
+    assert w.correlations["step_ordering"].spearman is None  # constant dimension
+
+
+def test_markdown_renders_every_row(report):
+    """One rendered line per table kind (the numbers themselves are tested on the rows above)."""
+    md = render_markdown(report)
+    assert "| weighted-0.3 | weighted | 0.3 | 2 | 83.3 | [83.3, 83.3] | [" in md  # accuracy
+    assert "| weighted-0.3 | random | +50.0 | [" in md and "| 2/2 | 6 / 0 | 0.031 | 0.250, 0.250 | holds |" in md
+    assert "| steps | n | sft | random | weighted-0.3 |" in md and "| 3 | 2 | 50.0 | 25.0 | 75.0 |" in md
+    assert "| SFT's error (known, synthetic) | structural | 2 | 0.0 | 0.0 | 50.0 |" in md
+    assert "| random | 2 | 1.000 | 0.000 | 1.000 | 1.000 | 1.000 | 1.000 | 1.000 | 0.0% | — |" in md
     assert "| symbolic_validity | +0.95 (" in md
     assert "| weighted-0.3 |" in md.split("Spearman (Pearson)")[1].splitlines()[2]  # only the varying arm
+    assert "| verifier: arithmetic | 1 | 1 |" in md
 
 
 def test_verifier_check_and_reading(report):
-    chk = report["verifier_check"]
-    assert (chk["tp"], chk["fp"], chk["fn"], chk["tn"]) == (1, 1, 0, 1)
-    assert chk["agreement"] == pytest.approx(2 / 3) and chk["precision"] == 0.5 and chk["recall"] == 1.0
-    assert chk["correct_agreement"] == pytest.approx(5 / 6)
-    r = report["reading"]
-    assert r["verdict"] == "same direction, not significant" and r["holds"] is False
-    assert r["sentences"][0] == ("The paper's ordering (weighted-0.3 > random and > SFT) at this scale (n = 6 "
-                                 "problems, α = 0.05): **same direction, not significant**.")
-    assert "Ranking by mean accuracy: weighted-0.3 (83.3%) > sft (50.0%) > random (33.3%)." in r["sentences"]
+    chk = report.verifier_check
+    assert (chk.tp, chk.fp, chk.fn, chk.tn) == (1, 1, 0, 1)
+    assert chk.agreement == pytest.approx(2 / 3) and chk.precision == 0.5 and chk.recall == 1.0
+    assert chk.correct_agreement == pytest.approx(5 / 6)
+    r = report.reading
+    assert r.verdict == "same direction, not significant" and r.holds is False
+    assert r.sentences[0] == ("The paper's ordering (weighted-0.3 > random and > SFT) at this scale (n = 6 "
+                              "problems, α = 0.05): **same direction, not significant**.")
+    assert "Ranking by mean accuracy: weighted-0.3 (83.3%) > sft (50.0%) > random (33.3%)." in r.sentences
     assert any(d.startswith("Does random DPO degrade? random DPO is below SFT, not significantly") for d in
-               r["diagnostics"])
-    assert any("agrees with the known slips on 66.7% (precision 50.0%, recall 100.0%" in d for d in r["diagnostics"])
+               r.diagnostics)
+    assert any("agrees with the known slips on 66.7% (precision 50.0%, recall 100.0%" in d for d in r.diagnostics)
 
 
 def test_reading_holds_and_degenerate():
@@ -280,29 +300,34 @@ def test_reading_holds_and_degenerate():
     rnd = {p.id: i < 12 for i, p in enumerate(problems)}
     w = {p.id: i < 30 for i, p in enumerate(problems)}
     flat = [_pair("q0", i, "weighted", 1.0, 0.5, 0.5) for i in range(5)]
-    rep = build_ablation_report(problems, sft, {"random": {0: rnd}, "w": {0: w}}, primary="w",
-                                pairs={"w": flat}, samples=300)
-    assert rep["reading"]["verdict"] == "holds" and rep["reading"]["holds"] is True
-    assert any(d.startswith("Degenerate weights in w: std 0.000") for d in rep["reading"]["diagnostics"])
-    worse = build_ablation_report(problems, w, {"random": {0: rnd}, "w": {0: sft}}, primary="w", samples=300)
-    assert worse["reading"]["verdict"] == "does not hold"
-    assert {(c["arm"], c["vs"]): c["reading"] for c in worse["comparisons"]}[("w", "sft")] == "worse"
+    rep = build_ablation_report(AblationData(problems, sft, {"random": {0: rnd}, "w": {0: w}}, pairs={"w": flat}),
+                                ReportSettings(primary="w", samples=300))
+    assert rep.reading.verdict == "holds" and rep.reading.holds is True
+    assert any(d.startswith("Degenerate weights in w: std 0.000") for d in rep.reading.diagnostics)
+    worse = _build(problems, w, {"random": {0: rnd}, "w": {0: sft}}, primary="w", samples=300)
+    assert worse.reading.verdict == "does not hold"
+    assert worse.comparison("w", "sft").reading == "worse"
 
 
 def test_weight_summary_empty_and_uniform():
-    assert weight_summary("uniform", [], {})["n_pairs"] == 0
+    assert weight_summary("uniform", [], {}).n_pairs == 0
     u = weight_summary("uniform", [_pair("p0", 1, "uniform", 1.0, 0.3, 0.1)], {})
-    assert u["constant"] is True and u["degenerate"] is None
+    assert u.constant is True and u.degenerate is None
 
 
 def test_errors_name_the_culprit():
     problems = _problems()
     with pytest.raises(AblationError, match=r"arm 'w' seed 1: no result for 1 test problem\(s\), e.g. \['p5'\]"):
-        build_ablation_report(problems, _as_map(SFT), {"w": {1: {i: True for i in IDS[:5]}}}, primary="w")
+        _build(problems, _as_map(SFT), {"w": {1: {i: True for i in IDS[:5]}}}, primary="w")
     with pytest.raises(AblationError, match="primary arm 'x' not among"):
-        build_ablation_report(problems, _as_map(SFT), {"w": {0: _as_map(SFT)}}, primary="x")
+        _build(problems, _as_map(SFT), {"w": {0: _as_map(SFT)}}, primary="x")
     with pytest.raises(AblationError, match="sft: no result"):
-        build_ablation_report(problems, {}, {"w": {0: _as_map(SFT)}}, primary="w")
+        _build(problems, {}, {"w": {0: _as_map(SFT)}}, primary="w")
+
+
+def test_settings_default_to_the_schema():
+    s, ab = ReportSettings(), AblationConfig()
+    assert (s.primary, s.random_arm, s.alpha) == (ab.primary, ab.random_arm, ab.alpha)
 
 
 def test_ablation_config_validation():
@@ -328,7 +353,7 @@ class FakeVerifier:
 
 
 def test_run_ablation_report(tmp_path):
-    from tasks.grading import Graded
+    from tasks.evaluation.grading import Graded
 
     cfg = load_config("conf/tiny.yaml", ["evaluate.bootstrap_samples=200"])
     name = cfg.data.eval[0].name
@@ -379,8 +404,8 @@ def test_run_ablation_report_missing_eval(tmp_path):
 
 
 def test_arm_displacement_averages_the_seeds_dpo_metrics(tmp_path):
-    from tasks.ablation import arm_displacement
-    from tasks.report import DISPLACEMENT_KEYS
+    from tasks.analysis.ablation_inputs import arm_displacement
+    from tasks.evaluation.report import DISPLACEMENT_KEYS
 
     root = tmp_path / "artifacts"
     evals: dict[str, dict[int, Path]] = {"weighted-0.3": {}, "old": {}}
@@ -400,4 +425,4 @@ def test_arm_displacement_averages_the_seeds_dpo_metrics(tmp_path):
                                                    "inputs": {"model": "missing"}}))
     evals["old"][0] = old  # a DPO run from before the diagnostic: no row
     rows = arm_displacement(evals)
-    assert [(r["arm"], r["seeds"], r["logps_chosen_delta"]) for r in rows] == [("weighted-0.3", 2, -3.0)]
+    assert [(r.arm, r.seeds, r.logps_chosen_delta) for r in rows] == [("weighted-0.3", 2, -3.0)]

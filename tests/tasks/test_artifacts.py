@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from tasks.artifacts import MANIFEST, Manifest, build_stage, find_complete, stage_key
-from tasks.records import Problem, iter_jsonl, read_records, write_jsonl
+from tasks.common.artifacts import MANIFEST, Manifest, build_stage, find_complete, stage_key
+from tasks.common.records import Problem, iter_jsonl, read_records, write_jsonl
 from training.modelref import read_model_ref, write_model_ref
 
 

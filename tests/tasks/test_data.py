@@ -9,19 +9,18 @@ from pathlib import Path
 import pytest
 
 from conf.schema import DataConfig, DatasetSpec
-from tasks.data import (
+from tasks.common.records import Problem, iter_jsonl, read_records
+from tasks.corpus.loaders import (
     BadRowError,
     DataError,
     boxed_solution,
     gsm8k_answer,
-    last_boxed,
     load_problems,
     metamath_answer,
     normalise_row,
-    run_data,
 )
-from tasks.records import Problem, iter_jsonl, read_records
-from verifier.answers import extract_answer
+from tasks.data import run_data
+from verifier.answers import boxed_answers, extract_answer
 
 STRICT = DataConfig()
 SKIP = DataConfig(on_bad_row="skip")
@@ -49,8 +48,10 @@ def write_lines(path: Path, rows) -> Path:
     (r"open \boxed{3 and never closed", None),
     ("no box here", None),
 ])
-def test_last_boxed(text, expected):
-    assert last_boxed(text) == expected
+def test_math_gold_is_the_last_box(text, expected):
+    """The data stage reads a MATH gold answer with the verifier's box reader (verifier.answers)."""
+    boxes = boxed_answers(text)
+    assert (boxes[-1] if boxes else None) == expected
 
 
 @pytest.mark.parametrize("text, expected", [

@@ -1,6 +1,6 @@
 """The evaluate stage: inputs checked before generation, prompts, records and metrics.
 
-Unit tests replace ``tasks.evaluate.generate`` with a fake that answers from a table; the end-to-end
+Unit tests replace ``tasks.evaluation.evalsets.generate`` with a fake that answers from a table; the end-to-end
 test runs the real ``generate`` (hf engine) on the random tiny model, whose answers are nonsense.
 """
 
@@ -11,11 +11,12 @@ from pathlib import Path
 
 import pytest
 
-import tasks.evaluate as ev
+import tasks.evaluate as stage
+import tasks.evaluation.evalsets as ev
 from conf import load_config
-from tasks.generation import Generation
-from tasks.grading import Graded
-from tasks.records import Problem, iter_jsonl, write_jsonl
+from tasks.common.records import Problem, iter_jsonl, write_jsonl
+from tasks.evaluation.grading import Graded
+from tasks.generation.engine import Generation
 from training.modelref import write_model_ref
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -89,14 +90,14 @@ class FakeGenerate:
 @pytest.fixture()
 def fake(monkeypatch) -> FakeGenerate:
     f = FakeGenerate()
-    monkeypatch.setattr(ev, "generate", f)
+    monkeypatch.setattr(stage, "generate", f)
     return f
 
 
 def test_run_evaluate_records_and_metrics(fake, data_dir, model_dir, tmp_path):
     out = tmp_path / "out"
     out.mkdir()
-    metrics = ev.run_evaluate(_cfg(), model_dir, data_dir, out)
+    metrics = stage.run_evaluate(_cfg(), model_dir, data_dir, out)
     # one generate call for all sets, greedy
     assert len(fake.calls) == 1
     prompts, kw = fake.calls[0]
@@ -136,12 +137,12 @@ def test_missing_dataset_fails_before_generation(fake, data_dir, model_dir, tmp_
     (data_dir / "eval" / "math.jsonl").unlink()
     cfg = _cfg("evaluate.datasets=[gsm, math]")
     with pytest.raises(ev.EvaluateError, match=r"not found: .*eval/math\.jsonl"):
-        ev.run_evaluate(cfg, model_dir, data_dir, tmp_path)
+        stage.run_evaluate(cfg, model_dir, data_dir, tmp_path)
     assert fake.calls == []
 
 
 def test_selected_sets_limit_and_few_shot(fake, data_dir, model_dir, tmp_path):
-    ev.run_evaluate(_cfg("evaluate.datasets=[gsm]", "evaluate.limit=2", "evaluate.few_shot=1"),
+    stage.run_evaluate(_cfg("evaluate.datasets=[gsm]", "evaluate.limit=2", "evaluate.few_shot=1"),
                     model_dir, data_dir, tmp_path)
     prompts, _ = fake.calls[0]
     assert len(prompts) == 2
@@ -177,7 +178,7 @@ def test_end_to_end_on_tiny_model(data_dir, model_dir, tmp_path):
     """Real ``generate`` (hf engine) on the random tiny model: answers are nonsense, the shapes are not."""
     out = tmp_path / "out"
     out.mkdir()
-    metrics = ev.run_evaluate(_cfg("evaluate.max_tokens=8", "evaluate.limit=2"), model_dir, data_dir, out)
+    metrics = stage.run_evaluate(_cfg("evaluate.max_tokens=8", "evaluate.limit=2"), model_dir, data_dir, out)
     for name in ("gsm", "math"):
         rows = [Graded.model_validate(r) for r in iter_jsonl(out / f"{name}.jsonl")]
         assert len(rows) == 2

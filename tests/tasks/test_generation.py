@@ -1,4 +1,4 @@
-"""tasks.generation: the pure helpers, the HF engine, and the vLLM engine (really run in .venv-vllm)."""
+"""tasks.generation.engine: the pure helpers, the HF engine, and the vLLM engine (really run in .venv-vllm)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from conf.schema import VLLMConfig
-from tasks.generation import (
+from tasks.generation.engine import (
     ROOT,
     Generation,
     SampledLogprobs,

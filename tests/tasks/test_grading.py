@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tasks.grading import (
+from tasks.evaluation.grading import (
     Graded,
     disagreement_kind,
     flexible_extract,

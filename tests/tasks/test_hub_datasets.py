@@ -16,7 +16,7 @@ import pytest
 
 from conf.loader import load_config
 from conf.schema import DataConfig, DatasetSpec
-from tasks.data import DataError, load_problems
+from tasks.corpus.loaders import DataError, load_problems
 
 ROOT = Path(__file__).resolve().parents[2]
 MATH_SUBJECTS = ["algebra", "counting_and_probability", "geometry", "intermediate_algebra", "number_theory",
@@ -34,7 +34,7 @@ HUB_CARDS = {
     "EleutherAI/hendrycks_math": {"configs": MATH_SUBJECTS, "splits": ["train", "test"],
                                   "fields": {"problem": str, "level": str, "type": str, "solution": str}},
 }
-# The fields each loader format reads (tasks/data.py: normalise_row).
+# The fields each loader format reads (tasks/corpus/loaders.py: normalise_row).
 FORMAT_FIELDS = {"gsm8k": {"question", "answer"}, "metamathqa": {"query", "response"},
                  "math": {"problem", "solution"}}
 

@@ -9,17 +9,10 @@ from pathlib import Path
 import pytest
 
 from conf.schema import PairsConfig
-from tasks.pairs import (
-    NoPairsError,
-    build_pairs,
-    final_weights,
-    midranks,
-    run_pairs,
-    spearman,
-    variance_shares,
-)
-from tasks.records import DIMENSIONS, Pair, Problem, Sample, read_records, write_jsonl
-from verifier.verdict import Verdict
+from tasks.common.records import Pair, Problem, Sample, read_records, write_jsonl
+from tasks.pairing.pairs import NoPairsError, build_pairs, final_weights, midranks, spearman, variance_shares
+from tasks.pairs import run_pairs
+from verifier.verdict import DIMENSIONS, Verdict
 
 
 def problem(pid: str, solution: str | None = "ref: 2 + 2 = 4. The answer is $\\boxed{4}$.") -> Problem:

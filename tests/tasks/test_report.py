@@ -8,9 +8,10 @@ from pathlib import Path
 import pytest
 
 from conf import load_config
-from tasks.records import write_jsonl
-from tasks.report import ReportError, build_report, load_eval_dir, render_markdown, run_report
-from tasks.stats import accuracy, paired_difference
+from tasks.common.records import write_jsonl
+from tasks.evaluation.report import ReportError, build_report, load_eval_dir, render_markdown
+from tasks.evaluation.stats import accuracy, paired_difference
+from tasks.report import run_report
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -1,4 +1,4 @@
-"""tasks.sample: shards, records, metrics, and resuming after a crash (HF engine on the tiny model)."""
+"""tasks.generation.sampling: shards, records, metrics, and resuming after a crash (HF engine on the tiny model)."""
 
 from __future__ import annotations
 
@@ -7,12 +7,14 @@ from pathlib import Path
 
 import pytest
 
-import tasks.sample as sample_mod
+import tasks.generation.sampling as sample_mod
 from conf.schema import Config, ModelConfig, SampleConfig
-from tasks.artifacts import build_stage
-from tasks.generation import Generation
-from tasks.records import Problem, Sample, iter_jsonl, write_jsonl
-from tasks.sample import VERSION, read_pool, run_sample, shard_name, shards, summarise, to_samples
+from tasks.common.artifacts import build_stage
+from tasks.common.records import Problem, Sample, iter_jsonl, write_jsonl
+from tasks.data import VERSION
+from tasks.generation.engine import Generation
+from tasks.generation.sampling import read_pool, shard_name, shards, summarise, to_samples
+from tasks.sample import run_sample
 from training.modelref import write_model_ref
 from training.prompts import user_turn
 
@@ -140,7 +142,7 @@ def test_prompts_and_reference_logprobs_are_written(dirs, tmp_path, tiny_model_d
 def test_score_completions_gives_the_sampled_logprob_back(tiny_model_dir):
     """Teacher forcing a greedy output gives back the log-prob sampling recorded for it (cut at the limit: no
     EOS scored)."""
-    from tasks.generation import generate, score_completions
+    from tasks.generation.engine import generate, score_completions
     from training.models import load_tokenizer
     from training.prompts import chat_prompt
 

@@ -16,13 +16,20 @@ from pathlib import Path
 
 import pytest
 
-import tasks.generation as gen_mod
-import tasks.sample as sample_mod
+import tasks.generation.engine as gen_mod
+import tasks.generation.sampling as sample_mod
 from conf.schema import Config, ModelConfig, SampleConfig, VLLMConfig
-from tasks.artifacts import build_stage
-from tasks.generation import Generation, cpu_runs_vllm_wheel, read_part, resolve_engine, write_part_lines
-from tasks.records import Problem, iter_jsonl, write_jsonl
-from tasks.sample import VERSION, run_sample
+from tasks.common.artifacts import build_stage
+from tasks.common.records import Problem, iter_jsonl, write_jsonl
+from tasks.data import VERSION
+from tasks.generation.engine import (
+    Generation,
+    cpu_runs_vllm_wheel,
+    read_part,
+    resolve_engine,
+    write_part_lines,
+)
+from tasks.sample import run_sample
 from training.modelref import write_model_ref
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -147,7 +154,7 @@ def test_auto_engine_in_the_stage_metrics(dirs, tmp_path):
 
 FAKE_WORKER = textwrap.dedent("""
     import json, os, sys
-    # Stands in for `python -m tasks.vllm_worker --jobs req status`: deterministic outputs per seed;
+    # Stands in for `python -m tasks.generation.vllm_worker --jobs req status`: deterministic outputs per seed;
     # dies (SIGKILL-like) when FAKE_DIE_AFTER chunks have been written in this run.
     args = sys.argv[sys.argv.index("--jobs") + 1:]
     req = json.load(open(args[0]))
@@ -238,7 +245,7 @@ def test_real_vllm_worker_killed_mid_stage_resumes_identically(dirs, tmp_path):
         time.sleep(0.05)
         for part in (root / "sample").glob(".tmp-*/samples/shard-00001.partial"):
             if part.stat().st_size > 0:  # shard 0 committed, shard 1 has a chunk: kill the worker
-                out = subprocess.run(["pgrep", "-f", "tasks.vllm_worker --jobs"], capture_output=True, text=True)
+                out = subprocess.run(["pgrep", "-f", "tasks.generation.vllm_worker --jobs"], capture_output=True, text=True)
                 mine = [int(p) for p in out.stdout.split() if _is_child(int(p))]
                 for pid in mine:
                     os.kill(pid, signal.SIGKILL)

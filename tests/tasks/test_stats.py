@@ -7,11 +7,9 @@ import math
 import numpy as np
 import pytest
 
-from tasks.stats import (
+from tasks.evaluation.stats import (
     accuracy,
-    binom_two_sided_p,
     bootstrap_mean,
-    chi2_1df_sf,
     mcnemar,
     minimal_detectable_effect,
     paired_difference,
@@ -32,8 +30,10 @@ from tasks.stats import (
         (3, 20, 2 * (1 + 20 + 190 + 1140) / 2**20),
     ],
 )
-def test_binom_two_sided_p(k, n, expected):
-    assert binom_two_sided_p(k, n) == pytest.approx(expected, rel=1e-12)
+def test_mcnemar_exact_is_the_two_sided_binomial_p(k, n, expected):
+    """b = k discordant pairs for a, c = n - k for b: p = 2·P(X <= min(b, c)) under Bin(n, 1/2), capped at 1."""
+    a = [1] * k + [0] * (n - k)
+    assert mcnemar(a, [1 - x for x in a]).p_value == pytest.approx(expected, rel=1e-12)
 
 
 def test_mcnemar_exact_counts_discordant_pairs():
@@ -54,7 +54,8 @@ def test_mcnemar_chi2_with_continuity_correction():
     assert res.statistic == pytest.approx((8 - 1) ** 2 / 10)  # 4.9
     # chi2(1) survival at 4.9 = 0.026857 (tables); erfc(sqrt(2.45))
     assert res.p_value == pytest.approx(0.0268566, abs=1e-6)
-    assert chi2_1df_sf(3.841458820694124) == pytest.approx(0.05, abs=1e-9)
+    a, b = [1] * 16 + [0] * 4, [0] * 16 + [1] * 4  # (|16 - 4| - 1)² / 20 = 6.05
+    assert mcnemar(a, b, method="chi2").p_value == pytest.approx(math.erfc(math.sqrt(6.05 / 2)), rel=1e-12)
 
 
 def test_mcnemar_no_discordant_pairs_and_errors():

@@ -11,7 +11,7 @@ from fractions import Fraction
 import pytest
 
 from conf.schema import SyntheticConfig, TrapConfig
-from tasks.synthetic import (
+from tasks.corpus.synthetic import (
     SPLITS,
     TRAP_KINDS,
     generate_problem,

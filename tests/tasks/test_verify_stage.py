@@ -8,18 +8,18 @@ from pathlib import Path
 
 import pytest
 
-from tasks.records import DIMENSIONS, Pair, Problem, Sample, read_records, write_jsonl
-from tasks.verify import (
+from tasks.common.records import Pair, Problem, Sample, read_records, write_jsonl
+from tasks.verification.verdicts import (
     VerifyError,
     attach_ids,
     check_error_share,
     read_problems,
     read_samples,
-    run_verify,
     verdict_metrics,
     verifier_items,
 )
-from verifier.verdict import Verdict
+from tasks.verify import run_verify
+from verifier.verdict import DIMENSIONS, Verdict
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -399,8 +399,8 @@ def test_run_dpo_stage_from_sft_adapter(tiny_model_dir, tmp_path):
     from peft import get_peft_model
 
     from conf import config_from_dict
+    from tasks.common.records import Pair, write_jsonl
     from tasks.dpo import run_dpo
-    from tasks.records import Pair, write_jsonl
     from training.modelref import read_model_ref, write_model_ref
 
     sft_dir, pairs_dir, out = tmp_path / "sft", tmp_path / "pairs", tmp_path / "dpo"

@@ -5,8 +5,8 @@ from __future__ import annotations
 from datasets import Dataset
 
 from conf import config_from_dict
+from tasks.common.records import Pair, Problem
 from tasks.dpo import dpo_examples
-from tasks.records import Pair, Problem
 from tasks.sft import sft_examples
 from training.dpo import WeightedDPOTrainer, dpo_args
 from training.models import load_model, load_tokenizer, peft_lora_config
@@ -30,7 +30,7 @@ def test_prompt_token_ids_identical_in_sft_sampling_dpo_and_evaluation(tiny_mode
                                     "precompute_ref_log_probs": False}})
     tok = load_tokenizer(tiny_model_dir)
 
-    # sampling (tasks.sample) and evaluation (tasks.evaluate) tokenise chat_prompt strings
+    # sampling (tasks.generation.sampling) and evaluation (tasks.evaluation.evalsets) tokenise chat_prompt strings
     sampling = prompt_token_ids(tok, chat_prompt(tok, PROBLEM.question, cfg.sample.instruction))
     evaluation = prompt_token_ids(tok, chat_prompt(tok, PROBLEM.question, cfg.evaluate.instruction))
 

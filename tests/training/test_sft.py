@@ -10,7 +10,7 @@ from transformers import TrainerCallback
 
 from conf import config_from_dict
 from conf.schema import LoraConfig, ModelConfig, SFTConfig
-from tasks.records import Problem, write_jsonl
+from tasks.common.records import Problem, write_jsonl
 from tasks.sft import run_sft, sft_examples
 from training.modelref import read_model_ref, write_model_ref
 from training.models import load_model

@@ -10,7 +10,7 @@ import torch
 
 from conf import config_from_dict
 from conf.schema import SyntheticConfig, TinyModelConfig
-from tasks.synthetic import generate_split, pretrain_documents
+from tasks.corpus.synthetic import generate_split, pretrain_documents
 from training.modelref import read_model_ref
 from training.tiny import (
     DOC_SEPARATOR,

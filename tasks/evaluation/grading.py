@@ -36,8 +36,8 @@ from dataclasses import dataclass
 from fractions import Fraction
 from typing import Literal
 
-from tasks.records import Problem, Record
-from tasks.stats import accuracy
+from tasks.common.records import Problem, Record
+from tasks.evaluation.stats import accuracy
 from verifier.answers import answers_equal, extract_answer
 
 Reason = Literal["empty", "truncated", "no_answer", "wrong"]

@@ -1,16 +1,16 @@
-"""vLLM generation worker, run inside the vLLM environment by :func:`tasks.generation.generate`::
+"""vLLM generation worker, run inside the vLLM environment by :func:`tasks.generation.engine.generate`::
 
-    .venv-vllm/bin/python -m tasks.vllm_worker request.json out.jsonl
+    .venv-vllm/bin/python -m tasks.generation.vllm_worker request.json out.jsonl
 
 Imports only the standard library and vLLM (the vLLM environment does not have this project's
-dependencies). ``request.json`` (written by ``tasks.generation.vllm_request``)::
+dependencies). ``request.json`` (written by ``tasks.generation.engine.vllm_request``)::
 
     {"model": "/abs/base", "tokenizer": "/abs/base", "lora": "/abs/adapter" | null,
      "engine": {"dtype": "auto", "seed": 0, "enable_lora": true, "max_lora_rank": 64, ...},
      "sampling": {"n": 8, "temperature": 0.7, "top_p": 1.0, "top_k": -1, "max_tokens": 512},
      "seeds": [123, 456] | null, "chunk_size": 512, "prompts": ["<|im_start|>user\\n...", ...]}
 
-``--jobs request.json status.jsonl`` (the sample stage, :func:`tasks.generation.generate_shards_vllm`)
+``--jobs request.json status.jsonl`` (the sample stage, :func:`tasks.generation.engine.generate_shards_vllm`)
 starts the engine once for a list of shards; see :func:`run_jobs`.
 
 ``out.jsonl`` gets one line per prompt, written chunk by chunk (the caller counts lines for progress)::
@@ -146,8 +146,8 @@ def main(argv: list[str]) -> int:
         with open(argv[1], encoding="utf-8") as f:
             return run_jobs(json.load(f), argv[2])
     if len(argv) != 2:
-        print("usage: python -m tasks.vllm_worker request.json out.jsonl\n"
-              "       python -m tasks.vllm_worker --jobs request.json status.jsonl", file=sys.stderr)
+        print("usage: python -m tasks.generation.vllm_worker request.json out.jsonl\n"
+              "       python -m tasks.generation.vllm_worker --jobs request.json status.jsonl", file=sys.stderr)
         return 2
     with open(argv[0], encoding="utf-8") as f:
         req = json.load(f)

@@ -1,4 +1,4 @@
-"""Accuracy statistics: bootstrap confidence intervals and paired tests (numpy and ``math`` only).
+"""Accuracy statistics: bootstrap confidence intervals (numpy) and paired tests (``scipy.stats``).
 
     >>> est = accuracy([1, 0, 1, 1], samples=2000, seed=0)
     >>> est.mean, est.n
@@ -11,7 +11,12 @@
   ``n`` draws with replacement but needs memory ``samples × distinct`` instead of ``samples × n``.
 * :func:`paired_difference` bootstraps ``mean(a - b)`` over problems (pairs are kept together).
 * :func:`mcnemar` tests whether two models on the same problems differ: the exact two-sided
-  binomial test on the discordant pairs (default) or the chi-square with continuity correction.
+  binomial test on the discordant pairs (``scipy.stats.binomtest``, default) or the chi-square with
+  continuity correction (``scipy.stats.chi2``).
+
+The bootstrap stays here rather than ``scipy.stats.bootstrap``: scipy draws index resamples (memory
+``samples × n``) from its own random stream, so every interval of the reports would change; this one is
+seeded and reproduces the published numbers.
 """
 
 from __future__ import annotations
@@ -104,21 +109,6 @@ def paired_difference(a: Sequence[bool] | np.ndarray, b: Sequence[bool] | np.nda
     return bootstrap_mean(x.astype(float) - y.astype(float), samples=samples, seed=seed, level=level)
 
 
-def binom_two_sided_p(k: int, n: int) -> float:
-    """Exact two-sided p of ``k`` successes in ``n`` fair coin flips: ``2·P(X <= min(k, n-k))``, capped at 1."""
-    if n == 0:
-        return 1.0
-    m = min(k, n - k)
-    tail = sum(math.comb(n, i) for i in range(m + 1))
-    # exact integer arithmetic, one division at the end
-    return min(1.0, 2 * tail / 2**n)
-
-
-def chi2_1df_sf(x: float) -> float:
-    """Survival function of the chi-square distribution with 1 degree of freedom."""
-    return math.erfc(math.sqrt(max(x, 0.0) / 2))
-
-
 def mcnemar(a: Sequence[bool] | np.ndarray, b: Sequence[bool] | np.ndarray, *,
             method: Literal["exact", "chi2"] = "exact") -> McNemar:
     """McNemar's test on paired correctness vectors.
@@ -130,14 +120,16 @@ def mcnemar(a: Sequence[bool] | np.ndarray, b: Sequence[bool] | np.ndarray, *,
     x, y = _paired(a, b)
     nb = int(np.sum(x & ~y))
     nc = int(np.sum(~x & y))
+    if method not in ("exact", "chi2"):
+        raise ValueError(f"mcnemar: unknown method {method!r} (exact|chi2)")
+    if nb + nc == 0:
+        return McNemar(nb, nc, 0.0, 1.0, method)
+    from scipy import stats  # imported here: ~0.7 s, and only a report needs it
+
     if method == "exact":
-        return McNemar(nb, nc, float(min(nb, nc)), binom_two_sided_p(nb, nb + nc), "exact")
-    if method == "chi2":
-        if nb + nc == 0:
-            return McNemar(nb, nc, 0.0, 1.0, "chi2")
-        stat = (max(abs(nb - nc) - 1, 0)) ** 2 / (nb + nc)
-        return McNemar(nb, nc, float(stat), chi2_1df_sf(stat), "chi2")
-    raise ValueError(f"mcnemar: unknown method {method!r} (exact|chi2)")
+        return McNemar(nb, nc, float(min(nb, nc)), float(stats.binomtest(nb, nb + nc, 0.5).pvalue), "exact")
+    stat = (max(abs(nb - nc) - 1, 0)) ** 2 / (nb + nc)
+    return McNemar(nb, nc, float(stat), float(stats.chi2.sf(stat, 1)), "chi2")
 
 
 def _z_sum(alpha: float, power: float) -> float:
@@ -177,5 +169,5 @@ def planned_mde(n: int, discordance: float, *, alpha: float = 0.05, power: float
     return _z_sum(alpha, power) * math.sqrt(discordance / n)
 
 
-__all__ = ["Estimate", "McNemar", "accuracy", "binom_two_sided_p", "bootstrap_mean", "chi2_1df_sf",
-           "mcnemar", "minimal_detectable_effect", "paired_difference", "planned_mde"]
+__all__ = ["Estimate", "McNemar", "accuracy", "bootstrap_mean", "mcnemar", "minimal_detectable_effect",
+           "paired_difference", "planned_mde"]

@@ -1,4 +1,6 @@
-"""Record schemas that flow between stages, one per artifact kind, plus JSONL helpers.
+"""Record schemas that flow between stages, one per artifact kind, plus the JSONL reader and writer.
+
+The verifier owns the ``Verdict`` schema and its ``DIMENSIONS`` (``verifier.verdict``).
 
 A ``Sample`` as written by the sample stage::
 
@@ -11,14 +13,13 @@ from __future__ import annotations
 import json
 import math
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from conf.schema import NegativeKind, Strategy
-from verifier.verdict import DIMENSIONS as DIMENSIONS  # one definition, owned by the verifier
 
 
 class Record(BaseModel):
@@ -43,10 +44,6 @@ class Sample(Record):
     logprob_sum: float
     logprob_mean: float
     finish_reason: str
-
-
-# The verifier owns this schema; the redundant alias marks an explicit re-export (ruff keeps it).
-from verifier.verdict import Verdict as Verdict  # noqa: E402
 
 
 class Pair(Record):
@@ -106,12 +103,37 @@ def write_jsonl(path: str | Path, rows: Iterable[BaseModel | dict]) -> int:
     return n
 
 
-def iter_jsonl(path: str | Path) -> Iterator[dict]:
-    with Path(path).open(encoding="utf-8") as f:
-        for line in f:
+def jsonl_lines(path: str | Path) -> Iterator[tuple[int, str]]:
+    """(line number, line) of every non-blank line of a JSONL file (``.jsonl.gz`` read through gzip)."""
+    path = Path(path)
+    opener: Any = open
+    if path.suffix == ".gz":
+        import gzip
+
+        opener = gzip.open
+    with opener(path, "rt", encoding="utf-8") as f:
+        for line_no, line in enumerate(f, 1):
             if line.strip():
-                yield json.loads(line)
+                yield line_no, line
 
 
-def read_records(path: str | Path, cls: type[R]) -> list[R]:
-    return [cls.model_validate(d) for d in iter_jsonl(path)]
+def iter_jsonl(path: str | Path) -> Iterator[dict]:
+    """The rows of a JSONL file (blank lines skipped): the project's one JSONL reader."""
+    for _, line in jsonl_lines(path):
+        yield json.loads(line)
+
+
+def read_records(path: str | Path, cls: type[R], *, error: type[Exception] = ValueError, limit: int | None = None,
+                 prepare: Callable[[Any], Any] | None = None) -> list[R]:
+    """The first ``limit`` rows of a JSONL file as ``cls``; a row that does not validate raises ``error``
+    ("<path>: line <n> is not a valid <cls>: ..."; ``n`` counts rows). ``prepare(row)`` may adjust a row
+    before validation (e.g. null scores read as NaN)."""
+    out: list[R] = []
+    for n, row in enumerate(iter_jsonl(path), start=1):
+        if limit is not None and len(out) >= limit:
+            break
+        try:
+            out.append(cls.model_validate(prepare(row) if prepare else row))
+        except ValidationError as e:
+            raise error(f"{path}: line {n} is not a valid {cls.__name__}: {e}") from None
+    return out

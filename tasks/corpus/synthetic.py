@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from fractions import Fraction
 
 from conf.schema import SyntheticConfig, TrapConfig
-from tasks.records import Problem
+from tasks.common.records import Problem
 
 SPLITS = ("test", "pool", "sft", "pretrain")
 SOURCE = "synthetic"
@@ -443,7 +443,7 @@ def known_error(meta: dict, gold: str, answer: str | None,
 
     ``correct``; ``no_answer``; a trap's type (``TRAP_KINDS``) when the answer is the one falling for that
     trap gives, or a stated calculation uses the distractor's number; ``arithmetic`` when a stated
-    calculation ``a op b = r`` (``calcs``, e.g. from ``tasks.grading.stated_calculations``) is false;
+    calculation ``a op b = r`` (``calcs``, e.g. from ``tasks.evaluation.grading.stated_calculations``) is false;
     else ``other_structural``: a wrong answer with every stated calculation true (a step left out, a
     number misread, the wrong operation).
 

@@ -29,7 +29,6 @@ import math
 import os
 import re
 import socket
-import subprocess
 import time
 import urllib.error
 import urllib.request
@@ -41,7 +40,8 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from conf import Config
-from tasks.artifacts import MANIFEST, Manifest, retry_unless_deterministic
+from tasks.common.artifacts import MANIFEST, Manifest, retry_unless_deterministic
+from tasks.common.provenance import git_commit
 
 MAX_ARTIFACT_BYTES = 5 * 1024 * 1024
 NEVER_LOGGED = ("model/", "merged/", "checkpoints/")  # full weights and resumable state stay on disk
@@ -134,15 +134,6 @@ def files_to_log(manifest: Manifest, cached: bool, max_bytes: int = MAX_ARTIFACT
         if small or (rel.startswith(ALWAYS_LOGGED) and not cached):
             chosen.append(rel)
     return chosen
-
-
-def git_commit(cwd: str | Path | None = None) -> str:
-    try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=cwd or Path(__file__).resolve().parents[1],
-                             capture_output=True, text=True, timeout=10)
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
-    return out.stdout.strip() if out.returncode == 0 else "unknown"
 
 
 def _client(uri: str):
@@ -461,7 +452,7 @@ def latest_model_version(cfg: Config, name: str | None = None, version: str | No
 
 def restore_stage(cfg: Config, model_version: Any) -> Manifest:
     """The registered stage artifact as a local folder: its original folder, or downloaded back there."""
-    from tasks.artifacts import find_complete, stage_dir
+    from tasks.common.artifacts import find_complete, stage_dir
 
     tags = model_version.tags
     stage, key = tags["stage"], tags["key"]

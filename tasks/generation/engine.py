@@ -8,7 +8,7 @@ Two engines give the same kind of output, a list (one per prompt, in prompt orde
 
 - ``hf``: transformers ``generate`` in this process (base + PEFT adapter, or merged weights), batched
   with left padding, ``num_return_sequences=n``.
-- ``vllm``: offline ``vllm.LLM.generate`` in a subprocess running :mod:`tasks.vllm_worker` with the
+- ``vllm``: offline ``vllm.LLM.generate`` in a subprocess running :mod:`tasks.generation.vllm_worker` with the
   interpreter of the vLLM environment (``VLLMConfig.python``, default ``.venv-vllm/bin/python``
   relative to the project root); the adapter goes through ``LoRARequest`` or the merged weights.
 
@@ -51,11 +51,12 @@ from pathlib import Path
 from typing import Any, Literal
 
 from conf.schema import VLLMConfig
-from tasks.progress import run_log as log_  # the Prefect run logger inside a flow
+from tasks.common.progress import run_log as log_  # the Prefect run logger inside a flow
+from tasks.common.records import jsonl_lines
 from training.modelref import ModelRef
 from training.prompts import chat_prompt
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 FINISH_REASONS = ("stop", "length")
 
 
@@ -217,13 +218,12 @@ def _load_hf_uncached(model: ModelRef, adapter_mode: str, dtype: str,
                       base_quantization: str = "none") -> tuple[Any, Any]:
     """(model, tokenizer) for a ModelRef: base + PEFT adapter (``lora``) or merged weights (``merged``:
     the saved ``merged`` folder, else base + adapter merged in memory). ``training.models`` decides the
-    dtype and, when it offers ``load_model_for_inference(ref)``, loads the ``lora`` case itself."""
+    dtype."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from training import models as tm
 
-    loader = getattr(tm, "load_model_for_inference", None)
     torch_dtype = tm.resolve_dtype(dtype)
     if base_quantization == "4bit":  # the QLoRA adapter on the 4-bit base it was trained on
         if not model.adapter or adapter_mode != "lora":
@@ -232,8 +232,6 @@ def _load_hf_uncached(model: ModelRef, adapter_mode: str, dtype: str,
 
         base = tm.load_model(model.base, dtype=dtype, quantization="4bit")
         m = PeftModel.from_pretrained(base, model.adapter)
-    elif loader is not None and adapter_mode == "lora":
-        m = loader(model)
     elif model.adapter and not (adapter_mode == "merged" and model.merged):
         from peft import PeftModel
 
@@ -415,7 +413,7 @@ def _model_paths(model: ModelRef, adapter_mode: str, workdir: Path) -> tuple[str
 def vllm_request(model: ModelRef, prompts: list[str], cfg: VLLMConfig, *, n: int, temperature: float,
                  top_p: float, top_k: int, max_tokens: int, seed: int, adapter_mode: str,
                  workdir: Path) -> dict[str, Any]:
-    """The JSON request read by :mod:`tasks.vllm_worker`."""
+    """The JSON request read by :mod:`tasks.generation.vllm_worker`."""
     weights, adapter = _model_paths(model, adapter_mode, workdir)
     extra = dict(cfg.engine_kwargs)
     if cfg.per_request_seed and not _on_cuda():
@@ -459,20 +457,22 @@ def _count_lines(path: Path) -> int:
         return 0
 
 
+def worker_record(d: dict[str, Any]) -> tuple[int, list[Generation]]:
+    """(prompt index, generations) of one worker output line ``{"i": 0, "outputs": [...]}``."""
+    return int(d["i"]), [Generation.make(o["text"], o["n_tokens"], o["logprob_sum"], o["finish_reason"])
+                         for o in d["outputs"]]
+
+
 def parse_worker_output(path: Path, n_prompts: int) -> list[list[Generation]]:
     """Read the worker's JSONL (one line per prompt: ``{"i": 0, "outputs": [{text, n_tokens,
     logprob_sum, finish_reason}, ...]}``) back into prompt order; every prompt must be there."""
     got: dict[int, list[Generation]] = {}
-    with path.open(encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            d = json.loads(line)
-            try:
-                got[int(d["i"])] = [Generation.make(o["text"], o["n_tokens"], o["logprob_sum"],
-                                                    o["finish_reason"]) for o in d["outputs"]]
-            except (KeyError, TypeError) as e:
-                raise VLLMError(f"{path}:{lineno}: malformed worker output ({e!r})") from None
+    for lineno, line in jsonl_lines(path):
+        try:
+            i, gens = worker_record(json.loads(line))
+        except (KeyError, TypeError) as e:
+            raise VLLMError(f"{path}:{lineno}: malformed worker output ({e!r})") from None
+        got[i] = gens
     missing = [i for i in range(n_prompts) if i not in got]
     if missing:
         raise VLLMError(f"{path}: worker output lacks {len(missing)} of {n_prompts} prompts (first {missing[:5]})")
@@ -494,7 +494,7 @@ def _generate_vllm(model: ModelRef, prompts: list[str], *, vllm: VLLMConfig, n: 
                            max_tokens=max_tokens, seed=seed, adapter_mode=adapter_mode, workdir=work)
         (work / "request.json").write_text(json.dumps(req))
         out, log = work / "out.jsonl", work / "stderr.log"
-        cmd = [str(python), "-m", "tasks.vllm_worker", str(work / "request.json"), str(out)]
+        cmd = [str(python), "-m", "tasks.generation.vllm_worker", str(work / "request.json"), str(out)]
         bar, total = _progress(progress, len(prompts), f"vllm generate ×{n}")
         with log.open("wb") as err, bar:
             task = bar.add_task("gen", total=total)
@@ -601,10 +601,7 @@ def read_part(path: Path, n_prompts: int) -> dict[int, list[Generation]]:
         if not line.endswith(b"\n"):
             break
         try:
-            d = json.loads(line)
-            i = int(d["i"])
-            gens = [Generation.make(o["text"], o["n_tokens"], o["logprob_sum"], o["finish_reason"])
-                    for o in d["outputs"]]
+            i, gens = worker_record(json.loads(line))
         except (ValueError, KeyError, TypeError):
             break
         if 0 <= i < n_prompts:
@@ -626,6 +623,36 @@ def write_part_lines(path: Path, start: int, gens: Sequence[Sequence[Generation]
                  "finish_reason": g.finish_reason} for g in outs]}) + "\n")
         f.flush()
         os.fsync(f.fileno())
+
+
+def _job_request(job: ShardJob, vllm: VLLMConfig) -> dict[str, Any]:
+    """The worker's request for one job: the prompts not in ``job.done``, with their seeds."""
+    seeds = job.seeds(vllm)
+    todo = [i for i in range(len(job.prompts)) if i not in job.done]
+    return {"key": job.key, "part": str(job.part), "indices": todo, "prompts": [job.prompts[i] for i in todo],
+            "seeds": [seeds[i] for i in todo] if seeds else None}
+
+
+def _finished_keys(status: Path) -> list[str]:
+    """Keys of the jobs the worker reported done in its status file (complete lines only)."""
+    try:
+        lines = status.read_text().splitlines()
+    except OSError:
+        return []
+    return [json.loads(x)["done"] for x in lines if x.endswith("}") and '"done"' in x]
+
+
+def _commit_ready(pending: list[ShardJob], status: Path,
+                  on_shard: Callable[[ShardJob, list[list[Generation]]], None]) -> None:
+    """Hand every finished job at the head of ``pending`` to ``on_shard`` (in order), removing it."""
+    done = set(_finished_keys(status))
+    while pending and pending[0].key in done:
+        job = pending.pop(0)
+        got = read_part(job.part, len(job.prompts))
+        missing = [i for i in range(len(job.prompts)) if i not in got]
+        if missing:
+            raise VLLMError(f"{job.part}: worker reported {job.key} done but {len(missing)} prompts are missing")
+        on_shard(job, [got[i] for i in range(len(job.prompts))])
 
 
 def generate_shards_vllm(model: ModelRef, jobs: Sequence[ShardJob], *, vllm: VLLMConfig, n: int,
@@ -651,48 +678,24 @@ def generate_shards_vllm(model: ModelRef, jobs: Sequence[ShardJob], *, vllm: VLL
         req = vllm_request(model, [], vllm, n=n, temperature=temperature, top_p=top_p, top_k=top_k,
                            max_tokens=max_tokens, seed=seed, adapter_mode=adapter_mode, workdir=work)
         req.pop("prompts"), req.pop("seeds")
-        req["jobs"] = []
-        for job in pending:
-            seeds = job.seeds(vllm)
-            todo = [i for i in range(len(job.prompts)) if i not in job.done]
-            req["jobs"].append({"key": job.key, "part": str(job.part), "indices": todo,
-                                "prompts": [job.prompts[i] for i in todo],
-                                "seeds": [seeds[i] for i in todo] if seeds else None})
+        req["jobs"] = [_job_request(job, vllm) for job in pending]
         (work / "request.json").write_text(json.dumps(req))
         status, log = work / "status.jsonl", work / "stderr.log"
-        cmd = [str(python), "-m", "tasks.vllm_worker", "--jobs", str(work / "request.json"), str(status)]
-
-        def finished_keys() -> list[str]:
-            try:
-                lines = status.read_text().splitlines()
-            except OSError:
-                return []
-            return [json.loads(x)["done"] for x in lines if x.endswith("}") and '"done"' in x]
-
-        def commit_ready() -> None:
-            done = set(finished_keys())
-            while pending and pending[0].key in done:
-                job = pending.pop(0)
-                got = read_part(job.part, len(job.prompts))
-                missing = [i for i in range(len(job.prompts)) if i not in got]
-                if missing:
-                    raise VLLMError(f"{job.part}: worker reported {job.key} done but {len(missing)} prompts are missing")
-                on_shard(job, [got[i] for i in range(len(job.prompts))])
-
+        cmd = [str(python), "-m", "tasks.generation.vllm_worker", "--jobs", str(work / "request.json"), str(status)]
         with log.open("wb") as err:
             proc = subprocess.Popen(cmd, cwd=ROOT, env=vllm_env(vllm), stdin=subprocess.DEVNULL,
                                     stdout=err, stderr=subprocess.STDOUT)
             try:
                 while proc.poll() is None:
                     time.sleep(0.5)
-                    commit_ready()
+                    _commit_ready(pending, status, on_shard)
                     if on_progress is not None and pending:
                         on_progress(pending[0], _count_lines(pending[0].part))
             except BaseException:
                 proc.kill()
                 proc.wait()
                 raise
-            commit_ready()
+            _commit_ready(pending, status, on_shard)
         if proc.returncode != 0 or pending:
             raise VLLMError(f"vLLM worker failed (exit {proc.returncode}) with {len(pending)} shards unfinished "
                             f"(finished chunks are kept in their part files): {' '.join(cmd)}\n"

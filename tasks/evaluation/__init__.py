@@ -1,0 +1,1 @@
+"""Grading, accuracy statistics, evaluation sets and the comparison report."""

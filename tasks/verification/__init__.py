@@ -1,0 +1,1 @@
+"""The verify stage's library: verdicts for sampled solutions (verifier/ does the scoring)."""
