@@ -61,7 +61,7 @@ def run_ablation_report(cfg, sft_eval: str | Path, arm_evals: Mapping[str, Mappi
     settings = ReportSettings.of(cfg)
     data = AblationData(
         problems, outcomes(sft_rows, "correct"), arm_outcomes(arm_rows, "correct"), arm_meta=arm_meta or {},
-        sft_kinds=classify_sft(sft_rows, verdicts, rel=ab.near_miss_rel, abs_tol=ab.near_miss_abs),
+        sft_kinds=classify_sft(sft_rows, verdicts, all_problems, rel=ab.near_miss_rel, abs_tol=ab.near_miss_abs),
         pairs={arm: read_pairs(Path(d) / "pairs.jsonl") for arm, d in arm_pairs.items()},
         rejected_dims={(v.problem_id, v.index): v.dims for v in read_verdicts(Path(verify_dir) / "verdicts.jsonl")})
     report = build_ablation_report(data, settings).model_copy(update={

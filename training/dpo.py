@@ -54,15 +54,15 @@ from trl.models.utils import disable_gradient_checkpointing
 from trl.trainer.dpo_trainer import DataCollatorForPreference
 from trl.trainer.utils import use_adapter
 
-from training.models import load_model, load_tokenizer, peft_lora_config, resolve_dtype
+from training.models import resolve_dtype
 from training.prompts import user_messages
 from training.sft import (
-    METRICS_FILE,
-    JsonlMetricsCallback,
     TrainResult,
     common_args,
     drop_printer_when_progress,
+    load_for_training,
     run_trainer,
+    trainer_inputs,
 )
 
 WEIGHT = "weight"
@@ -462,33 +462,14 @@ def train_dpo(
 ) -> TrainResult:
     """Train a new LoRA with weighted DPO on top of the plain weights at ``model_path`` (the reference is
     the same weights with the adapter disabled). Writes ``output_dir/adapter`` and ``metrics.jsonl``."""
-    from datasets import Dataset
-
     output_dir = Path(output_dir)
     rows = list(examples)
     if not rows:
         raise ValueError("train_dpo: no preference pairs")
     dtype = resolve_dtype(model_cfg.dtype)
-    tokenizer = load_tokenizer(
-        model_path, revision=model_cfg.revision, trust_remote_code=model_cfg.trust_remote_code
-    )
-    model = load_model(
-        model_path,
-        dtype=model_cfg.dtype,
-        quantization=model_cfg.quantization,
-        for_training=True,
-        gradient_checkpointing=cfg.gradient_checkpointing,
-        revision=model_cfg.revision,
-        trust_remote_code=model_cfg.trust_remote_code,
-    )
-    trainer = WeightedDPOTrainer(
-        model,
-        args=dpo_args(cfg, output_dir, dtype=dtype, report_to=report_to),
-        train_dataset=Dataset.from_list(rows),
-        processing_class=tokenizer,
-        peft_config=peft_lora_config(cfg.lora),
-        callbacks=[JsonlMetricsCallback(output_dir / METRICS_FILE), *callbacks],
-    )
+    tokenizer, model = load_for_training(model_path, model_cfg, cfg.gradient_checkpointing)
+    trainer = WeightedDPOTrainer(model, args=dpo_args(cfg, output_dir, dtype=dtype, report_to=report_to),
+                                 **trainer_inputs(rows, tokenizer, cfg.lora, output_dir, callbacks))
     drop_printer_when_progress(trainer)
     result = run_trainer(trainer, output_dir, output_dir / "adapter", keep_checkpoints)
     weights = [float(r[WEIGHT]) for r in rows]

@@ -209,6 +209,28 @@ def run_trainer(trainer: Any, output_dir: Path, adapter_dir: Path, keep_checkpoi
     return TrainResult(adapter_dir=adapter_dir, metrics=metrics, log_history=history)
 
 
+def load_for_training(model_path: str | Path, model_cfg: ModelConfig, gradient_checkpointing: bool,
+                      **tokenizer_kw: Any) -> tuple[Any, Any]:
+    """(tokenizer, model) of ``model_path`` for LoRA training, quantised as ``model_cfg`` says."""
+    tokenizer = load_tokenizer(model_path, revision=model_cfg.revision,
+                               trust_remote_code=model_cfg.trust_remote_code, **tokenizer_kw)
+    model = load_model(model_path, dtype=model_cfg.dtype, quantization=model_cfg.quantization, for_training=True,
+                       gradient_checkpointing=gradient_checkpointing, revision=model_cfg.revision,
+                       trust_remote_code=model_cfg.trust_remote_code)
+    return tokenizer, model
+
+
+def trainer_inputs(rows: list[dict[str, Any]], tokenizer: Any, lora: Any, output_dir: Path,
+                   callbacks: Sequence[TrainerCallback]) -> dict[str, Any]:
+    """What the SFT and DPO trainers take alike: the rows as a dataset, the tokenizer, a new LoRA and the
+    metrics callback (``output_dir/metrics.jsonl``) before ``callbacks``."""
+    from datasets import Dataset
+
+    return {"train_dataset": Dataset.from_list(rows), "processing_class": tokenizer,
+            "peft_config": peft_lora_config(lora),
+            "callbacks": [JsonlMetricsCallback(output_dir / METRICS_FILE), *callbacks]}
+
+
 def build_sft_trainer(
     model_path: str | Path,
     examples: Iterable[dict[str, Any]],
@@ -220,7 +242,6 @@ def build_sft_trainer(
     report_to: str | list[str] = "none",
 ) -> Any:
     """A TRL ``SFTTrainer`` with a new LoRA (QLoRA when ``model_cfg.quantization == "4bit"``)."""
-    from datasets import Dataset
     from trl import SFTConfig as TrlSFTConfig
     from trl import SFTTrainer
 
@@ -229,21 +250,7 @@ def build_sft_trainer(
     if not rows:
         raise ValueError("SFT: no training examples")
     dtype = resolve_dtype(model_cfg.dtype)
-    tokenizer = load_tokenizer(
-        model_path,
-        revision=model_cfg.revision,
-        trust_remote_code=model_cfg.trust_remote_code,
-        padding_side="right",
-    )
-    model = load_model(
-        model_path,
-        dtype=model_cfg.dtype,
-        quantization=model_cfg.quantization,
-        for_training=True,
-        gradient_checkpointing=cfg.gradient_checkpointing,
-        revision=model_cfg.revision,
-        trust_remote_code=model_cfg.trust_remote_code,
-    )
+    tokenizer, model = load_for_training(model_path, model_cfg, cfg.gradient_checkpointing, padding_side="right")
     args = TrlSFTConfig(
         **common_args(cfg, output_dir, dtype, report_to),
         max_length=cfg.max_seq_len,
@@ -251,13 +258,7 @@ def build_sft_trainer(
         packing=False,
     )
     return drop_printer_when_progress(SFTTrainer(
-        model=model,
-        args=args,
-        train_dataset=Dataset.from_list(rows),
-        processing_class=tokenizer,
-        peft_config=peft_lora_config(cfg.lora),
-        callbacks=[JsonlMetricsCallback(output_dir / METRICS_FILE), *callbacks],
-    ))
+        model=model, args=args, **trainer_inputs(rows, tokenizer, cfg.lora, output_dir, callbacks)))
 
 
 def train_sft(

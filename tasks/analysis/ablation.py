@@ -56,6 +56,8 @@ from tasks.analysis.ablation_rows import (
     Comparison,
     Correlation,
     ErrorGroupRow,
+    ErrorTypeRow,
+    ErrorTypes,
     GroupRow,
     Reading,
     VerifierCheck,
@@ -63,8 +65,11 @@ from tasks.analysis.ablation_rows import (
 )
 from tasks.common.provenance import git_commit
 from tasks.common.records import Pair, Problem
+from tasks.corpus.synthetic import ERROR_KINDS as SYNTHETIC_ERROR_KINDS
+from tasks.corpus.synthetic import STRUCTURAL_KINDS, known_error
+from tasks.evaluation.grading import calculation_holds, stated_calculations
 from tasks.evaluation.report import format_p
-from tasks.evaluation.stats import bootstrap_mean, mcnemar
+from tasks.evaluation.stats import bootstrap_mean, mcnemar, minimal_detectable_effect
 from verifier.answers import parse_number
 from verifier.verdict import DIMENSIONS, Verdict
 
@@ -74,6 +79,7 @@ _EVALUATE = EvaluateConfig.model_fields
 SFT = "sft"
 ANSWER_KINDS = ("correct", "near_miss", "far_off", "no_answer")
 ERROR_KINDS = ("correct", "arithmetic", "structural")
+KNOWN_TYPES = ("correct", *SYNTHETIC_ERROR_KINDS)
 PAIR_FEATURES = ("weight_raw", "wrongness", "absurdity", "confidence_rejected", "confidence_gap",
                  "log_perplexity", "similarity", "hardness")
 FEATURES = PAIR_FEATURES + DIMENSIONS
@@ -85,34 +91,43 @@ class AblationError(ValueError):
 
 # ---------------------------------------------------------------- classifying the SFT model's errors
 
-_CALC_RE = re.compile(r"(?<![\d.])(-?\d+)\s*([-+*/×x])\s*(\d+)\s*=\s*(-?\d+(?:\.\d+)?)(?![\d.])")
 _ANNOT_RE = re.compile(r"<<[^<>]*?=\s*(-?\d+(?:\.\d+)?)\s*>>\s*(-?\d+(?:\.\d+)?)(?![\d.])")
 
 
-def _binop(a: int, op: str, b: int) -> Fraction | None:
-    if op == "+":
-        return Fraction(a + b)
-    if op == "-":
-        return Fraction(a - b)
-    if op in "*×x":
-        return Fraction(a * b)
-    return Fraction(a, b) if b else None
-
-
 def known_arithmetic_slip(text: str) -> bool:
-    """Whether ``text`` states a wrong integer calculation: ``a op b = r`` with ``r`` not the result, or a
-    GSM8K annotation ``<<…=r>>s`` whose shown value ``s`` differs from ``r``.
+    """Whether ``text`` states a wrong calculation: ``a op b = r`` (``tasks.evaluation.grading.stated_calculations``)
+    with ``r`` not the result, or a GSM8K annotation ``<<…=r>>s`` whose shown value ``s`` differs from ``r``.
 
-    This is the ground truth for synthetic problems (integer steps), computed without the verifier:
+    Computed from the text alone, without the verifier (the fallback ground truth where the generator's
+    :func:`tasks.corpus.synthetic.known_error` does not apply):
 
     >>> known_arithmetic_slip("12+18 = <<12+18=30>>30 shells"), known_arithmetic_slip("12+18 = <<12+18=31>>31")
     (False, True)
     """
-    for a, op, b, r in _CALC_RE.findall(text or ""):
-        value = _binop(int(a), op, int(b))
-        if value is not None and value != Fraction(r):
-            return True
+    if any(not calculation_holds(*calc) for calc in stated_calculations(text or "")):
+        return True
     return any(Fraction(r) != Fraction(s) for r, s in _ANNOT_RE.findall(text or ""))
+
+
+def known_type(problem: Problem | None, record: Mapping[str, Any]) -> str | None:
+    """The generator's type of one graded output's error on a synthetic problem: ``correct`` or one of
+    :data:`tasks.corpus.synthetic.ERROR_KINDS` (a trap's type, ``arithmetic``, ``other_structural``,
+    ``no_answer``); None for a problem without the generator's ``meta`` (real data)."""
+    if problem is None or not problem.meta.get("values"):
+        return None
+    if record["correct"]:
+        return "correct"
+    kind = known_error(problem.meta, record["gold"], record.get("extracted"),
+                       stated_calculations(record.get("output", "")))
+    return "other_structural" if kind == "correct" else kind  # graded wrong although the number matches
+
+
+def coarse_known(kind: str | None, output: str) -> str:
+    """``correct`` | ``arithmetic`` | ``structural`` from :func:`known_type` (every trap, ``other_structural``
+    and ``no_answer`` are structural), or from :func:`known_arithmetic_slip` where the type is unknown."""
+    if kind is None:
+        return "arithmetic" if known_arithmetic_slip(output) else "structural"
+    return kind if kind in ("correct", "arithmetic") else "structural"
 
 
 def answer_kind(extracted: str | None, gold: str, correct: bool, *,
@@ -152,21 +167,22 @@ def error_kind(correct: bool, dims: Mapping[str, float] | None) -> str:
     return "structural"
 
 
-def classify_sft(records: Sequence[Mapping[str, Any]], verdicts: Mapping[str, Verdict], *,
-                 rel: float = _ABLATION["near_miss_rel"].default,
+def classify_sft(records: Sequence[Mapping[str, Any]], verdicts: Mapping[str, Verdict],
+                 problems: Mapping[str, Problem] | None = None, *, rel: float = _ABLATION["near_miss_rel"].default,
                  abs_tol: float = _ABLATION["near_miss_abs"].default) -> dict[str, dict[str, Any]]:
-    """Problem id -> ``{"answer", "error", "known", "verifier_correct"}`` for the SFT model's graded
-    outputs (``tasks.evaluation.grading.Graded`` rows as dicts); ``known`` is the ground-truth error kind from
-    :func:`known_arithmetic_slip` (``arithmetic`` | ``structural`` | ``correct``)."""
+    """Problem id -> ``{"answer", "error", "known", "known_type", "verifier_correct"}`` for the SFT model's
+    graded outputs (``tasks.evaluation.grading.Graded`` rows as dicts). ``known_type`` is the generator's
+    error type (:func:`known_type`, None without ``problems`` or on real data) and ``known`` its coarse
+    ground-truth split (:func:`coarse_known`: ``arithmetic`` | ``structural`` | ``correct``)."""
     out: dict[str, dict[str, Any]] = {}
     for r in records:
         pid, correct = r["id"], bool(r["correct"])
         v = verdicts.get(pid)
-        known = "correct" if correct else ("arithmetic" if known_arithmetic_slip(r.get("output", "")) else
-                                           "structural")
+        kind = known_type((problems or {}).get(pid), r)
         out[pid] = {"answer": answer_kind(r.get("extracted"), r["gold"], correct, rel=rel, abs_tol=abs_tol),
                     "error": error_kind(correct, v.dims if v is not None and v.status == "ok" else None),
-                    "known": known, "verifier_correct": None if v is None else bool(v.correct)}
+                    "known": "correct" if correct else coarse_known(kind, r.get("output", "")), "known_type": kind,
+                    "verifier_correct": None if v is None else bool(v.correct)}
     return out
 
 
@@ -244,6 +260,7 @@ class ReportSettings:
     seed: int = _EVALUATE["seed"].default
     level: float = 0.95
     alpha: float = _ABLATION["alpha"].default
+    power: float = 0.8  # of the minimal detectable effect printed beside every comparison
     degenerate_std: float = 0.05  # an arm's weights with a smaller std barely differ from uniform
     degenerate_clipped: float = 0.5  # ... or with a larger clipped share are dominated by clipping
 
@@ -304,6 +321,7 @@ def _comparison(arm: str, vs: str, a: Mapping[int, np.ndarray], b: Mapping[int, 
                       diff_high=_num(est.high), seed_diffs=diffs, seed_low=slo, seed_high=shi,
                       wins=sum(d > 0 for d in diffs), losses=sum(d < 0 for d in diffs), b=pooled.b, c=pooled.c,
                       p_value=pooled.p_value, p_per_seed=[mcnemar(x, y).p_value for _, x, y in matched],
+                      mde=_num(minimal_detectable_effect(per_problem, alpha=s.alpha, power=s.power)),
                       reading=_reading(diff, est.low, est.high, pooled.p_value, s.alpha))
 
 
@@ -342,6 +360,9 @@ def weight_summary(arm: str, pairs: Sequence[Pair], rejected_dims: Mapping[tuple
     """Distribution of an arm's pair weights and their correlations with the pair features and dims."""
     if not pairs:
         return WeightSummary(arm=arm, n_pairs=0)
+    composition = {"reference_chosen_share": sum(p.chosen_index is None for p in pairs) / len(pairs),
+                   "unsound_negative_share": sum(p.rejected_kind == "unsound" for p in pairs) / len(pairs),
+                   "mean_similarity": _num(np.nanmean([p.similarity for p in pairs]))}
     w = np.array([p.weight for p in pairs], dtype=float)
     feats = _pair_features(pairs, rejected_dims)
     clipped = sum(p.clipped for p in pairs) / len(pairs)
@@ -350,7 +371,7 @@ def weight_summary(arm: str, pairs: Sequence[Pair], rejected_dims: Mapping[tuple
     return WeightSummary(
         arm=arm, n_pairs=len(pairs), mean=float(w.mean()), std=std, min=float(w.min()),
         q10=float(np.quantile(w, 0.1)), median=float(np.median(w)), q90=float(np.quantile(w, 0.9)),
-        max=float(w.max()), clipped_share=clipped, constant=bool(np.ptp(w) == 0),
+        max=float(w.max()), clipped_share=clipped, constant=bool(np.ptp(w) == 0), **composition,
         degenerate=bool(std < degenerate_std or clipped > degenerate_clipped) if weighted else None,
         correlations={f: Correlation(**correlation(w, feats[f])) for f in FEATURES}, weights=[float(x) for x in w])
 
@@ -370,6 +391,24 @@ def verifier_check(kinds: Mapping[str, Mapping[str, Any]], graded_correct: Mappi
                          precision=tp / (tp + fp) if tp + fp else None, recall=tp / (tp + fn) if tp + fn else None,
                          known_arithmetic_share=(tp + fn) / len(wrong) if wrong else None,
                          correct_agreement=agree / len(judged) if judged else None, n_judged=len(judged))
+
+
+def error_types(kinds: Mapping[str, Mapping[str, Any]]) -> ErrorTypes | None:
+    """The SFT model's wrong outputs by the generator's error type, each with the verifier's split of it
+    (arithmetic / structural, :func:`error_kind`); None when no output has a known type (real data)."""
+    wrong = [k for k in kinds.values() if k.get("known_type") not in (None, "correct")]
+    if not wrong:
+        return None
+    rows = []
+    for kind in SYNTHETIC_ERROR_KINDS:
+        these = [k for k in wrong if k["known_type"] == kind]
+        arithmetic = sum(k["error"] == "arithmetic" for k in these)
+        rows.append(ErrorTypeRow(kind=kind, n=len(these), share=len(these) / len(wrong),
+                                 verifier_arithmetic=arithmetic, verifier_structural=len(these) - arithmetic))
+    return ErrorTypes(
+        n_wrong=len(wrong), rows=rows,
+        structural_share=sum(k["known_type"] in STRUCTURAL_KINDS for k in wrong) / len(wrong),
+        verifier_structural_share=sum(k["error"] == "structural" for k in wrong) / len(wrong))
 
 
 def _vectors(data: AblationData, ids: Sequence[str]) -> dict[str, dict[int, np.ndarray]]:
@@ -397,9 +436,12 @@ def _by_sft_error(sft_kinds: Mapping[str, Mapping[str, Any]], ids: Sequence[str]
     missing = [i for i in ids if i not in sft_kinds]
     if missing:
         raise AblationError(f"sft_kinds: no classification for {len(missing)} problem(s), e.g. {missing[:3]}")
+    axes = [("answer", ANSWER_KINDS), ("error", ERROR_KINDS), ("known", ERROR_KINDS)]
+    if any(sft_kinds[pid].get("known_type") is not None for pid in ids):
+        axes.append(("known_type", KNOWN_TYPES))
     rows = []
-    for axis, kinds in (("answer", ANSWER_KINDS), ("error", ERROR_KINDS), ("known", ERROR_KINDS)):
-        groups = {k: [i for i, pid in enumerate(ids) if sft_kinds[pid][axis] == k] for k in kinds}
+    for axis, kinds in axes:
+        groups = {k: [i for i, pid in enumerate(ids) if sft_kinds[pid].get(axis) == k] for k in kinds}
         rows += [ErrorGroupRow(axis=axis, kind=k, n=n, accuracy=acc) for k, n, acc in _group_accuracy(groups, vecs)]
     return rows
 
@@ -422,10 +464,12 @@ def build_ablation_report(data: AblationData, settings: ReportSettings | None = 
         comparisons += [_comparison(arm, s.random_arm, vecs[arm], vecs[s.random_arm], s)
                         for arm in data.arms if arm != s.random_arm]
     by_error: list[ErrorGroupRow] = []
-    check = None
+    check = types = None
     if data.sft_kinds is not None:
         by_error = _by_sft_error(data.sft_kinds, ids, vecs)
-        check = verifier_check({i: data.sft_kinds[i] for i in ids}, dict(zip(ids, vecs[SFT][0], strict=True)))
+        kinds = {i: data.sft_kinds[i] for i in ids}
+        check = verifier_check(kinds, dict(zip(ids, vecs[SFT][0], strict=True)))
+        types = error_types(kinds)
     weights = [weight_summary(arm, data.pairs[arm], data.rejected_dims, degenerate_std=s.degenerate_std,
                               degenerate_clipped=s.degenerate_clipped)
                for arm in data.arms if data.pairs is not None and arm in data.pairs]
@@ -433,7 +477,7 @@ def build_ablation_report(data: AblationData, settings: ReportSettings | None = 
         n_problems=len(ids), level=s.level, bootstrap_samples=s.samples, seed=s.seed, alpha=s.alpha,
         primary=s.primary, random_arm=s.random_arm if s.random_arm in data.arms else None, arms=rows,
         comparisons=comparisons, by_steps=_by_steps(data.problems, vecs), by_sft_error=by_error, weights=weights,
-        verifier_check=check, commit=git_commit())
+        verifier_check=check, error_types=types, commit=git_commit())
     return report.model_copy(update={"reading": reading(report)})
 
 
@@ -451,7 +495,11 @@ def _share(x: float | None) -> str:
 def _describe(c: Comparison, level: float) -> str:
     ci = f"[{_pp(c.diff_low)}, {_pp(c.diff_high)}]"
     return (f"Δ = {_pp(c.diff)} ({round(100 * level)}% CI over problems {ci}; McNemar p = {format_p(c.p_value)}; "
-            f"better in {c.wins}/{len(c.seeds)} seeds) → {c.reading}")
+            f"better in {c.wins}/{len(c.seeds)} seeds; minimal detectable effect {_mde(c.mde)}) → {c.reading}")
+
+
+def _mde(x: float | None) -> str:
+    return DASH if x is None else f"{100 * x:.1f} pp"
 
 
 _RANDOM_VS_SFT = {"worse": "random DPO degrades the SFT model",

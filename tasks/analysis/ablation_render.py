@@ -17,7 +17,10 @@ from tasks.analysis.ablation_rows import AblationReport, ArmRow, Comparison, Wei
 from tasks.evaluation.report import format_p
 
 AXIS_NAMES = {"answer": "SFT's final answer", "error": "SFT's error (verifier)",
-              "known": "SFT's error (known, synthetic)"}
+              "known": "SFT's error (known, synthetic)", "known_type": "SFT's error type (generator)"}
+RECOVERY = (("answer", "correct", "retention: SFT right"), ("answer", "near_miss", "recovery: SFT near miss"),
+            ("known", "arithmetic", "recovery: SFT arithmetic slip"),
+            ("known", "structural", "recovery: SFT structural error"))
 
 
 def _pct(x: float | None) -> str:
@@ -51,11 +54,12 @@ def arms_table(rows: Sequence[ArmRow], level: int, what: str = "accuracy") -> li
 
 
 def comparisons_table(comparisons: Sequence[Comparison], level: int) -> list[str]:
-    lines = [f"| arm | vs | Δ | {level}% CI problems | {level}% CI seeds | seeds better | b / c | McNemar p "
+    lines = [f"| arm | vs | Δ | {level}% CI problems | MDE | {level}% CI seeds | seeds better | b / c | McNemar p "
              "| p per seed | reading |",
-             "| --- | --- | ---: | --- | --- | ---: | ---: | ---: | --- | --- |"]
+             "| --- | --- | ---: | --- | ---: | --- | ---: | ---: | ---: | --- | --- |"]
     for c in comparisons:
-        lines.append(f"| {c.arm} | {c.vs} | {100 * c.diff:+.1f} | {_ci(c.diff_low, c.diff_high, True)} "
+        mde = DASH if c.mde is None else f"{100 * c.mde:.1f}"
+        lines.append(f"| {c.arm} | {c.vs} | {100 * c.diff:+.1f} | {_ci(c.diff_low, c.diff_high, True)} | {mde} "
                      f"| {_ci(c.seed_low, c.seed_high, True)} | {c.wins}/{len(c.seeds)} | {c.b} / {c.c} | "
                      f"{format_p(c.p_value)} | {', '.join(format_p(p) for p in c.p_per_seed)} | {c.reading} |")
     return lines
@@ -83,8 +87,10 @@ def _accuracy(report: AblationReport, level: int) -> list[str]:
              f"(bootstrap of the seed-averaged per-problem accuracy, {report.bootstrap_samples} resamples, "
              f"seed {report.seed}); n = {report.n_problems} problems.", "", *arms_table(report.arms, level)]
     lines += ["", "## Paired differences", "",
-              "Δ = accuracy(arm) − accuracy(vs) in percentage points, on the same problems. McNemar: exact test "
-              "on the (problem, seed) pairs pooled over seeds (b = only the arm right, c = only vs right).", "",
+              "Δ = accuracy(arm) − accuracy(vs) in percentage points, on the same problems. MDE = the minimal "
+              f"detectable effect of the paired comparison (α = {report.alpha}, power 0.8, from the per-problem "
+              "differences averaged over seeds). McNemar: exact test on the (problem, seed) pairs pooled over "
+              "seeds (b = only the arm right, c = only vs right).", "",
               *comparisons_table(report.comparisons, level)]
     if report.sound:
         how = ("exact: the generator knows every true step" if report.sound.method == "exact"
@@ -123,12 +129,45 @@ def _breakdowns(report: AblationReport) -> list[str]:
         lines += ["", "## Accuracy (%) by what the SFT model did on the problem", "",
                   "Final answer: near miss = within max(abs, rel·|gold|) of the gold answer. Error: arithmetic = "
                   "the verifier found a wrong calculation (symbolic_validity > 0), structural = wrong without "
-                  "one; *known* = the same split from the stated calculations themselves (ground truth).", "",
+                  "one; *known* = the same split from the generator's record of the problem (ground truth), and "
+                  "*type* the generator's finer split (the trap fallen for, other_structural, no_answer).", "",
                   "| grouping | SFT outcome | n | " + " | ".join(arms) + " |",
                   "| --- | --- | ---: |" + " ---: |" * len(arms)]
         for r in report.by_sft_error:
             lines.append(f"| {AXIS_NAMES[r.axis]} | {r.kind} | {r.n} | "
                          + " | ".join(_pct(r.accuracy[a]) for a in arms) + " |")
+    return lines
+
+
+def _recovery(report: AblationReport) -> list[str]:
+    """Per arm, accuracy on the problems SFT solved (retention) and on its near misses and known errors."""
+    groups = {(r.axis, r.kind): r for r in report.by_sft_error}
+    cols = [(label, groups[(axis, kind)]) for axis, kind, label in RECOVERY if (axis, kind) in groups]
+    if not cols:
+        return []
+    lines = ["", "## Retention and recovery", "",
+             "Accuracy (%) of each model on the problems where the SFT model was right (retention) and where it "
+             "was a near miss or made a known arithmetic or structural error (recovery); n problems per column.",
+             "", "| arm | " + " | ".join(f"{label} (n = {g.n})" for label, g in cols) + " |",
+             "| --- |" + " ---: |" * len(cols)]
+    for arm in report.arm_names():
+        lines.append(f"| {arm} | " + " | ".join(_pct(g.accuracy[arm]) for _, g in cols) + " |")
+    return lines
+
+
+def _error_types(report: AblationReport) -> list[str]:
+    t = report.error_types
+    if t is None:
+        return []
+    lines = ["", "## The SFT model's errors by type", "",
+             f"Its {t.n_wrong} wrong test outputs by the generator's known type (tasks/corpus/synthetic.py: "
+             "known_error), and how the verifier split each type (arithmetic = it found a wrong calculation). "
+             f"Structural (every trap and other_structural): **{_share(t.structural_share)}** known, "
+             f"{_share(t.verifier_structural_share)} by the verifier.", "",
+             "| known type | n | share of errors | verifier: arithmetic | verifier: structural |",
+             "| --- | ---: | ---: | ---: | ---: |"]
+    lines += [f"| {r.kind} | {r.n} | {_share(r.share)} | {r.verifier_arithmetic} | {r.verifier_structural} |"
+              for r in t.rows]
     return lines
 
 
@@ -146,7 +185,14 @@ def _weights(report: AblationReport) -> list[str]:
     lines = ["", "## Pair weights", "",
              "| arm | pairs | mean | std | min | q10 | median | q90 | max | clipped | degenerate |",
              "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
-             *(_weight_row(w) for w in report.weights)]
+             *(_weight_row(w) for w in report.weights),
+             "", "Pair composition: chosen = reference is the share of pairs whose chosen response is the reference "
+             "solution (no sound sample); unsound negatives have the right answer with a step the verifier rejects; "
+             "similarity is the rejected response's mean similarity to the chosen one (hard vs random negatives).", "",
+             "| arm | pairs | chosen = reference | unsound negatives | mean similarity |",
+             "| --- | ---: | ---: | ---: | ---: |",
+             *(f"| {w.arm} | {w.n_pairs} | {_share(w.reference_chosen_share)} | {_share(w.unsound_negative_share)} | "
+               f"{DASH if w.mean_similarity is None else f'{w.mean_similarity:.3f}'} |" for w in report.weights)]
     varying = [w for w in report.weights if w.n_pairs and not w.constant]
     if varying:
         lines += ["", "Spearman (Pearson) correlation of the pair weight with the pair features and the "
@@ -175,7 +221,8 @@ def render_markdown(report: AblationReport, command: str | None = None, title: s
     Markdown written by a person after reading the results, placed after the computed reading."""
     level = round(100 * report.level)
     lines = [*_head(report, title, command, notes), *_accuracy(report, level), *_displacement(report),
-             *_breakdowns(report), *_weights(report), *_verifier(report)]
+             *_breakdowns(report), *_recovery(report), *_error_types(report), *_weights(report),
+             *_verifier(report)]
     if image:
         lines += ["", f"![ablation plot]({image})"]
     return "\n".join(lines) + "\n"
@@ -300,6 +347,7 @@ def flat_metrics(report: AblationReport) -> dict[str, float]:
     for c in report.comparisons:
         out[f"{c.arm}-{c.vs}/diff"] = c.diff
         out[f"{c.arm}-{c.vs}/p_value"] = c.p_value
+        out[f"{c.arm}-{c.vs}/mde"] = c.mde
     if report.sound:
         for r in report.sound.arms:
             out[f"{r.arm}/sound_accuracy"] = r.accuracy
@@ -309,4 +357,6 @@ def flat_metrics(report: AblationReport) -> dict[str, float]:
         if w.n_pairs:
             out[f"{w.arm}/weight_std"] = w.std
             out[f"{w.arm}/clipped_share"] = w.clipped_share
+            out[f"{w.arm}/reference_chosen_share"] = w.reference_chosen_share
+            out[f"{w.arm}/mean_similarity"] = w.mean_similarity
     return {k: float(v) for k, v in out.items() if v is not None}

@@ -54,6 +54,7 @@ class Comparison(Row):
     c: int
     p_value: float
     p_per_seed: list[float]
+    mde: float | None = None  # paired minimal detectable effect (alpha of the report, power 0.8) on these problems
     reading: str
 
 
@@ -68,7 +69,7 @@ class GroupRow(Row):
 class ErrorGroupRow(Row):
     """Accuracy per model on the problems where the SFT model's ``axis`` was ``kind``."""
 
-    axis: str  # answer | error | known
+    axis: str  # answer | error | known | known_type
     kind: str
     n: int
     accuracy: dict[str, float | None]
@@ -97,6 +98,26 @@ class WeightSummary(Row):
     degenerate: bool | None = None
     correlations: dict[str, Correlation] = {}
     weights: list[float] = []
+    reference_chosen_share: float | None = None  # pairs whose chosen is the reference (chosen_index None)
+    unsound_negative_share: float | None = None  # pairs whose rejected has the right answer, unsound steps
+    mean_similarity: float | None = None  # of the rejected to the chosen (hard vs random negatives)
+
+
+class ErrorTypeRow(Row):
+    """The SFT model's wrong outputs of one generator-known type, and how the verifier split them."""
+
+    kind: str
+    n: int
+    share: float
+    verifier_arithmetic: int
+    verifier_structural: int
+
+
+class ErrorTypes(Row):
+    n_wrong: int
+    rows: list[ErrorTypeRow]
+    structural_share: float  # known: every trap type and other_structural (synthetic.STRUCTURAL_KINDS)
+    verifier_structural_share: float  # wrong without a wrong calculation found (error_kind)
 
 
 class VerifierCheck(Row):
@@ -157,6 +178,7 @@ class AblationReport(Row):
     by_sft_error: list[ErrorGroupRow]
     weights: list[WeightSummary]
     verifier_check: VerifierCheck | None = None
+    error_types: ErrorTypes | None = None
     commit: str | None = None
     reading: Reading | None = None
     sound: SoundSection | None = None

@@ -117,7 +117,8 @@ def stated_calculations(text: str) -> list[tuple[Fraction, str, Fraction, Fracti
     return out
 
 
-def _holds(a: Fraction, op: str, b: Fraction, r: Fraction) -> bool:
+def calculation_holds(a: Fraction, op: str, b: Fraction, r: Fraction) -> bool:
+    """Whether the stated ``a op b = r`` is exactly true (a division by zero never is)."""
     if op == "/":
         return b != 0 and a / b == r
     return {"+": a + b, "-": a - b, "*": a * b}[op] == r
@@ -132,7 +133,7 @@ def exact_sound(output: str, problem: Problem) -> bool | None:
     if not values:
         return None
     truth = {Fraction(v) for v in values}
-    return all(_holds(a, op, b, r) and r in truth for a, op, b, r in stated_calculations(output))
+    return all(calculation_holds(a, op, b, r) and r in truth for a, op, b, r in stated_calculations(output))
 
 
 def grade(output: str, gold: str, *, finish_reason: str = "stop", gsm8k: bool = False) -> Grade:
@@ -246,6 +247,6 @@ def summarise(records: Sequence[Graded], *, samples: int = 2000, seed: int = 0, 
     return out
 
 
-__all__ = ["FLEXIBLE_RE", "REASONS", "STRICT_RE", "Grade", "Graded", "Reason", "disagreement_kind", "exact_sound",
-           "flexible_extract", "grade", "harness_equal", "harness_normalise", "regex_answer",
+__all__ = ["FLEXIBLE_RE", "REASONS", "STRICT_RE", "Grade", "Graded", "Reason", "calculation_holds", "disagreement_kind",
+           "exact_sound", "flexible_extract", "grade", "harness_equal", "harness_normalise", "regex_answer",
            "stated_calculations", "strict_match", "summarise"]

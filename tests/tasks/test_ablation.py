@@ -7,6 +7,7 @@ import json
 import math
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from conf import load_config
@@ -230,6 +231,8 @@ def test_paired_differences(report):
         assert (got.diff_low, got.diff_high) == _boot(per_problem)
         assert (got.wins, got.b, got.c, got.reading) == (wins, b, c, reading)
         assert got.p_value == pytest.approx(p) and got.p_per_seed == pytest.approx(p_seeds)
+        # (z_.975 + z_.8) * sd(per-problem differences) / sqrt(n)
+        assert got.mde == pytest.approx(2.8015852 * float(np.std(per_problem, ddof=1)) / math.sqrt(len(IDS)))
 
 
 def test_breakdowns(report):
@@ -275,6 +278,9 @@ def test_markdown_renders_every_row(report):
     assert "| symbolic_validity | +0.95 (" in md
     assert "| weighted-0.3 |" in md.split("Spearman (Pearson)")[1].splitlines()[2]  # only the varying arm
     assert "| verifier: arithmetic | 1 | 1 |" in md
+    assert "| random | 2 | 0.0% | 0.0% | 0.700 |" in md  # pair composition
+    # retention (SFT right: p0 p2 p5) and recovery of the near miss p1 and the known slip p1
+    assert "| weighted-0.3 | 100.0 | 100.0 | 100.0 | 50.0 |" in md
 
 
 def test_verifier_check_and_reading(report):
@@ -307,6 +313,50 @@ def test_reading_holds_and_degenerate():
     worse = _build(problems, w, {"random": {0: rnd}, "w": {0: sft}}, primary="w", samples=300)
     assert worse.reading.verdict == "does not hold"
     assert worse.comparison("w", "sft").reading == "worse"
+
+
+def test_pair_composition():
+    pairs = [*WEIGHTED_PAIRS[:2], WEIGHTED_PAIRS[2].model_copy(update={"chosen_index": None, "similarity": 0.1}),
+             WEIGHTED_PAIRS[3].model_copy(update={"rejected_kind": "unsound"})]
+    w = weight_summary("weighted", pairs, {})
+    assert (w.reference_chosen_share, w.unsound_negative_share) == (0.25, 0.25)
+    assert w.mean_similarity == pytest.approx((0.7 * 3 + 0.1) / 4)
+
+
+SYNTHETIC_META = {"values": [12, 30], "traps": [{"type": "distractor", "value": 7, "wrong": ["37"]},
+                                                {"type": "difference", "value": None, "wrong": ["-30"]}]}
+
+
+@pytest.mark.parametrize(("output", "extracted", "correct", "kind", "coarse"), [
+    ("12+18 = 30\n#### 30", "30", True, "correct", "correct"),
+    ("12+18 = 30 and 30+7 = 37\n#### 37", "37", False, "distractor", "structural"),   # the trap's answer
+    ("12+18 = 31\n#### 31", "31", False, "arithmetic", "arithmetic"),
+    ("12-42 = -30\n#### -30", "-30", False, "difference", "structural"),
+    ("12*2 = 24\n#### 24", "24", False, "other_structural", "structural"),          # right step, wrong plan
+    ("I do not know", None, False, "no_answer", "structural"),
+])
+def test_classify_sft_reads_the_generators_error_types(output, extracted, correct, kind, coarse):
+    problem = Problem(id="s0", question="q", answer="30", source="synthetic", split="test", meta=SYNTHETIC_META)
+    row = {"id": "s0", "output": output, "gold": "30", "extracted": extracted, "correct": correct}
+    got = classify_sft([row], {}, {"s0": problem})["s0"]
+    assert (got["known_type"], got["known"]) == (kind, coarse)
+    # without the generator's record (real data) only the arithmetic / structural split is known
+    assert classify_sft([row], {})["s0"]["known_type"] is None
+
+
+def test_error_types_put_the_verifiers_split_beside_the_known_one():
+    from tasks.analysis.ablation import error_types
+
+    kinds = {"a": {"known_type": "arithmetic", "error": "arithmetic"},
+             "b": {"known_type": "arithmetic", "error": "structural"},
+             "c": {"known_type": "distractor", "error": "structural"},
+             "d": {"known_type": "no_answer", "error": "structural"},
+             "e": {"known_type": "correct", "error": "correct"}}
+    t = error_types(kinds)
+    rows = {r.kind: (r.n, r.share, r.verifier_arithmetic, r.verifier_structural) for r in t.rows if r.n}
+    assert rows == {"arithmetic": (2, 0.5, 1, 1), "distractor": (1, 0.25, 0, 1), "no_answer": (1, 0.25, 0, 1)}
+    assert (t.n_wrong, t.structural_share, t.verifier_structural_share) == (4, 0.25, 0.75)
+    assert error_types({"x": {"known_type": None, "error": "structural"}}) is None
 
 
 def test_weight_summary_empty_and_uniform():
