@@ -41,7 +41,7 @@ def dpo_examples(pairs: Sequence[Pair]) -> list[dict]:
 def run_dpo(cfg: Config, sft_dir: Path, pairs_dir: Path, out: Path, callbacks: Sequence[Any] = ()) -> dict:
     """Train the DPO LoRA into ``out``; returns metrics (losses, rewards, weight stats, steps, seconds)."""
     from training.dpo import train_dpo  # torch: imported when the stage runs
-    from training.models import materialize_ref
+    from training.models import materialize_input
 
     out = Path(out)
     pairs_file = Path(pairs_dir) / "pairs.jsonl"
@@ -51,13 +51,7 @@ def run_dpo(cfg: Config, sft_dir: Path, pairs_dir: Path, out: Path, callbacks: S
     if not pairs:
         raise ValueError(f"{pairs_file}: no pairs to train on")
     ref = read_model_ref(sft_dir)
-    model_path = materialize_ref(
-        ref,
-        out / "input_model",
-        dtype=cfg.model.dtype,
-        revision=cfg.model.revision,
-        trust_remote_code=cfg.model.trust_remote_code,
-    )
+    model_path = materialize_input(ref, out, cfg.model)
     result = train_dpo(model_path, dpo_examples(pairs), cfg.dpo, cfg.model, out, callbacks=callbacks)
     write_model_ref(out, base=model_path, adapter=result.adapter_dir)
     strategies = Counter(p.strategy for p in pairs)

@@ -44,7 +44,7 @@ def sft_examples(problems: Sequence[Problem], instruction: str) -> tuple[list[di
 
 def run_sft(cfg: Config, base_dir: Path, data_dir: Path, out: Path, callbacks: Sequence[Any] = ()) -> dict:
     """Train the SFT LoRA into ``out``; returns metrics (losses, steps, seconds, tokens/s)."""
-    from training.models import materialize_ref, merge_adapter  # torch: imported when the stage runs
+    from training.models import materialize_input, merge_adapter  # torch: imported when the stage runs
     from training.sft import train_sft
 
     out = Path(out)
@@ -56,13 +56,7 @@ def run_sft(cfg: Config, base_dir: Path, data_dir: Path, out: Path, callbacks: S
     examples, skipped = sft_examples(problems, cfg.sample.instruction)
     if not examples:
         raise ValueError(f"{data_file}: none of the {len(problems)} rows has a solution to train on")
-    model_path = materialize_ref(
-        ref,
-        out / "input_model",
-        dtype=cfg.model.dtype,
-        revision=cfg.model.revision,
-        trust_remote_code=cfg.model.trust_remote_code,
-    )
+    model_path = materialize_input(ref, out, cfg.model)
     result = train_sft(model_path, examples, cfg.sft, cfg.model, out, callbacks=callbacks)
     merged = None
     if cfg.sft.merge:

@@ -209,6 +209,13 @@ def materialize_ref(
     return str(out)
 
 
+def materialize_input(ref: ModelRef, out: str | Path, model_cfg: Any) -> str:
+    """The plain weights a training stage starts from: :func:`materialize_ref` into ``out/input_model``
+    with the profile's ``model.dtype``, ``revision`` and ``trust_remote_code``."""
+    return materialize_ref(ref, Path(out) / "input_model", dtype=model_cfg.dtype, revision=model_cfg.revision,
+                           trust_remote_code=model_cfg.trust_remote_code)
+
+
 def count_parameters(model: Any) -> dict[str, int]:
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     total = sum(p.numel() for p in model.parameters())
