@@ -43,6 +43,15 @@ def _state(prefect: str, env: dict, run_id: str) -> str:
 
 
 @pytest.mark.integration
+def _serve_env(tmp_path, port: int, serve_dir) -> dict[str, str]:
+    """scripts/serve.sh's environment: its own Prefect home, port and prefect.yaml, a fast-polling worker."""
+    return {**os.environ, "PREFECT_HOME": str(tmp_path / "home"), "PREFECT_PORT": str(port),
+            "HNSDPO_SERVE_DIR": str(serve_dir), "PREFECT_FILE": str(tmp_path / "prefect.yaml"),
+            "PREFECT_WORKER_QUERY_SECONDS": "2", "PREFECT_WORKER_PREFETCH_SECONDS": "1",
+            "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "PREFECT_API_URL": f"http://127.0.0.1:{port}/api",
+            "PREFECT_UI_ENABLED": "false"}
+
+
 def test_serve_deploy_run_retry_stop(tmp_path):
     import orch_fakes
 
@@ -51,11 +60,7 @@ def test_serve_deploy_run_retry_stop(tmp_path):
         d["entrypoint"] = d["entrypoint"].replace("flows/pipeline.py", "tests/flows/fake_pipeline.py")
     (tmp_path / "prefect.yaml").write_text(yaml.safe_dump(spec))
     port, serve_dir, root = _free_port(), tmp_path / "serve", tmp_path / "artifacts"
-    env = {**os.environ, "PREFECT_HOME": str(tmp_path / "home"), "PREFECT_PORT": str(port),
-           "HNSDPO_SERVE_DIR": str(serve_dir), "PREFECT_FILE": str(tmp_path / "prefect.yaml"),
-           "PREFECT_WORKER_QUERY_SECONDS": "2",
-           "PREFECT_WORKER_PREFETCH_SECONDS": "1", "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-           "PREFECT_API_URL": f"http://127.0.0.1:{port}/api", "PREFECT_UI_ENABLED": "false"}
+    env = _serve_env(tmp_path, port, serve_dir)
     prefect = str(ROOT / ".venv" / "bin" / "prefect")
     serve = ["bash", str(ROOT / "scripts" / "serve.sh")]
     pids: list[int] = []

@@ -410,46 +410,16 @@ def test_run_dpo_stage_from_sft_adapter(tiny_model_dir, tmp_path):
         sft_dir / "adapter"
     )
     write_model_ref(sft_dir, base=str(tiny_model_dir), adapter=sft_dir / "adapter")  # SFT saved no merged
-    feats = dict(
-        rejected_index=1,
-        confidence_chosen=0.5,
-        confidence_rejected=0.6,
-        similarity=0.7,
-        wrongness=0.4,
-        absurdity=0.1,
-        perplexity=2.0,
-        hardness=0.5,
-        weight_raw=1.0,
-    )
-    write_jsonl(
-        pairs_dir / "pairs.jsonl",
-        [
-            Pair(
-                problem_id=f"p{i}",
-                prompt=r["prompt"][0]["content"],
-                chosen=r["chosen"][0]["content"],
-                rejected=r["rejected"][0]["content"],
-                weight=r["weight"],
-                strategy="uniform",
-                chosen_index=0,
-                **feats,
-            )
-            for i, r in enumerate(rows())
-        ],
-    )
-    cfg = config_from_dict(
-        {
-            "model": {"name_or_path": str(tiny_model_dir), "dtype": "float32"},
-            "dpo": {
-                "max_steps": 2,
-                "batch_size": 2,
-                "max_length": 96,
-                "max_prompt_length": 48,
-                "lora": LORA.model_dump(),
-                "logging_steps": 1,
-            },
-        }
-    )
+    feats = dict(rejected_index=1, confidence_chosen=0.5, confidence_rejected=0.6, similarity=0.7, wrongness=0.4,
+                 absurdity=0.1, perplexity=2.0, hardness=0.5, weight_raw=1.0)
+    write_jsonl(pairs_dir / "pairs.jsonl", [
+        Pair(problem_id=f"p{i}", prompt=r["prompt"][0]["content"], chosen=r["chosen"][0]["content"],
+             rejected=r["rejected"][0]["content"], weight=r["weight"], strategy="uniform", chosen_index=0, **feats)
+        for i, r in enumerate(rows())])
+    cfg = config_from_dict({
+        "model": {"name_or_path": str(tiny_model_dir), "dtype": "float32"},
+        "dpo": {"max_steps": 2, "batch_size": 2, "max_length": 96, "max_prompt_length": 48,
+                "lora": LORA.model_dump(), "logging_steps": 1}})
     metrics = run_dpo(cfg, sft_dir, pairs_dir, out)
     json.dumps(metrics)
     assert metrics["steps"] == 2 and metrics["pairs"] == 4 and metrics["strategy"] == "uniform"
