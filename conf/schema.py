@@ -482,6 +482,8 @@ class AblationConfig(Section):
     seeds: list[int] = Field(default_factory=lambda: [0, 1, 2], description="dpo.seed values.")
     primary: str = Field("weighted-0.3", description="The arm whose ordering vs random and SFT is tested.")
     random_arm: str = Field("random", description="The random-pairs baseline arm.")
+    uniform_arm: str = Field("uniform", description="The hard-negative arm with w = 1: every weighted arm is "
+                             "also compared with it (the weights alone, on the same pairs).")
     dataset: str | None = Field(None, description="data.eval name of the test set; None = the first.")
     near_miss_rel: float = Field(0.1, ge=0, description="near miss: |answer - gold| <= max(abs, rel*|gold|)")
     near_miss_abs: float = Field(1.0, ge=0)

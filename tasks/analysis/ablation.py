@@ -256,6 +256,7 @@ class ReportSettings:
 
     primary: str = _ABLATION["primary"].default
     random_arm: str = _ABLATION["random_arm"].default
+    uniform_arm: str = _ABLATION["uniform_arm"].default
     samples: int = _EVALUATE["bootstrap_samples"].default
     seed: int = _EVALUATE["seed"].default
     level: float = 0.95
@@ -268,7 +269,8 @@ class ReportSettings:
     def of(cls, cfg) -> ReportSettings:
         """The settings of a profile (its ``ablation`` section, or the schema's defaults)."""
         ab = getattr(cfg, "ablation", None) or AblationConfig()
-        return cls(primary=ab.primary, random_arm=ab.random_arm, samples=cfg.evaluate.bootstrap_samples,
+        return cls(primary=ab.primary, random_arm=ab.random_arm, uniform_arm=ab.uniform_arm,
+                   samples=cfg.evaluate.bootstrap_samples,
                    seed=cfg.evaluate.seed, alpha=ab.alpha)
 
 
@@ -411,6 +413,16 @@ def error_types(kinds: Mapping[str, Mapping[str, Any]]) -> ErrorTypes | None:
         verifier_structural_share=sum(k["error"] == "structural" for k in wrong) / len(wrong))
 
 
+def same_pairs(pairs: Mapping[str, Sequence[Pair]] | None, a: str, b: str) -> float | None:
+    """The share of arm ``a``'s pairs that arm ``b`` has too (same problem, chosen and rejected sample), over
+    the larger of the two; 1.0 = the two arms differ in their weights only. None without both arms' pairs."""
+    if pairs is None or a not in pairs or b not in pairs:
+        return None
+    key = lambda p: (p.problem_id, p.chosen_index, p.rejected_index, p.chosen, p.rejected)  # noqa: E731
+    ka, kb = {key(p) for p in pairs[a]}, {key(p) for p in pairs[b]}
+    return len(ka & kb) / max(len(ka), len(kb)) if ka or kb else None
+
+
 def _vectors(data: AblationData, ids: Sequence[str]) -> dict[str, dict[int, np.ndarray]]:
     """Model -> seed -> correctness over ``ids`` (SFT under seed 0); raises naming a missing result."""
     vecs: dict[str, dict[int, np.ndarray]] = {SFT: {0: _vector(data.sft, ids, "sft")}}
@@ -463,6 +475,10 @@ def build_ablation_report(data: AblationData, settings: ReportSettings | None = 
     if s.random_arm in data.arms:
         comparisons += [_comparison(arm, s.random_arm, vecs[arm], vecs[s.random_arm], s)
                         for arm in data.arms if arm != s.random_arm]
+    weighted = [arm for arm in data.arms if data.arm_meta.get(arm, {}).get("strategy") == "weighted"]
+    if s.uniform_arm in data.arms:  # the weights alone
+        comparisons += [_comparison(arm, s.uniform_arm, vecs[arm], vecs[s.uniform_arm], s).model_copy(
+            update={"same_pairs": same_pairs(data.pairs, arm, s.uniform_arm)}) for arm in weighted]
     by_error: list[ErrorGroupRow] = []
     check = types = None
     if data.sft_kinds is not None:
@@ -549,6 +565,10 @@ def reading(report: AblationReport) -> Reading:
         lines.append(f"{primary} − SFT: {_describe(vs_sft, level)}.")
     if vs_random:
         lines.append(f"{primary} − {rnd}: {_describe(vs_random, level)}.")
+    vs_uniform = next((c for c in report.comparisons if c.arm == primary and c.same_pairs is not None), None)
+    if vs_uniform:
+        lines.append(f"The weights alone, {primary} − {vs_uniform.vs} ({_share(vs_uniform.same_pairs)} of the pairs "
+                     f"the same): {_describe(vs_uniform, level)}.")
     ranked = sorted(report.arms, key=lambda r: -(r.accuracy or 0))
     lines.append("Ranking by mean accuracy: " + " > ".join(f"{r.arm} ({100 * r.accuracy:.1f}%)"
                                                           for r in ranked) + ".")

@@ -59,7 +59,8 @@ def comparisons_table(comparisons: Sequence[Comparison], level: int) -> list[str
              "| --- | --- | ---: | --- | ---: | --- | ---: | ---: | ---: | --- | --- |"]
     for c in comparisons:
         mde = DASH if c.mde is None else f"{100 * c.mde:.1f}"
-        lines.append(f"| {c.arm} | {c.vs} | {100 * c.diff:+.1f} | {_ci(c.diff_low, c.diff_high, True)} | {mde} "
+        vs = c.vs if c.same_pairs is None else f"{c.vs} (same pairs: {_share(c.same_pairs)})"
+        lines.append(f"| {c.arm} | {vs} | {100 * c.diff:+.1f} | {_ci(c.diff_low, c.diff_high, True)} | {mde} "
                      f"| {_ci(c.seed_low, c.seed_high, True)} | {c.wins}/{len(c.seeds)} | {c.b} / {c.c} | "
                      f"{format_p(c.p_value)} | {', '.join(format_p(p) for p in c.p_per_seed)} | {c.reading} |")
     return lines
@@ -90,7 +91,8 @@ def _accuracy(report: AblationReport, level: int) -> list[str]:
               "Δ = accuracy(arm) − accuracy(vs) in percentage points, on the same problems. MDE = the minimal "
               f"detectable effect of the paired comparison (α = {report.alpha}, power 0.8, from the per-problem "
               "differences averaged over seeds). McNemar: exact test on the (problem, seed) pairs pooled over "
-              "seeds (b = only the arm right, c = only vs right).", "",
+              "seeds (b = only the arm right, c = only vs right). A weighted arm against the uniform arm is the "
+              "weights alone: the share of pairs the two have in common is given beside it.", "",
               *comparisons_table(report.comparisons, level)]
     if report.sound:
         how = ("exact: the generator knows every true step" if report.sound.method == "exact"

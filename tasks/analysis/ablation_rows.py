@@ -55,6 +55,7 @@ class Comparison(Row):
     p_value: float
     p_per_seed: list[float]
     mde: float | None = None  # paired minimal detectable effect (alpha of the report, power 0.8) on these problems
+    same_pairs: float | None = None  # vs the uniform arm: the share of pairs the two arms share (1 = weights only)
     reading: str
 
 

@@ -359,6 +359,21 @@ def test_error_types_put_the_verifiers_split_beside_the_known_one():
     assert error_types({"x": {"known_type": None, "error": "structural"}}) is None
 
 
+def test_weighted_arm_is_compared_with_uniform_on_the_same_pairs():
+    """The weights alone: a weighted arm against the w = 1 arm, with the share of pairs the two share."""
+    uniform_pairs = [p.model_copy(update={"weight": 1.0, "strategy": "uniform"}) for p in WEIGHTED_PAIRS]
+    arms = {"uniform": {0: _as_map(RANDOM[0])}, "weighted-0.3": {0: _as_map(WEIGHTED[0])}}
+    data = AblationData(_problems(), _as_map(SFT), arms, arm_meta={"weighted-0.3": {"strategy": "weighted"}},
+                        pairs={"uniform": uniform_pairs[:3], "weighted-0.3": WEIGHTED_PAIRS})
+    report = build_ablation_report(data, ReportSettings(primary="weighted-0.3", samples=200))
+    c = report.comparison("weighted-0.3", "uniform")
+    assert (c.diff, c.b, c.c, c.same_pairs) == (pytest.approx(0.5), 3, 0, 0.75)
+    assert report.comparison("uniform", "weighted-0.3") is None
+    assert any(x.startswith("The weights alone, weighted-0.3 − uniform (75.0% of the pairs the same)")
+               for x in report.reading.sentences)
+    assert "| weighted-0.3 | uniform (same pairs: 75.0%) | +50.0 |" in render_markdown(report)
+
+
 def test_weight_summary_empty_and_uniform():
     assert weight_summary("uniform", [], {}).n_pairs == 0
     u = weight_summary("uniform", [_pair("p0", 1, "uniform", 1.0, 0.3, 0.1)], {})
