@@ -42,7 +42,6 @@ def _state(prefect: str, env: dict, run_id: str) -> str:
     return json.loads(out.stdout)["state"]["type"]
 
 
-@pytest.mark.integration
 def _serve_env(tmp_path, port: int, serve_dir) -> dict[str, str]:
     """scripts/serve.sh's environment: its own Prefect home, port and prefect.yaml, a fast-polling worker."""
     return {**os.environ, "PREFECT_HOME": str(tmp_path / "home"), "PREFECT_PORT": str(port),
@@ -52,6 +51,7 @@ def _serve_env(tmp_path, port: int, serve_dir) -> dict[str, str]:
             "PREFECT_UI_ENABLED": "false"}
 
 
+@pytest.mark.integration
 def test_serve_deploy_run_retry_stop(tmp_path):
     import orch_fakes
 
