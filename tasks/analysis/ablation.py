@@ -475,8 +475,8 @@ def build_ablation_report(data: AblationData, settings: ReportSettings | None = 
     if s.random_arm in data.arms:
         comparisons += [_comparison(arm, s.random_arm, vecs[arm], vecs[s.random_arm], s)
                         for arm in data.arms if arm != s.random_arm]
-    weighted = [arm for arm in data.arms if data.arm_meta.get(arm, {}).get("strategy") == "weighted"]
     if s.uniform_arm in data.arms:  # the weights alone
+        weighted = [arm for arm in data.arms if data.arm_meta.get(arm, {}).get("strategy") == "weighted"]
         comparisons += [_comparison(arm, s.uniform_arm, vecs[arm], vecs[s.uniform_arm], s).model_copy(
             update={"same_pairs": same_pairs(data.pairs, arm, s.uniform_arm)}) for arm in weighted]
     by_error: list[ErrorGroupRow] = []
@@ -490,7 +490,7 @@ def build_ablation_report(data: AblationData, settings: ReportSettings | None = 
                               degenerate_clipped=s.degenerate_clipped)
                for arm in data.arms if data.pairs is not None and arm in data.pairs]
     report = AblationReport(
-        n_problems=len(ids), level=s.level, bootstrap_samples=s.samples, seed=s.seed, alpha=s.alpha,
+        n_problems=len(ids), level=s.level, bootstrap_samples=s.samples, seed=s.seed, alpha=s.alpha, power=s.power,
         primary=s.primary, random_arm=s.random_arm if s.random_arm in data.arms else None, arms=rows,
         comparisons=comparisons, by_steps=_by_steps(data.problems, vecs), by_sft_error=by_error, weights=weights,
         verifier_check=check, error_types=types, commit=git_commit())

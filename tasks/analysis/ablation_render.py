@@ -89,7 +89,7 @@ def _accuracy(report: AblationReport, level: int) -> list[str]:
              f"seed {report.seed}); n = {report.n_problems} problems.", "", *arms_table(report.arms, level)]
     lines += ["", "## Paired differences", "",
               "Δ = accuracy(arm) − accuracy(vs) in percentage points, on the same problems. MDE = the minimal "
-              f"detectable effect of the paired comparison (α = {report.alpha}, power 0.8, from the per-problem "
+              f"detectable effect of the paired comparison (α = {report.alpha}, power {report.power}, from the per-problem "
               "differences averaged over seeds). McNemar: exact test on the (problem, seed) pairs pooled over "
               "seeds (b = only the arm right, c = only vs right). A weighted arm against the uniform arm is the "
               "weights alone: the share of pairs the two have in common is given beside it.", "",

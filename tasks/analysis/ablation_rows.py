@@ -54,7 +54,7 @@ class Comparison(Row):
     c: int
     p_value: float
     p_per_seed: list[float]
-    mde: float | None = None  # paired minimal detectable effect (alpha of the report, power 0.8) on these problems
+    mde: float | None = None  # paired minimal detectable effect (the report's alpha and power) on these problems
     same_pairs: float | None = None  # vs the uniform arm: the share of pairs the two arms share (1 = weights only)
     reading: str
 
@@ -171,6 +171,7 @@ class AblationReport(Row):
     bootstrap_samples: int
     seed: int
     alpha: float
+    power: float = 0.8  # of every comparison's minimal detectable effect
     primary: str
     random_arm: str | None
     arms: list[ArmRow]
