@@ -55,7 +55,9 @@ _ANSWER_IS_RE = re.compile(
     r"(?i)\banswer\b(?:[ \t]+(?:to[ \t]+(?:the|this)[ \t]+(?:question|problem)[ \t]+)?is)?[ \t]*"
     r"(?:equal[ \t]+to|:|=|is)?[ \t]*:?[ \t]*(?:\*\*)?[ \t]*(?=\S)"
 )
-_NUMBER_RE = re.compile(r"-?\$?\s?(?:\d{1,3}(?:,\d{3})+(?:\.\d+)?|\d+(?:\.\d+)?(?:/\d+(?:\.\d+)?)?|\.\d+)")
+_NUMBER_RE = re.compile(
+    r"-?\$?\s?(?:\d{1,3}(?:,\d{3})+(?:\.\d+)?|\d+,\d{1,2}(?![\d,])|\d+(?:\.\d+)?(?:/\d+(?:\.\d+)?)?|\.\d+)"
+)
 _WORD_RE = re.compile(r"(?<![\\A-Za-z])[A-Za-z]{2,}")
 
 
@@ -179,6 +181,9 @@ def _closing_phrase(text: str) -> str | None:
     return None
 
 
+_LEAD_RE = re.compile(r"(?i)^(?:therefore|thus|hence|so|finally)\s*,?\s+(?=\S)")
+
+
 def extract_answer(text: str) -> str | None:
     """The final answer in ``text`` (see the module doc for the order of rules), or None."""
     if not isinstance(text, str):
@@ -192,6 +197,9 @@ def extract_answer(text: str) -> str | None:
         found = [a for k, a in cands if k == kind]
         if found:
             return found[-1]
+    lead = _LEAD_RE.sub("", text).strip("`").strip()  # "Therefore, \\frac{4}{7}.", "`4/7`" (math spans: the closing phrase's)
+    if lead and lead != text and "$" not in lead and looks_bare(lead):
+        return lead
     if looks_bare(text):
         return _strip_math(text)
     closing = _closing_phrase(text)
@@ -206,7 +214,7 @@ def extract_answer(text: str) -> str | None:
 # ---------------------------------------------------------------- normalisation and numbers
 _UNIT_TAIL_RE = re.compile(
     r"(?:\s*\\(?:text|mathrm|mbox|textbf|operatorname)\s*\{[^{}]*\}|\s*\^\s*\{?\\circ\}?|°|\s*\\%|%"
-    r"|\s+[A-Za-z][A-Za-z .]*|\s*\^\{?[23]\}?|\.)+$"
+    r"|\s+[A-Za-z][A-Za-z .]*|(?<=\d)(?!pi(?![A-Za-z]))[A-Za-z]{2,}|\s*\^\{?[23]\}?|\.)+$"
 )
 
 
@@ -220,7 +228,7 @@ def _strip_math(s: str) -> str:
 
 def normalize_answer(ans: str) -> str:
     """A canonical string form for string comparison (spaces, ``$``, ``\\left``, ``\\dfrac``, text wrappers)."""
-    s = normalize_chars(_strip_math(ans))
+    s = _plain_latex(normalize_chars(_strip_math(ans)))
     s = re.sub(r"\\[dt]frac", r"\\frac", s)
     s = re.sub(r"(?<!\\)\\(?:left|right|displaystyle|!|,|;|:| )", "", s)  # not the "\\\\" row break
     s = re.sub(r"\\(?:text|textbf|mathrm|mbox)\s*\{([^{}]*)\}", r"\1", s)
@@ -320,11 +328,33 @@ def decimal_comma(s: str) -> str:
     return f"{pre}{sign}{ip}.{fp}{post}"
 
 
+_DOUBLED_CMD_RE = re.compile(
+    r"(?<!\\)\\\\(?=(?:[dt]?frac|sqrt|left|right|leq?|geq?|neq?|lt|gt|pi|infty|cdot|times|pm|cup|in|text|mathrm)(?![A-Za-z]))"
+)
+_PY_POW_RE = re.compile(r"\*\*\s*(\([^()]{1,40}\)|[\w.]{1,20})")
+_FUNC_HEAD_RE = re.compile(r"^[A-Za-z]\s*\(\s*[A-Za-z](?:\s*,\s*[A-Za-z]){0,3}\s*\)\s*=\s*(?=\S)")
+_STYLE_RE = re.compile(r"\\(?:mathcal|mathbf|mathit|mathsf|boldsymbol|textit|textsf)\s*\{([^{}]{1,40})\}")
+
+
+def _plain_latex(s: str) -> str:
+    """Repairs that keep the meaning: a doubled backslash before a command (``\\\\le`` from an over-escaped
+    string) as one, Python's ``x**2`` as ``x^{2}``, ``f(x) = 2x`` as ``2x``, ``11,\\!111`` (thousands) as ``11111``, style wrappers
+    (``\\mathcal{B}``, ``\\mathbf{v}``) dropped, a markdown code tick or a closing ``.``/``,`` (not ``...``) dropped."""
+    s = _DOUBLED_CMD_RE.sub(lambda m: "\\", s)
+    if "**" in s:
+        s = _PY_POW_RE.sub(r"^{\1}", s)
+    s = re.sub(r"(?<=\d),\\!\s*(?=\d)", "", s)
+    s = _STYLE_RE.sub(r"\1", s)
+    if s.count("=") == 1:
+        s = _FUNC_HEAD_RE.sub("", s)
+    return re.sub(r"(?<=[^.\s])\s*[.,]$", "", s.strip("`").strip())
+
+
 def _canon(ans: str) -> str:
     """A canonical LaTeX form for math-verify and for structure: relations as ``\\geq``/``\\leq``/``\\neq``,
     ``\\mathrm{i}`` as ``i``, ``\\dfrac`` as ``\\frac``, no ``\\left``/``\\right``/spacing commands, no
     ``\\$``. A comma stays a comma (``1,2`` may be a list): the decimal reading is the number paths'."""
-    s = normalize_chars(_strip_math(ans)).strip()
+    s = _plain_latex(normalize_chars(_strip_math(ans)).strip())
     s = re.sub(r"\\[dt]frac", r"\\frac", s)
     s = re.sub(r"\\(?:left|right|big|Big|bigg|Bigg)(?![A-Za-z])|\\displaystyle|(?<!\\)\\[!,;: ]|~", " ", s)
     s = s.replace("\\$", "").replace("$", "")
@@ -597,6 +627,8 @@ def math_verify_equal(gold: str, pred: str, *, float_rounding: int = FLOAT_ROUND
     if len(gold) > MAX_ANSWER_CHARS or len(pred) > MAX_ANSWER_CHARS:
         return None
     g, p = _canon(gold), _canon(pred)
+    if _primes(g) != _primes(p):
+        return None  # math-verify drops a prime: f' is not f
     if parse_number(p) is not None:  # a single number on the other side: "1,5" is one and a half, not {1, 5}
         g = decimal_comma(g)
     if parse_number(g) is not None:
@@ -729,6 +761,62 @@ def _last_number(text: str) -> str | None:
     return nums[-1].replace("$", "").strip() if nums else None
 
 
+_PRIME_RE = re.compile(r"(?<=[A-Za-z0-9)}])'+(?![A-Za-z])")
+
+
+def _primes(s: str) -> int:
+    """How many primes ``s`` has (``f'``, ``E''``; the apostrophe of "it's" is none)."""
+    return sum(len(m.group(0)) for m in _PRIME_RE.finditer(s))
+
+
+def _short(text: str) -> bool:
+    t = text.strip()
+    return "\n" not in t and len(t) <= 120
+
+
+def _decided_unequal(gold: str, pred: str, g: str, p: str, bare: tuple[bool, bool], float_rounding: int) -> bool:
+    """Whether the extracted answers are short ones that differ in a prime (``E`` vs ``E'``), or numbers that
+    differ, read where math-verify's own reading of the texts is not to be trusted over them: plain literals (the pred's also its text's last number), or
+    short one-line texts whose answers are exact numbers (``$2^{10}.$`` is 1024, not 2; ``The answer is
+    4 4/9.`` is 40/9, not 4) that are not a decimal for an exact value and that math-verify also reads apart."""
+    g_bare, p_bare = bare
+    if _primes(g) != _primes(p) and len(g + p) <= 40 and "=" not in g + p:
+        return True  # a prime is meaning (f' is not f), though math-verify's parse drops it
+    if g_bare and _PLAIN_NUM_RE.fullmatch(g.strip()) and _PLAIN_NUM_RE.fullmatch(p.strip()) and (
+            p_bare or _last_number(pred) == p.strip()):
+        return True
+    if not (_short(gold) and _short(pred)) or "," in g + p or len(boxed_answers(pred)) > 1:
+        return False  # a comma may be a list or a decimal comma; several boxes may be a list
+    gn, pn = _read_number(g), _read_number(p)
+    if gn is None or pn is None or gn[1] or pn[1] or numbers_equal(gn, pn):
+        return False
+    if not (isinstance(gn[0], Fraction) and isinstance(pn[0], Fraction)):
+        return False
+    return not _approx_equal(g, p, float_rounding) and not math_verify_equal(g, p, float_rounding=float_rounding)
+
+
+_CHOICE_GOLD_RE = re.compile(r"\(?([A-J])\)?")
+_CHOICE_PRED_RES = (
+    re.compile(r"\(?([A-J])\)?(?:[.:)]\s.*|[.:)]?)", re.DOTALL),  # "C", "(C)", "C.", "C. x = 42"
+    re.compile(r"\*\*\(?([A-J])\)?\*\*\.?"),  # "**C**"
+    re.compile(r"[^()]{0,80}?\(([A-J])\)[.!]?"),  # "I think it's (D)."
+)
+
+
+def _choice_equal(gold_answer: str, pred_text: str) -> bool:
+    """A multiple-choice letter gold (``C``, ``(C)``, ``\\text{C}``) against a pred that states one choice
+    letter: ``C. x = 42``, ``(C)``, ``**C**``, ``I think it's (D).`` (a short text, one letter in parentheses)."""
+    m = _CHOICE_GOLD_RE.fullmatch(normalize_answer(gold_answer).upper())
+    t = pred_text.strip()
+    if m is None or len(t) > 200:
+        return False
+    for pat in _CHOICE_PRED_RES:
+        pm = pat.fullmatch(t)
+        if pm is not None:
+            return pm.group(1) == m.group(1)
+    return False
+
+
 _PLAIN_NUM_RE = re.compile(r"-?(?:[1-9]\d{0,2}(?:,\d{3})+|\d+)(?:\.\d{1,6})?")
 
 
@@ -753,12 +841,9 @@ def answers_equal(gold: str, pred: str, *, float_rounding: int = FLOAT_ROUNDING)
     g_bare = g is not None and _strip_math(gold.strip()) == g
     p_bare = p is not None and _strip_math(pred.strip()) == p
     if g is not None and p is not None:
-        if g_bare and _PLAIN_NUM_RE.fullmatch(g.strip()) and _PLAIN_NUM_RE.fullmatch(p.strip()) and (
-                p_bare or _last_number(pred) == p.strip()):
-            return False  # plain literals that differ, the pred's also its text's last number (what math-verify reads)
-        if _scalar_equal(g, p, float_rounding):
-            return True
-        if _box_set_equal(g, pred, float_rounding):
+        if _decided_unequal(gold, pred, g, p, (g_bare, p_bare), float_rounding):
+            return False
+        if _scalar_equal(g, p, float_rounding) or _box_set_equal(g, pred, float_rounding) or _choice_equal(g, pred) or _choice_equal(g, p):
             return True
     if not (g_bare and p_bare):
         forms = [_raw_form(gold) if not g_bare else f"${_canon(g)}$",

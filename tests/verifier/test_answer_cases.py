@@ -1,7 +1,10 @@
-"""The table-driven answer-equivalence suite (``answer_cases.jsonl``), plain and in wrapped variants.
+"""The table-driven answer-equivalence suites (``answer_cases*.jsonl``), plain and in wrapped variants.
 
-Each line is ``{"family", "style", "gold", "pred", "equal"}``; every family has equal and not-equal
-cases. The variants put a bare answer in ``\\boxed{}``, in "The final answer is $...$." or after
+Each line is ``{"family", "style", "gold", "pred", "equal"}`` (``answer_cases_graders.jsonl``, cases taken
+from other graders' public test suites, adds the ``"source"`` they came from); in every file every family
+has equal and not-equal cases. A case marked ``"known_miss": true`` is one ``answers_equal`` gets wrong
+today (it stays in the suite and in the report's agreement; the test expects the miss, strictly, so a fix
+shows). The variants put a bare answer in ``\\boxed{}``, in "The final answer is $...$." or after
 "Answer:" at the end of a solution, and a bare gold in ``$...$``/``\\boxed{}``: the verdict must not change.
 ``benchmarks/answer_equivalence.py`` prints the same suite against plain math-verify.
 """
@@ -16,30 +19,41 @@ import pytest
 
 from verifier.answers import answers_equal, extract_answer
 
-CASES = [json.loads(x) for x in (Path(__file__).parent / "answer_cases.jsonl").read_text(encoding="utf-8").splitlines()
-         if x.strip()]
+FILES = sorted(Path(__file__).parent.glob("answer_cases*.jsonl"))
+SUITES = {f.name: [json.loads(x) for x in f.read_text(encoding="utf-8").splitlines() if x.strip()] for f in FILES}
+CASES = [c for cases in SUITES.values() for c in cases]
 
 
 def _id(i: int, c: dict) -> str:
     return f"{i}-{c['family']}-{'eq' if c['equal'] else 'ne'}"
 
 
-def test_suite_shape():
-    assert len(CASES) >= 150
-    per = Counter((c["family"], c["equal"]) for c in CASES)
-    for fam in {c["family"] for c in CASES}:
-        assert per[(fam, True)] and per[(fam, False)], f"{fam} needs equal and not-equal cases"
-    assert {c["style"] for c in CASES} == {"gsm8k", "math"}
+@pytest.mark.parametrize("name", sorted(SUITES))
+def test_suite_shape(name):
+    cases = SUITES[name]
+    assert len(cases) >= 150
+    per = Counter((c["family"], c["equal"]) for c in cases)
+    for fam in {c["family"] for c in cases}:
+        assert per[(fam, True)] and per[(fam, False)], f"{name}: {fam} needs equal and not-equal cases"
+    assert {c["style"] for c in cases} == {"gsm8k", "math"}
+    assert all(c.get("source") for c in cases) or name == "answer_cases.jsonl", "cases from other graders name their source"
 
 
-@pytest.mark.parametrize("case", CASES, ids=[_id(i, c) for i, c in enumerate(CASES)])
+def _param(i: int, c: dict):
+    marks = [pytest.mark.xfail(strict=True, reason="known miss, kept in the suite")] if c.get("known_miss") else []
+    return pytest.param(c, id=_id(i, c), marks=marks)
+
+
+@pytest.mark.parametrize("case", [_param(i, c) for i, c in enumerate(CASES)])
 def test_case(case):
     got = answers_equal(case["gold"], case["pred"])
     assert got == case["equal"], (case, extract_answer(case["gold"]), extract_answer(case["pred"]))
 
 
 def _variants(gold: str, pred: str) -> list[tuple[str, str]]:
-    out = []
+    out: list[tuple[str, str]] = []
+    if gold.rstrip().endswith("\\") or pred.rstrip().endswith("\\"):
+        return out  # ``185\`` cannot be wrapped: ``\boxed{185\}`` escapes the closing brace
     if extract_answer(pred) == pred.strip():
         out += [(gold, f"\\boxed{{{pred}}}"), (gold, f"The final answer is ${pred}$."),
                 (gold, f"We add 3 and 4 first.\n\nAnswer: ${pred}$")]
@@ -50,6 +64,6 @@ def _variants(gold: str, pred: str) -> list[tuple[str, str]]:
 
 @pytest.mark.parametrize("family", sorted({c["family"] for c in CASES}))
 def test_wrapped_variants(family):
-    wrong = [(g, p, c["equal"]) for c in CASES if c["family"] == family
+    wrong = [(g, p, c["equal"]) for c in CASES if c["family"] == family and not c.get("known_miss")
              for g, p in _variants(c["gold"], c["pred"]) if answers_equal(g, p) != c["equal"]]
     assert not wrong, wrong
