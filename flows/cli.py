@@ -247,13 +247,15 @@ def verifier_report(
     out: Annotated[Path, typer.Option(help="Output folder.")] = Path("artifacts/verifier-report"),
     limit: Annotated[int | None, typer.Option(min=1, help="Rows per dataset.")] = None,
     train_checks: Annotated[bool, typer.Option(help="Also validate the aggregation on PRM800K train (slow).")] = False,
+    publish: Annotated[bool, typer.Option(help="Also write verifier/models/verifier_report.v<N>.json, the copy "
+                                               "that ships with this verifier version (full runs only).")] = False,
 ) -> None:
     """Measure the verifier on the shared data (``verifier.report.cli_main``): PRM800K phase-1 test step AUROC
     and first-error accuracy, error injection, false flags on correct train references, the answer-equivalence
     suite and throughput, under the verifier's version (``verifier_report.v<N>.json``)."""
     from verifier.report import cli_main
 
-    result = cli_main(data, out, limit, train_checks=train_checks)
+    result = cli_main(data, out, limit, train_checks=train_checks, publish=publish)
     if isinstance(result, int) and result:
         raise typer.Exit(result)
 

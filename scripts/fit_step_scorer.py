@@ -1,8 +1,9 @@
-"""Fit the learned step scorer (``verifier/models/step_scorer-v1.json``) on PRM800K phase-1 TRAIN.
+"""Fit the learned step scorer (``verifier/models/step_scorer-v2.json``) on PRM800K phase-1 TRAIN.
 
 Data: ``<data>/prm800k/phase1_train_plus.stepwise.jsonl.gz`` (900 MATH *train* problems; phase1_test is
-MATH-500 and is never read here) and ``<data>/math/train.jsonl`` (gold answers, and the reference solutions
-on which the threshold's false-flag rate is checked). Every rated candidate step is analysed in its context
+MATH-500 and is never read here) and ``<data>/math/train.jsonl`` (gold answers, matched on the problem text
+with its whitespace normalised, and the reference solutions on which the threshold's false-flag rate is
+checked). Every rated candidate step is analysed in its context
 (the chosen prefix + the candidate, with ``# Answer`` appended when the row carries a final answer, as in
 the original PRM800K steps) by the symbolic channel only, and turned into :func:`verifier.learned.step_features`.
 Label: rating ``-1`` = bad (1); ``0`` and ``+1`` = not bad (0).
@@ -17,7 +18,7 @@ on it and on a sample of GSM8K train references. Deterministic
 (``--seed``). Usage::
 
     HF_HUB_OFFLINE=1 .venv/bin/python scripts/fit_step_scorer.py [--data ../shared/data] [--workers 2]
-        [--limit N] [--cache /tmp/step_features.json.gz] [--out verifier/models/step_scorer-v1.json]
+        [--limit N] [--cache /tmp/step_features.json.gz] [--out verifier/models/step_scorer-v2.json]
 """
 
 from __future__ import annotations
@@ -40,6 +41,8 @@ from conf.schema import VerifyConfig  # noqa: E402
 from verifier.core import MathVerifier  # noqa: E402
 from verifier.learned import DENSE, FEATURE_VERSION, N_HASH, step_features  # noqa: E402
 
+VERSION = "step_scorer-v2"
+C_GRID = (0.003, 0.01, 0.03, 0.1)
 _V: MathVerifier | None = None
 
 
@@ -82,10 +85,11 @@ def ref_features(args):
 
 
 def read_rows(data: Path, limit: int | None, seed: int) -> tuple[list[dict], dict[str, str]]:
+    """The rated PRM800K train rows, and the MATH train gold answers by :func:`problem_key`."""
     golds = {}
     for line in (data / "math" / "train.jsonl").open(encoding="utf-8"):
         r = json.loads(line)
-        golds[r["problem"]] = r["answer"]
+        golds[problem_key(r["problem"])] = r["answer"]
     rows = []
     with gzip.open(data / "prm800k" / "phase1_train_plus.stepwise.jsonl.gz", "rt", encoding="utf-8") as f:
         for line in f:
@@ -98,6 +102,11 @@ def read_rows(data: Path, limit: int | None, seed: int) -> tuple[list[dict], dic
         keep = set(probs[: max(20, int(len(probs) * limit / len(rows)))])
         rows = [r for r in rows if r["instruction"] in keep]
     return rows, golds
+
+
+def problem_key(text: str) -> str:
+    """A problem's text with its whitespace normalised (54 PRM800K problems differ from MATH's in whitespace only)."""
+    return " ".join(text.split())
 
 
 def build_matrix(feats: list[tuple[list[float], list[int]]], mean=None, scale=None):
@@ -150,7 +159,7 @@ def first_error_scores(rows, trajs, probs, strong, t) -> tuple[float, float]:
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap = argparse.ArgumentParser()
     ap.add_argument("--data", default=str(Path(__file__).resolve().parents[2] / "shared" / "data"))
-    ap.add_argument("--out", default=str(Path(__file__).resolve().parents[1] / "verifier" / "models" / "step_scorer-v1.json"))
+    ap.add_argument("--out", default=str(Path(__file__).resolve().parents[1] / "verifier" / "models" / f"{VERSION}.json"))
     ap.add_argument("--cache", default=None, help="gzip JSON file for the computed features (reused if present)")
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--limit", type=int, default=None, help="about this many rows (whole problems)")
@@ -158,7 +167,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--n-refs", type=int, default=300, help="MATH and GSM8K train references for the false-flag check")
     ap.add_argument("--max-ref-flag", type=float, default=0.04)
     ap.add_argument("--max-added-flag", type=float, default=0.02)
-    ap.add_argument("--C", type=float, default=None, help="skip the C grid (0.03, 0.1, 0.3) and use this C")
+    ap.add_argument("--C", type=float, default=None, help="skip the C grid (C_GRID) and use this C")
     return ap.parse_args(argv)
 
 
@@ -170,7 +179,7 @@ def row_features(rows: list[dict], golds: dict[str, str], cache: Path | None, wo
         feats = [tuple(x) if x else None for x in cached["feats"]]
         assert len(feats) == len(rows), "feature cache does not match the rows"
         return feats
-    jobs = [(r["instruction"], candidate_steps(r), golds.get(r["instruction"], "")) for r in rows]
+    jobs = [(r["instruction"], candidate_steps(r), golds.get(problem_key(r["instruction"]), "")) for r in rows]
     with mp.get_context("fork").Pool(workers) as pool:
         feats = pool.map(featurize, jobs, chunksize=64)
     if cache:
@@ -202,7 +211,7 @@ def fit_scorer(X, y, groups, C_fixed: float | None, seed: int):
 
     folds = list(GroupKFold(n_splits=5).split(X, y, groups))
     best = None
-    for C in ((C_fixed,) if C_fixed else (0.03, 0.1, 0.3)):
+    for C in ((C_fixed,) if C_fixed else C_GRID):
         oof = _out_of_fold(X, y, folds, C, seed)
         auc = roc_auc_score(y, oof)
         print(f"C={C}: train 5-fold (grouped by problem) CV AUROC {auc:.4f}", flush=True)
@@ -214,7 +223,7 @@ def fit_scorer(X, y, groups, C_fixed: float | None, seed: int):
     return auc, C, oof, _logreg(C, seed).fit(X, y)
 
 
-def reference_features(data: Path, n_refs: int, seed: int, workers: int) -> dict[str, list]:
+def reference_samples(data: Path, n_refs: int, seed: int, workers: int) -> dict[str, list]:
     """:func:`ref_features` of a seeded sample of ``n_refs`` MATH and GSM8K train references each."""
     refs = {}
     for name, rel, qk, sk, gk in (("MATH", "math/train.jsonl", "problem", "solution", "answer"),
@@ -244,10 +253,10 @@ def choose_threshold(rows, chain_list, oof, strong, ref_p, ref_sym, max_ref_flag
 
 
 def scorer_json(a, model, mean, scale, y, C, auc, t, acc, f1, ff, ff_gsm, sym_ff) -> dict:
-    """The contents of ``step_scorer-v1.json``."""
+    """The contents of the model file (``step_scorer-v2.json``)."""
     coef = model.coef_[0]
     return {
-        "version": "step_scorer-v1", "kind": "logistic_regression",
+        "version": VERSION, "kind": "logistic_regression",
         "feature_spec": {"feature_version": FEATURE_VERSION, "dense": list(DENSE), "n_hash": N_HASH,
                          "hash": "zlib.crc32 of word unigrams/bigrams (verifier.learned.hashed_indices)"},
         "label": "rating == -1 (bad); 0 and +1 are not bad",
@@ -256,7 +265,7 @@ def scorer_json(a, model, mean, scale, y, C, auc, t, acc, f1, ff, ff_gsm, sym_ff
         "hash_coef": [round(float(x), 4) for x in coef[len(DENSE):]],
         "intercept": round(float(model.intercept_[0]), 6), "threshold": t,
         "meta": {"data": "PRM800K phase1_train_plus (MATH train problems)", "n_steps": int(len(y)),
-                 "n_bad": int(y.sum()), "C": C, "seed": a.seed, "cv_auroc": round(float(auc), 4),
+                 "n_bad": int(y.sum()), "C": C, "C_grid": list(C_GRID), "seed": a.seed, "cv_auroc": round(float(auc), 4),
                  "cv": "5-fold GroupKFold by problem",
                  "train_first_error_accuracy": round(acc, 4), "train_first_error_f1": round(f1, 4), "train_ref_flag_rate": {"MATH": round(ff, 4), "GSM8K": round(ff_gsm, 4)}, "train_ref_flag_rate_symbolic": sym_ff,
                  "threshold_rule": f"max OOF first-error F1 (ProcessBench-style) on train trajectories with <= "
@@ -288,7 +297,7 @@ def main() -> None:
     d_idx = {n: k for k, n in enumerate(DENSE)}
     strong = [bool(f[0][d_idx["calc_wrong_any"]] or f[0][d_idx["alg_wrong"]]) for f in feats]
     chain_list = trajectories(rows)
-    refs = reference_features(data, a.n_refs, a.seed, a.workers)
+    samples = reference_samples(data, a.n_refs, a.seed, a.workers)
 
     def ref_max(feats_r):
         if not feats_r:
@@ -296,8 +305,8 @@ def main() -> None:
         Xr, _, _ = build_matrix(feats_r, mean, scale)
         return float(model.predict_proba(Xr)[:, 1].max())
 
-    ref_p = {k: np.array([ref_max(fr) for fr, _ in v]) for k, v in refs.items()}
-    ref_sym = {k: np.array([s for _, s in v]) for k, v in refs.items()}
+    ref_p = {k: np.array([ref_max(fr) for fr, _ in v]) for k, v in samples.items()}
+    ref_sym = {k: np.array([s for _, s in v]) for k, v in samples.items()}
     t, acc, f1, ff, ff_gsm = choose_threshold(rows, chain_list, oof, strong, ref_p, ref_sym, a.max_ref_flag,
                                               a.max_added_flag)
     sym_ff = {k: round(float(np.mean(v)), 4) for k, v in ref_sym.items()}

@@ -3,7 +3,8 @@
 Reads ``<sample_dir>/samples/shard-*.jsonl`` (``Sample`` rows) and ``<data_dir>/pool.jsonl``
 (``Problem`` rows: gold answer and reference solution), calls ``MathVerifier.score_batch`` once over all
 samples (``verify.workers`` processes), and writes ``verdicts.jsonl`` plus ``dims.png`` (histograms of the
-six error dimensions, wrongness and absurdity). One row of ``verdicts.jsonl``::
+six error dimensions, wrongness and absurdity) and ``verifier_report.json``, the quality report measured for
+this verifier version (its headline numbers are stage metrics: :func:`verifier_info`). One row of ``verdicts.jsonl``::
 
     {"problem_id": "gsm8k_train-17", "index": 3,
      "dims": {"semantic_alignment": 0.0, "structural_integrity": 0.0, "step_ordering": 0.0,
@@ -23,6 +24,7 @@ Verifier outcomes are values (``status``), never exceptions; the stage itself fa
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -33,6 +35,7 @@ from tasks.verification.verdicts import (
     check_error_share,
     mark_degenerate,
     plot_dims,
+    published_report,
     read_problems,
     read_samples,
     verdict_metrics,
@@ -41,7 +44,7 @@ from tasks.verification.verdicts import (
 )
 from verifier.verdict import Verdict
 
-VERSION = "3"  # bump when this module or the verifier changes what verdicts.jsonl holds
+VERSION = "4"  # bump when this module or the verifier changes what verdicts.jsonl holds
 
 
 def run(cfg, inputs: Mapping[str, Path], out: Path, callbacks: Sequence[Any] = ()) -> dict[str, Any]:
@@ -77,4 +80,7 @@ def run_verify(cfg, sample_dir: Path, data_dir: Path, out: Path, verifier=None) 
     out.mkdir(parents=True, exist_ok=True)
     write_jsonl(out / "verdicts.jsonl", verdicts)
     plot_dims(verdicts, out / "dims.png")
+    rep = published_report()
+    if rep is not None:  # the verifier's measured quality, logged with the verdicts it qualifies
+        (out / "verifier_report.json").write_text(json.dumps(rep, indent=2) + "\n", encoding="utf-8")
     return metrics

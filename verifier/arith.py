@@ -491,7 +491,8 @@ def _with_vars(toks: list[Tok], latex: bool = False) -> list[Tok]:
                     and nxt.kind in ("num", "lp"):
                 out.append(Tok("op", "*"))
                 continue
-            if len(t.text) == 1 and t.text.isalpha():
+            if len(t.text) == 1 and t.text.isalpha() and not (
+                    prev is not None and prev.kind in ("other", "brk") and prev.text in "'’"):  # that's: no variable
                 out.append(Tok("var", t.text))
                 continue
         out.append(t)
@@ -507,13 +508,14 @@ def _runs(toks: list[Tok]) -> list[tuple[list[Tok], str | None]]:
     cur: list[Tok] = []
     before: str | None = None
     last_word: str | None = None
+    prev_word: str | None = None
     j = 0
     n = len(toks)
     while j < n:
         t = toks[j]
         if t.kind in _MATH_KINDS:
-            if not cur:
-                before = last_word
+            if not cur:  # "of" with the word before it: "half of 50" is not "a total of 3+4"
+                before = f"{prev_word} of" if last_word == "of" and prev_word else last_word
             cur.append(t)
             j += 1
             continue
@@ -528,7 +530,7 @@ def _runs(toks: list[Tok]) -> list[tuple[list[Tok], str | None]]:
         if cur:
             runs.append((cur, before))
             cur = []
-        last_word = t.text.lower() if t.kind == "word" else None
+        prev_word, last_word = last_word, (t.text.lower() if t.kind == "word" else None)
         j += 1
     if cur:
         runs.append((cur, before))
@@ -927,7 +929,7 @@ def _chains(toks: list[Tok], calcs: list[Calculation], step_approx: bool, precis
         if cut:
             sides[0] = []  # the cut-off start of a long expression is not its left side
         approx = approx or step_approx
-        if before in _MODIFIERS and sides:
+        if _modifies(before) and sides:
             sides[0] = []  # "half of 50 = 25": the left operand is not the whole expression
         if sides and sides[0]:
             sides[0] = _trim(sides[0], left=True)
@@ -949,6 +951,16 @@ def _chains(toks: list[Tok], calcs: list[Calculation], step_approx: bool, precis
                 if c is not None and c.ok is not None:
                     calcs.append(c)
             chain, chain_vals = [], []
+
+
+def _modifies(before: str | None) -> bool:
+    """Whether the word(s) before a run take its first operand (``half of 50 = 25``, ``twice 12 = 24``); "of"
+    after another word only when that word does (``a total of 3+4 = 7`` is a whole calculation)."""
+    if before is None:
+        return False
+    if before.endswith(" of"):
+        return before.split()[0] in _MODIFIERS or before.split()[0].endswith("%")
+    return before in _MODIFIERS
 
 
 def numbers_in(text: str, annotations: bool = True) -> list[Fraction]:

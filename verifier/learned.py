@@ -16,7 +16,7 @@ Features of step ``i`` (:func:`step_features`), computed from the symbolic chann
 - hashed word unigrams and bigrams of the step (numbers folded to their digit count, LaTeX commands and
   operators kept), :data:`N_HASH` buckets by ``zlib.crc32`` (stable across processes and machines).
 
-The model file (``verifier/models/step_scorer-v1.json``) is plain JSON: the feature spec (names, hash
+The model file (``verifier/models/step_scorer-v2.json``) is plain JSON: the feature spec (names, hash
 size, version), the standardisation of the dense features, the coefficients, the intercept and the
 decision threshold chosen on train. It is read with :func:`json.load` only (no pickle), and checked
 against the feature spec of this module before use.
@@ -47,7 +47,7 @@ from verifier.semantic import cached_numbers
 FEATURE_VERSION = 1
 N_HASH = 1 << 14
 MODEL_DIR = Path(__file__).resolve().parent / "models"
-DEFAULT_MODEL = MODEL_DIR / "step_scorer-v1.json"
+DEFAULT_MODEL = MODEL_DIR / "step_scorer-v2.json"
 
 HEDGES = ("wait", "i think", "mistake", "actually", "oops", "hmm", "not sure", "maybe", "guess", "wrong",
           "let me", "i mean", "sorry", "hold on", "no,", "that's not", "we made", "incorrect", "perhaps",

@@ -95,27 +95,35 @@ def _flag_scores(a) -> list[float]:
     return out
 
 
-def prm800k_eval(data_root: Path, verifier: MathVerifier, limit: int | None, seed: int) -> dict:
+def _key(text: str) -> str:
+    return " ".join(text.split())
+
+
+def prm800k_eval(data_root: Path, verifier: MathVerifier, limit: int | None, seed: int,
+                 with_reference: bool = False) -> dict:
+    """Step AUROC and first-error agreement on PRM800K phase-1 test (each rated row: its chosen prefix + the
+    candidate), with the MATH-500 gold answer and, when ``with_reference``, its reference solution."""
     path = data_root / "prm800k" / "phase1_test.stepwise.jsonl"
     rows = [r for r in _read_jsonl(path) if r.get("rating") in (-1, 0, 1)]
-    golds = {}
+    golds, refs = {}, {}
     m500 = data_root / "math" / "math500.jsonl"
     if m500.exists():
-        golds = {r["problem"]: r["answer"] for r in _read_jsonl(m500)}
+        golds = {_key(r["problem"]): r["answer"] for r in _read_jsonl(m500)}
+        refs = {_key(r["problem"]): r["solution"] for r in _read_jsonl(m500)} if with_reference else {}
     rating: dict[tuple, int] = {}
     for r in rows:
         rating[(r["instruction"], tuple(r["responses"]), r["next_response"])] = r["rating"]
     if limit is not None and limit < len(rows):
         rows = random.Random(seed).sample(rows, limit)
     scores, sym_scores, labels, traj_pred, traj_gold, with_calc = [], [], [], [], [], []
-    fe_gold, fe_pred = [], []
+    fe_gold, fe_pred, final_rows = [], [], []
     n_failed = 0
     for r in rows:
         steps = prm_steps(r)
-        gold = golds.get(r["instruction"], "")
+        gold = golds.get(_key(r["instruction"]), "")
         has_answer = bool(answer_candidates(steps[-1]))
         try:
-            a = verifier.analyze(r["instruction"], steps, gold if has_answer else "")
+            a = verifier.analyze(r["instruction"], steps, gold if has_answer else "", refs.get(_key(r["instruction"])))
         except Exception:  # noqa: BLE001 - score() would return an error verdict: count it, score 0
             n_failed += 1
             a = None
@@ -141,6 +149,8 @@ def prm800k_eval(data_root: Path, verifier: MathVerifier, limit: int | None, see
         gold_first = next((k for k, x in enumerate(prefix) if x == -1), last if r["rating"] == -1 else None)
         fe_gold.append(gold_first)
         fe_pred.append(a.first_error_step if a else None)
+        if has_answer and gold:
+            final_rows.append(len(fe_gold) - 1)
     calc_idx = [i for i, c in enumerate(with_calc) if c]
     out = {
         "n_steps": len(rows), "n_bad": sum(labels), "n_failed": n_failed,
@@ -152,6 +162,9 @@ def prm800k_eval(data_root: Path, verifier: MathVerifier, limit: int | None, see
         "flag_rate_ok": _r(_mean([s >= 0.5 for s, y in zip(scores, labels, strict=True) if not y])),
         "trajectory": prf(traj_pred, traj_gold),
         "first_error": first_error_metrics(fe_pred, fe_gold),
+        # complete solutions (the candidate states the final answer): the closest to ProcessBench's setting
+        "first_error_final": first_error_metrics([fe_pred[i] for i in final_rows], [fe_gold[i] for i in final_rows]),
+        "with_reference": with_reference,
     }
     return out
 
@@ -524,6 +537,7 @@ def to_markdown(rep: dict) -> str:
     lines += _md_prm800k(rep["prm800k"])
     lines += ["## Error injection (GSM8K train references + synthetic problems)", ""]
     lines += _md_injection(rep["injection"])
+    lines += _md_gsm8k_proxy(rep.get("gsm8k_first_error") or {})
     lines += _md_false_flags(rep.get("false_flags") or {})
     lines += _md_answer_equivalence(rep.get("answer_equivalence") or {})
     lines += _md_throughput(rep.get("throughput") or {})
@@ -545,11 +559,37 @@ def _md_prm800k(p: dict) -> list[str]:
         f"/ {fe.get('recall')} / {fe.get('f1')} (n={fe.get('n')}, with an error {fe.get('n_gold_error')}) |",
         f"| first-error ProcessBench F1 (exact step on erroneous / none on clean) | {fe.get('f1_processbench')} "
         f"({fe.get('accuracy_erroneous')} / {fe.get('accuracy_correct')}) |",
+        *_md_first_error_rows("complete solutions (the candidate states the final answer)", p.get("first_error_final")),
+        *_md_first_error_rows("with the MATH-500 reference solution", (p.get("reference") or {}).get("first_error")),
+        *_md_first_error_rows("complete solutions, with the reference",
+                              (p.get("reference") or {}).get("first_error_final")),
         f"| step AUROC, steps with a calculation ({p['n_steps_with_calculation']}) | "
         f"{p['auroc_steps_with_calculation']} |",
         f"| flag rate (score >= 0.5) on bad / other steps | {p['flag_rate_bad']} / {p['flag_rate_ok']} |",
         f"| trajectory 'incorrect' precision / recall / F1 | {t['precision']} / {t['recall']} / {t['f1']} "
         f"(n={t['n']}, positives {t['n_positive']}) |", ""]
+
+
+def _md_first_error_rows(label: str, fe: dict | None) -> list[str]:
+    if not fe:
+        return []
+    return [f"| first-error ProcessBench F1, {label} (n={fe['n']}, with an error {fe['n_gold_error']}) | "
+            f"{fe['f1_processbench']} ({fe['accuracy_erroneous']} / {fe['accuracy_correct']}) |"]
+
+
+def _md_gsm8k_proxy(px: dict) -> list[str]:
+    if not px:
+        return []
+    lines = ["## First erroneous step, GSM8K-style (verifier.gsm8k_proxy)", "",
+             f"{px['n_problems']} GSM8K train references without their annotations: an arithmetic slip or a wrong "
+             "operand at one step, carried forward to a wrong final answer, and the clean reference.", "",
+             "| errors | reference given | n (with an error) | exact first step (erroneous) | none named (clean) "
+             "| ProcessBench F1 |", "| --- | --- | --- | --- | --- | --- |"]
+    for key, ref in (("without_reference", "no"), ("with_reference", "yes")):
+        for kind, m in (px.get(key) or {}).items():
+            lines.append(f"| {kind} | {ref} | {m['n']} ({m['n_gold_error']}) | {m['accuracy_erroneous']} | "
+                         f"{m['accuracy_correct']} | {m['f1_processbench']} |")
+    return lines + [""]
 
 
 def _md_injection(inj: dict) -> list[str]:
@@ -608,11 +648,39 @@ def _md_aggregation(agg: dict) -> list[str]:
             "", "| score | AUROC |", "| --- | --- |"] + [f"| {k} | {v} |" for k, v in agg["auroc"].items()]
 
 
+PUBLISHED_DIR = Path(__file__).resolve().parent / "models"
+
+
+def published_path(version: int) -> Path:
+    """Where the measured report of verifier version ``version`` ships (``verifier/models/``)."""
+    return PUBLISHED_DIR / f"verifier_report.v{version}.json"
+
+
+def headline(rep: dict) -> dict[str, float]:
+    """The report's headline numbers as flat metrics (the verify stage logs them next to its verdicts)."""
+    prm, ff = rep.get("prm800k") or {}, rep.get("false_flags") or {}
+    ref = prm.get("reference") or {}
+    vals = {
+        "prm800k_step_auroc": prm.get("auroc"),
+        "prm800k_first_error_f1": (prm.get("first_error") or {}).get("f1_processbench"),
+        "prm800k_first_error_f1_complete_with_reference": (ref.get("first_error_final") or {}).get("f1_processbench"),
+        "gsm8k_proxy_first_error_f1_with_reference": ((rep.get("gsm8k_first_error") or {}).get("with_reference")
+                                                      or {}).get("all", {}).get("f1_processbench"),
+        "false_first_error_math_references": (ff.get("math") or {}).get("first_error_flagged"),
+        "false_first_error_gsm8k_references": (ff.get("gsm8k") or {}).get("first_error_flagged"),
+        "answer_equivalence_agreement": (rep.get("answer_equivalence") or {}).get("agreement"),
+        "solutions_per_s_gsm8k_style": ((rep.get("throughput") or {}).get("gsm8k_style") or {}).get("per_s_cpu"),
+        "solutions_per_s_math_style": ((rep.get("throughput") or {}).get("math_style") or {}).get("per_s_cpu"),
+    }
+    return {f"verifier_report_{k}": float(v) for k, v in vals.items() if isinstance(v, int | float)}
+
+
 def build_report(data_root: Path, out_dir: Path, limit: int | None = None, seed: int = 0,
-                 train_checks: bool = False) -> dict:
+                 train_checks: bool = False, publish: bool = False) -> dict:
     """Run the evaluations, write ``verifier_report.{json,md}`` (and a copy named by the verifier version,
     ``verifier_report.v<N>.json``) into ``out_dir``, return the numbers. ``train_checks`` adds the
-    aggregation validation on PRM800K train (slow)."""
+    aggregation validation on PRM800K train (slow). ``publish`` (a full run only: no ``limit``) also writes
+    it to :func:`published_path`, the copy that ships with this version and that the verify stage logs."""
     from verifier.core import VERIFIER_VERSION
 
     data_root, out_dir = Path(data_root), Path(out_dir)
@@ -628,35 +696,46 @@ def build_report(data_root: Path, out_dir: Path, limit: int | None = None, seed:
     prm = {}
     if (data_root / "prm800k" / "phase1_test.stepwise.jsonl").exists():
         prm = prm800k_eval(data_root, verifier, limit, seed)
+        prm["reference"] = prm800k_eval(data_root, verifier, limit, seed, with_reference=True)
     inj = {}
     if (data_root / "gsm8k" / "train.jsonl").exists():
         inj = injection_eval(data_root, verifier, limit, seed)
     n_small = min(limit, 300) if limit is not None else 300
+    proxy = {}
+    if (data_root / "gsm8k" / "train.jsonl").exists():
+        from verifier.gsm8k_proxy import proxy_eval
+
+        proxy = proxy_eval(data_root, verifier, n_small, seed)
     ff = false_flag_eval(data_root, verifier, n_small, seed)
     ans = answer_equivalence_eval()
     thr = throughput_eval(data_root, verifier, n_small)
     agg = aggregation_eval(data_root, verifier, limit or 1000, seed) if train_checks else {}
     rep = {"seed": seed, "limit": limit, "threshold": THRESHOLD, "verifier": info, "prm800k": prm,
-           "injection": inj, "false_flags": ff, "answer_equivalence": ans, "throughput": thr,
+           "injection": inj, "gsm8k_first_error": proxy, "false_flags": ff, "answer_equivalence": ans, "throughput": thr,
            "aggregation_train": agg, "seconds": round(time.perf_counter() - t0, 2)}
     out_dir.mkdir(parents=True, exist_ok=True)
     blob = json.dumps(rep, indent=2) + "\n"
     (out_dir / "verifier_report.json").write_text(blob, encoding="utf-8")
     (out_dir / f"verifier_report.v{VERIFIER_VERSION}.json").write_text(blob, encoding="utf-8")
     (out_dir / "verifier_report.md").write_text(to_markdown(rep), encoding="utf-8")
+    if publish:
+        if limit is not None:
+            raise ValueError("publish a full report only (no --limit)")
+        published_path(VERIFIER_VERSION).write_text(blob, encoding="utf-8")
     return rep
 
 
 def main(data_root: str | Path, out: str | Path, limit: int | None = None, seed: int = 0,
-         train_checks: bool = False) -> dict:
-    rep = build_report(Path(data_root), Path(out), limit, seed, train_checks)
+         train_checks: bool = False, publish: bool = False) -> dict:
+    rep = build_report(Path(data_root), Path(out), limit, seed, train_checks, publish)
     print(to_markdown(rep))
     return rep
 
 
-def cli_main(data_root: str, out: str, limit: int | None = None, train_checks: bool = False) -> dict:
+def cli_main(data_root: str, out: str, limit: int | None = None, train_checks: bool = False,
+             publish: bool = False) -> dict:
     """Entry point for ``hnsdpo verifier-report``."""
-    return main(data_root, out, limit, train_checks=train_checks)
+    return main(data_root, out, limit, train_checks=train_checks, publish=publish)
 
 
 if __name__ == "__main__":
@@ -667,5 +746,5 @@ if __name__ == "__main__":
 
 
 __all__ = ["aggregation_eval", "answer_equivalence_eval", "answers_equal", "auroc", "build_report", "cli_main",
-           "false_flag_eval", "first_error_metrics", "inject", "main", "prf", "prm_steps", "synthetic_problems",
+           "false_flag_eval", "first_error_metrics", "headline", "inject", "main", "published_path", "prf", "prm_steps", "synthetic_problems",
            "throughput_eval"]

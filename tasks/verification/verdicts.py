@@ -6,6 +6,7 @@ stage's metrics and error-share check, and the dimension histograms (``dims.png`
 
 from __future__ import annotations
 
+import json
 import math
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
@@ -158,10 +159,31 @@ def verdict_metrics(verdicts: Sequence[Verdict]) -> dict[str, Any]:
 
 
 def verifier_info() -> dict[str, Any]:
-    """The verifier's version, as a plain number so that it reaches MLflow next to the verdict metrics."""
+    """The verifier's version, as a plain number, and the headline numbers of the quality report that ships
+    with that version (``verifier/models/verifier_report.v<N>.json``, :func:`verifier.report.headline`), so
+    that they reach MLflow next to the verdict metrics. No shipped report: the version alone."""
     from verifier import VERIFIER_VERSION
 
-    return {"verifier_version": VERIFIER_VERSION}
+    info: dict[str, Any] = {"verifier_version": VERIFIER_VERSION}
+    rep = published_report()
+    if rep is not None:
+        from verifier.report import headline
+
+        info.update(headline(rep))
+    return info
+
+
+def published_report() -> dict | None:
+    """The shipped quality report of this verifier version, or None (missing, unreadable or another version)."""
+    from verifier import VERIFIER_VERSION
+    from verifier.report import published_path
+
+    try:
+        rep = json.loads(published_path(VERIFIER_VERSION).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    ok = isinstance(rep, dict) and (rep.get("verifier") or {}).get("verifier_version") == VERIFIER_VERSION
+    return rep if ok else None
 
 
 def check_error_share(verdicts: Sequence[Verdict], max_share: float, n_examples: int = 3) -> None:

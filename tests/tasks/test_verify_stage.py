@@ -128,6 +128,10 @@ def test_run_verify_with_an_injected_verifier(tmp_path, tiny_cfg):
                                                                ("p1", 0, True)]
     assert m["correct_rate"] == pytest.approx(2 / 3) and m["problems_mixed"] == 1
     assert (tmp_path / "out" / "dims.png").read_bytes()[:4] == b"\x89PNG"
+    # the verifier's shipped quality report goes with its verdicts, its headline numbers into the metrics
+    rep = json.loads((tmp_path / "out" / "verifier_report.json").read_text())
+    assert rep["verifier"]["verifier_version"] == m["verifier_version"]
+    assert m["verifier_report_prm800k_step_auroc"] == rep["prm800k"]["auroc"]
 
 
 # ---------------------------------------------------------------- with the real MathVerifier

@@ -54,3 +54,21 @@ def test_evaluate(expr, value):
 def test_evaluate_refuses(expr):
     with pytest.raises(EvalError):
         evaluate(expr)
+
+
+def test_of_after_a_word_that_takes_no_operand_keeps_the_whole_calculation():
+    from verifier.arith import extract_calculations
+
+    got = [(c.text, c.ok) for c in extract_calculations("It rained for a total of 3.79+4.5+3.95 = 14 inches")]
+    assert got == [("3.79 + 4.5 + 3.95 = 14", False)]
+    assert [c.ok for c in extract_calculations("He spent a total of 12*5 = 60 dollars")] == [True]
+    # "half of 50 = 25", "a third of 30 = 10": the modifier takes the operand, nothing to check
+    assert extract_calculations("She gave half of 50 = 25 apples") == []
+    assert extract_calculations("a third of 30 = 10") == []
+
+
+def test_a_letter_after_an_apostrophe_is_no_variable():
+    from verifier.arith import extract_calculations
+
+    assert [(c.text, c.ok) for c in extract_calculations("so that’s 180*.05 = 8 days")] == [("180 * .05 = 8", False)]
+    assert [c.ok for c in extract_calculations("so that's 180*.05 = 9 days")] == [True]

@@ -86,11 +86,52 @@ def test_learned_rejection_sets_the_first_error(tmp_path):
     assert v.score(Q, ["She sold 48/2 = 24 clips in May.", *steps[1:]], "72").first_error_step is None
 
 
-def test_version_reaches_the_verify_stage_metrics():
-    from tasks.verify import verifier_info
+def test_a_right_answer_needs_a_surer_rejection(tmp_path):
+    # P(bad) of the hedging step = 1 / (1 + e^-(−5 + 3.95 · log(1 + 4 hedges))) ≈ 0.80: above the file's
+    # threshold 0.5, below CORRECT_ANSWER_MIN_PROB
+    from verifier.core import CORRECT_ANSWER_MIN_PROB
+
+    v = MathVerifier(VerifyConfig(step_scorer=_model(tmp_path, n_hedges=3.95), embedding_model=None))
+    steps = ["She sold 48/2 = 24 clips in May.", "Wait, I think I made a mistake, maybe it is 25.",
+             "She sold 48+24 = 72 clips in all.", "#### 72"]
+    a = v.analyze(Q, steps, "72")
+    assert 0.5 < a.step_probs[1] < CORRECT_ANSWER_MIN_PROB
+    assert a.correct and a.first_error_step is None
+    wrong = [*steps[:2], "She sold 48+25 = 73 clips in all.", "#### 73"]
+    b = v.analyze(Q, wrong, "72")
+    assert not b.correct and b.first_error_step == 1, b.notes
+
+
+def test_step_scores_are_the_learned_probability_and_wrong_calculations(tmp_path):
+    v = MathVerifier(VerifyConfig(step_scorer=_model(tmp_path), embedding_model=None))  # P(bad) = e^-5 / (1 + e^-5)
+    steps = ["She sold 48/2 = 25 clips in May.", "She sold 48+25 = 73 clips in all.", "#### 73"]
+    a = v.analyze(Q, steps, "72")
+    scores = a.step_scores()
+    assert scores[0] == 1.0  # a calculation that does not hold keeps its severity
+    assert scores[2] == pytest.approx(a.step_probs[2])  # the final answer's flags enter through the features only
+    symbolic = MathVerifier(VerifyConfig(step_scorer=None, embedding_model=None)).analyze(Q, steps, "72")
+    assert symbolic.step_probs is None and symbolic.step_scores()[0] == 1.0
+
+
+def test_version_and_shipped_report_reach_the_verify_stage_metrics(tmp_path, monkeypatch):
+    from tasks.verification import verdicts
+    from verifier import report
 
     assert isinstance(VERIFIER_VERSION, int)
-    assert verifier_info() == {"verifier_version": VERIFIER_VERSION}
+    shipped = verdicts.published_report()
+    assert shipped is not None, "run `hnsdpo verifier-report --publish` for this verifier version"
+    info = verdicts.verifier_info()
+    assert info["verifier_version"] == VERIFIER_VERSION
+    assert info["verifier_report_prm800k_step_auroc"] == shipped["prm800k"]["auroc"]
+    assert set(info) >= {"verifier_report_false_first_error_math_references",
+                         "verifier_report_answer_equivalence_agreement"}
+    # another version's report (or none) is not this verifier's: the version alone
+    other = tmp_path / f"verifier_report.v{VERIFIER_VERSION}.json"
+    other.write_text(json.dumps({**shipped, "verifier": {**shipped["verifier"], "verifier_version": -1}}))
+    monkeypatch.setattr(report, "PUBLISHED_DIR", tmp_path)
+    assert verdicts.verifier_info() == {"verifier_version": VERIFIER_VERSION}
+    other.unlink()
+    assert verdicts.verifier_info() == {"verifier_version": VERIFIER_VERSION}
 
 
 def test_similarity_without_embeddings_is_lexical():
