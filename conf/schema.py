@@ -77,6 +77,9 @@ class TrapConfig(Section):
     difference: float = Field(0.0, ge=0, le=1, description="'How many more ... than ...?' instead of the count.")
     backward: float = Field(0.0, ge=0, le=1, description="The end count is given and the start asked: the "
                             "steps are undone in reverse order with inverse operations.")
+    bystander: float = Field(0.0, ge=0, le=1, description="Another person's gain or loss, told in the same "
+                             "sentence forms as the protagonist's own steps (only the name differs): counting it "
+                             "is the trap, an entity-tracking error.")
 
 
 class SyntheticConfig(Section):
@@ -93,6 +96,9 @@ class SyntheticConfig(Section):
         None, description="Relative frequency of each step count; None = uniform."
     )
     max_value: int = Field(500, ge=10, description="Largest number (given or intermediate) in a problem.")
+    round_share: float = Field(0.0, ge=0, le=1, description="Share of the amounts added or taken away that are "
+                               "multiples of 5 (fewer carries and borrows: arithmetic slips get rarer while "
+                               "the structure stays as hard). 0 draws nothing, so the problems stay as they were.")
     instruction: str = Field(
         DEFAULT_INSTRUCTION,
         description="Instruction appended to the question in pretrain.txt; keep equal to sample.instruction.",

@@ -76,7 +76,7 @@ def parse_args() -> argparse.Namespace:
     ap.add_argument("--model", help="load this model folder instead of building one")
     ap.add_argument("--save", help="where to save the built model (default: a temp folder)")
     ap.add_argument("--n", type=int, default=200, help="test problems")
-    ap.add_argument("--k", type=int, default=8)
+    ap.add_argument("--k", type=int, default=8, help="samples per problem for the mixed share (0: greedy only)")
     ap.add_argument("--temperature", type=float, default=0.7)
     ap.add_argument("--max-new-tokens", type=int, default=256)
     ap.add_argument("--batch-size", type=int, default=50)
@@ -122,10 +122,11 @@ def tally(test, gold, greedy, sampled) -> dict[str, dict[str, float]]:
             r = rows[key]
             r["n"] += 1
             r["greedy"] += final_number(gr[0]) == g
-            r["mixed"] += any(ok) and not all(ok)
-            r["any"] += any(ok)
-            r["sample_acc"] += sum(ok) / len(ok)
-            r["unparsed"] += sum(final_number(s) is None for s in ss) / len(ss)
+            if ss:  # --k 0: greedy only
+                r["mixed"] += any(ok) and not all(ok)
+                r["any"] += any(ok)
+                r["sample_acc"] += sum(ok) / len(ok)
+                r["unparsed"] += sum(final_number(s) is None for s in ss) / len(ss)
     return rows
 
 
@@ -174,9 +175,9 @@ def main() -> None:
     gold = [Fraction(p.answer) for p in test]
     greedy = timed("greedy", lambda: generate(model, tok, prompts, k=1, temperature=0, batch_size=args.batch_size,
                                               max_new_tokens=args.max_new_tokens))
-    sampled = timed("sampled", lambda: generate(model, tok, prompts, k=args.k, temperature=args.temperature,
-                                                batch_size=max(1, args.batch_size * 2 // args.k),
-                                                max_new_tokens=args.max_new_tokens))
+    sampled = [[] for _ in prompts] if args.k == 0 else timed(
+        "sampled", lambda: generate(model, tok, prompts, k=args.k, temperature=args.temperature,
+                                    batch_size=max(1, args.batch_size * 2 // args.k), max_new_tokens=args.max_new_tokens))
     rows = tally(test, gold, greedy, sampled)
     print("\nexample greedy output:\n" + greedy[0][0] + "\n")
     print_error_types(test, greedy)

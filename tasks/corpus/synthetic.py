@@ -93,6 +93,13 @@ class _Story:
     calcs: list[list] = field(default_factory=list)
     traps: list[dict] = field(default_factory=list)
     friends: set[str] = field(default_factory=set)  # names already in the story
+    round_share: float = 0.0  # share of added / taken-away amounts that are multiples of 5
+
+    def amount(self, low: int, high: int) -> int:
+        """An amount in [low, high]; a multiple of 5 with probability ``round_share`` (when one fits)."""
+        if high >= 5 and _chance(self.rng, self.round_share):
+            return 5 * self.rng.randint(max(1, -(-low // 5)), high // 5)
+        return self.rng.randint(low, high)
 
     @property
     def Pron(self) -> str:  # noqa: N802 - capitalised pronoun, reads like the text it makes
@@ -119,7 +126,7 @@ def _op_add(s: _Story) -> bool:
     room = s.max_value - s.value
     if room < 2:
         return False
-    x = s.rng.randint(2, min(room, 40))
+    x = s.amount(2, min(room, 40))
     verb = s.rng.choice(s.sc.gain)
     s.question.append(s.rng.choice([
         f"{s.rng.choice(THEN)}, {s.pron} {verb} {x} more {s.sc.unit}.",
@@ -135,7 +142,7 @@ def _op_add(s: _Story) -> bool:
 def _op_sub(s: _Story) -> bool:
     if s.value < 3:
         return False
-    x = s.rng.randint(1, min(s.value - 1, 40))
+    x = s.amount(1, min(s.value - 1, 40))
     verb = s.rng.choice(s.sc.lose)
     s.question.append(s.rng.choice([
         f"{s.rng.choice(THEN)}, {s.pron} {verb} {x} of them.",
@@ -326,6 +333,40 @@ def _add_distractor(s: _Story) -> None:
     s.traps.append({"type": "distractor", "value": d, "wrong": [s.value + d] + ([s.value - d] if s.value >= d else [])})
 
 
+def _add_bystander(s: _Story, n_events: int, direction: int | None) -> None:
+    """Another person's gain or loss, in the very sentence forms of the protagonist's own steps (only the name
+    differs), placed among the story's ``n_events`` step sentences (``s.question[1 : 1 + n_events]``). The
+    bystander's pronoun is the other one, so the question stays unambiguous. Counting it is the trap: an entity-tracking error, as with GSM-IC's in-topic distractors.
+
+    The number is used nowhere else, so a stated calculation that uses it is typed ``bystander``. The answer
+    that falling for it gives is recorded when it does not depend on where the sentence sits: every step an
+    addition or subtraction, ``direction`` +1 (the end count is asked: it moves with the bystander's change)
+    or -1 (the start is asked: it moves against it); None records no answer."""
+    rng = s.rng
+    used = {int(x) for x in re.findall(r"\d+", " ".join(s.question))} | {v for c in s.calcs for v in c}
+    taken = {w for t in s.traps for w in t["wrong"]}
+    sign = 1 if rng.random() < 0.6 else -1  # a gain or a loss
+    shift = (direction or 0) * sign
+    free = [n for n in range(2, 41) if n not in used]  # far more than a problem of <= 5 steps uses
+    ds = [n for n in free if s.value + shift * n not in taken and s.value + shift * n >= 0]
+    if not ds:  # falling for it would give a negative count or another trap's answer: record no answer
+        ds, direction = free, None
+    # the other pronoun, so a later "she" or "he" still names the protagonist only
+    friend, _ = rng.choice([n for n in NAMES if n[1] != s.pron and n[0] not in s.friends])
+    d = rng.choice(ds)
+    unit, then = s.sc.unit, rng.choice(THEN)
+    if sign > 0:
+        verb = rng.choice(s.sc.gain)
+        sentence = rng.choice([f"{then}, {friend} {verb} {d} more {unit}.", f"{friend} {verb} another {d} {unit}.",
+                               f"{then}, {friend} {verb} {d} {unit}."])
+    else:
+        verb = rng.choice(s.sc.lose)
+        sentence = rng.choice([f"{then}, {friend} {verb} {d} {unit}.", f"{friend} {verb} {d} {unit}."])
+    s.question.insert(rng.randint(1, 1 + n_events), sentence)
+    s.friends.add(friend)
+    s.traps.append({"type": "bystander", "value": d, "wrong": [s.value + shift * d] if direction else []})
+
+
 def _forward_steps(s: _Story, n_steps: int, options: Sequence[tuple[OpFn, float]] = ONE_STEP,
                    two_step: Sequence[tuple[OpFn, float]] = TWO_STEP) -> None:
     remaining = n_steps
@@ -347,7 +388,7 @@ def _meta(s: _Story, structure: str) -> dict:
 
 
 def generate_problem(rng: random.Random, n_steps: int, max_value: int = 500,
-                     traps: TrapConfig | None = None) -> Generated:
+                     traps: TrapConfig | None = None, round_share: float = 0.0) -> Generated:
     """One problem with exactly ``n_steps`` arithmetic steps (every value an integer in [0, max_value]).
 
     ``traps`` adds known structural traps (see :class:`conf.schema.TrapConfig`); ``meta.traps`` lists
@@ -356,7 +397,7 @@ def generate_problem(rng: random.Random, n_steps: int, max_value: int = 500,
         raise ValueError(f"n_steps must be in 1..5, got {n_steps}")
     traps = traps or TrapConfig()
     if _chance(rng, traps.backward):
-        return _backward_problem(rng, n_steps, max_value, traps)
+        return _backward_problem(rng, n_steps, max_value, traps, round_share)
     name, pron = rng.choice(NAMES)
     sc = rng.choice(SCENARIOS)
     start = rng.randint(5, min(60, max_value))
@@ -364,7 +405,7 @@ def generate_problem(rng: random.Random, n_steps: int, max_value: int = 500,
     difference = not together and n_steps >= 2 and _chance(rng, traps.difference)
     dozen = n_steps - 2 * together - difference >= 2 and _chance(rng, traps.conversion)
     # "together" ends with friend = v ± x and total = v + friend: keep v small enough for both.
-    s = _Story(rng, name, pron, sc, start, (max_value - 20) // 2 if together else max_value)
+    s = _Story(rng, name, pron, sc, start, (max_value - 20) // 2 if together else max_value, round_share=round_share)
     s.value = start = min(start, s.max_value - 2)
     s.question.append(rng.choice([f"{name} has {start} {sc.unit}.",
                                   f"{name} starts with {start} {sc.unit}.",
@@ -373,12 +414,16 @@ def generate_problem(rng: random.Random, n_steps: int, max_value: int = 500,
     if dozen and _op_dozen_gain(s):
         remaining -= 2
     _forward_steps(s, remaining)
+    n_events = len(s.question) - 1
     if together:
         _comparison_end(s)
     elif difference:
         _difference_end(s)
     else:
         s.question.append(rng.choice(FINAL_Q).format(unit=sc.unit, Name=name))
+    if _chance(rng, traps.bystander):
+        plain = not (together or difference) and all(c[1] in "+-" for c in s.calcs)
+        _add_bystander(s, n_events, 1 if plain else None)
     if _chance(rng, traps.distractor):
         _add_distractor(s)
     answer = str(s.value)
@@ -395,13 +440,14 @@ UNDO_LINE = {
 }
 
 
-def _backward_problem(rng: random.Random, n_steps: int, max_value: int, traps: TrapConfig) -> Generated:
+def _backward_problem(rng: random.Random, n_steps: int, max_value: int, traps: TrapConfig,
+                      round_share: float = 0.0) -> Generated:
     """The end count is given and the start asked: the solution undoes the steps last to first with the
     inverse operations. Applying the steps forward to the end count is the trap."""
     name, pron = rng.choice(NAMES)
     sc = rng.choice(SCENARIOS)
     start = rng.randint(5, min(60, max_value))
-    story = _Story(rng, name, pron, sc, start, max_value)
+    story = _Story(rng, name, pron, sc, start, max_value, round_share=round_share)
     _forward_steps(story, n_steps, two_step=())
     end, forward = story.value, [tuple(c) for c in story.calcs]
     s = _Story(rng, name, pron, sc, end, max_value)
@@ -418,6 +464,8 @@ def _backward_problem(rng: random.Random, n_steps: int, max_value: int, traps: T
     for _, op, b, _ in forward:  # the steps applied to the end count, as if it were the start
         wrong = {"+": wrong + b, "-": wrong - b, "*": wrong * b, "/": wrong / b}[op]
     s.traps.append({"type": "backward", "wrong": [int(wrong)] if wrong.denominator == 1 and wrong >= 0 else []})
+    if _chance(rng, traps.bystander):
+        _add_bystander(s, len(story.question), -1 if all(c[1] in "+-" for c in forward) else None)
     if _chance(rng, traps.distractor):
         _add_distractor(s)
     answer = str(s.value)
@@ -425,7 +473,7 @@ def _backward_problem(rng: random.Random, n_steps: int, max_value: int, traps: T
     return Generated(" ".join(s.question), solution, answer, _meta(s, "backward"))
 
 
-TRAP_KINDS = ("distractor", "conversion", "comparison", "difference", "backward")
+TRAP_KINDS = ("distractor", "conversion", "comparison", "difference", "backward", "bystander")
 STRUCTURAL_KINDS = (*TRAP_KINDS, "other_structural")
 ERROR_KINDS = ("arithmetic", *STRUCTURAL_KINDS, "no_answer")
 
@@ -442,7 +490,7 @@ def known_error(meta: dict, gold: str, answer: str | None,
     """What the generator knows about one solution of a synthetic problem, in this order:
 
     ``correct``; ``no_answer``; a trap's type (``TRAP_KINDS``) when the answer is the one falling for that
-    trap gives, or a stated calculation uses the distractor's number; ``arithmetic`` when a stated
+    trap gives, or a stated calculation uses the number of a distractor or a bystander; ``arithmetic`` when a stated
     calculation ``a op b = r`` (``calcs``, e.g. from ``tasks.evaluation.grading.stated_calculations``) is false;
     else ``other_structural``: a wrong answer with every stated calculation true (a step left out, a
     number misread, the wrong operation).
@@ -461,9 +509,9 @@ def known_error(meta: dict, gold: str, answer: str | None,
     for trap in meta.get("traps") or ():
         if any(_number(w) == value for w in trap.get("wrong", ())):
             return trap["type"]
-        if (trap["type"] == "distractor" and trap["value"] not in meta.get("values", ())
+        if ("value" in trap and trap["value"] not in meta.get("values", ())
                 and any(trap["value"] in (a, b) for a, _, b, _ in calcs)):
-            return "distractor"
+            return trap["type"]
     ops = {"+": lambda a, b: a + b, "-": lambda a, b: a - b, "*": lambda a, b: a * b,
            "/": lambda a, b: a / b if b else None}
     if any(ops[op](a, b) != r for a, op, b, r in calcs if op in ops):
@@ -515,7 +563,7 @@ def generate_splits(cfg: SyntheticConfig, splits: Sequence[str] = SPLITS) -> dic
         tries += 1
         if tries > max_tries:
             raise RuntimeError(f"could not fill synthetic splits {sorted(needed)} after {max_tries} draws")
-        g = generate_problem(rng, rng.choices(steps, weights=weights)[0], cfg.max_value, cfg.traps)
+        g = generate_problem(rng, rng.choices(steps, weights=weights)[0], cfg.max_value, cfg.traps, cfg.round_share)
         split = split_of(g.question, cfg)
         if split is None or g.question in seen or len(out[split]) >= want[split]:
             continue

@@ -116,8 +116,8 @@ def test_pretrain_documents_are_chatml(splits):
 
 # --- structural traps --------------------------------------------------------------------------------
 
-TRAPS = TrapConfig(distractor=0.4, conversion=0.3, comparison=0.3, difference=0.3, backward=0.3)
-TRAPPED = SMALL.model_copy(update={"max_value": 100, "traps": TRAPS})
+TRAPS = TrapConfig(distractor=0.4, conversion=0.3, comparison=0.3, difference=0.3, backward=0.3, bystander=0.4)
+TRAPPED = SMALL.model_copy(update={"max_value": 100, "traps": TRAPS, "round_share": 0.5})
 
 
 @pytest.fixture(scope="module")
@@ -156,6 +156,43 @@ def test_a_distractor_is_irrelevant_and_unique(trapped):
         assert re.findall(r"\d+", p.question).count(str(d)) == 1  # stated once, used nowhere else
         assert all(d not in (a, b) for a, _, b, _ in p.meta["calcs"])
         assert str(int(p.answer) + d) in next(t["wrong"] for t in p.meta["traps"] if t["type"] == "distractor")
+
+
+def test_a_bystander_reads_like_a_step_but_belongs_to_someone_else(trapped):
+    """The bystander's sentence has the form of the protagonist's own steps, another name and the other
+    pronoun (so every "she"/"he" stays the protagonist's), and a number used nowhere else; counting it gives
+    the recorded wrong answer, and a stated calculation with that number is typed ``bystander``."""
+    from tasks.corpus.synthetic import NAMES
+
+    pron = dict(NAMES)
+    with_b = [p for p in trapped if any(t["type"] == "bystander" for t in p.meta["traps"])]
+    assert len(with_b) >= 20
+    recorded = 0
+    for p in with_b:
+        trap = next(t for t in p.meta["traps"] if t["type"] == "bystander")
+        d = trap["value"]
+        sentence = next(x for x in re.split(r"(?<=[.?]) ", p.question) if re.search(rf"\b{d}\b", x))
+        who = next(n for n in pron if re.search(rf"\b{n}\b", sentence))
+        hero = p.question.split()[0] if p.question.split()[0] in pron else re.search(r"in (\w+)'s", p.question).group(1)
+        assert who != hero and pron[who] != pron[hero], (p.question, who, hero)
+        assert re.findall(r"\d+", p.question).count(str(d)) == 1
+        assert all(d not in (a, b) for a, _, b, _ in p.meta["calcs"])
+        stated = [(Fraction(a), op, Fraction(b), Fraction(r)) for a, op, b, r in p.meta["calcs"]]
+        counted = stated + [(Fraction(p.answer), "+", Fraction(d), Fraction(int(p.answer) + d))]
+        assert known_error(p.meta, p.answer, str(int(p.answer) + d + 1000), counted) == "bystander"
+        if trap["wrong"]:  # every step +/-: the wrong answer is the right one moved by d
+            recorded += 1
+            assert abs(int(trap["wrong"][0]) - int(p.answer)) == d
+    assert recorded >= 5
+
+
+def test_round_share_makes_amounts_multiples_of_five():
+    def share(round_share):
+        cfg = SMALL.model_copy(update={"round_share": round_share, "max_value": 100})
+        amounts = [b for p in generate_splits(cfg)["pretrain"] for _, op, b, _ in p.meta["calcs"] if op in "+-"]
+        return sum(b % 5 == 0 for b in amounts) / len(amounts)
+
+    assert share(0.0) < 0.3 < 0.5 < share(0.6)
 
 
 def test_backward_problems_undo_the_story():
