@@ -25,18 +25,25 @@ ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "PREFECT_SERVER_ANALYTICS_ENABLED": 
 
 
 def model_dir(root: Path, stage: str) -> Path:
-    """The model a finished stage saved: its merged weights, else its base (``model.json``)."""
+    """The model the newest finished ``stage`` under ``root`` saved: its merged weights, else its base.
+
+    A root reused with other overrides holds several finished stages; the flow that just ran wrote the
+    newest ``model.json``."""
     from training.modelref import read_model_ref
 
-    refs = sorted(p for p in (root / stage).glob("*/model.json") if not p.parent.name.startswith(".tmp-"))
+    refs = [p for p in (root / stage).glob("*/model.json") if not p.parent.name.startswith(".tmp-")]
     if not refs:
         raise FileNotFoundError(f"no finished {stage} stage under {root / stage}")
-    ref = read_model_ref(refs[0].parent)
+    ref = read_model_ref(max(refs, key=lambda p: p.stat().st_mtime).parent)
     return Path(ref.merged or ref.base)
 
 
-def quality(config: str, seed: int, model: Path, n: int, k: int, log: Path) -> dict[str, str]:
-    cmd = [sys.executable, str(ROOT / "scripts" / "tiny_quality.py"), "-c", config, "-o",
+def overrides(extra: list[str]) -> list[str]:
+    return [arg for o in extra for arg in ("-o", o)]
+
+
+def quality(config: str, seed: int, model: Path, n: int, k: int, log: Path, extra: list[str]) -> dict[str, str]:
+    cmd = [sys.executable, str(ROOT / "scripts" / "tiny_quality.py"), "-c", config, *overrides(extra), "-o",
            f"data.synthetic.seed={seed}", "--model", str(model), "--n", str(n), "--k", str(k), "--threads", "1"]
     out = subprocess.run(cmd, env=ENV, cwd=ROOT, capture_output=True, text=True, check=True).stdout
     log.write_text(out)
@@ -46,9 +53,9 @@ def quality(config: str, seed: int, model: Path, n: int, k: int, log: Path) -> d
             "structural": types.group(2) if types else "-", "types": types.group(3) if types else "-"}
 
 
-def chain(config: str, seed: int, art: Path, log: Path) -> subprocess.Popen:
+def chain(config: str, seed: int, art: Path, log: Path, extra: list[str]) -> subprocess.Popen:
     """base -> SFT for one data seed through the flow (cached stages are reused), in the background."""
-    return subprocess.Popen([str(ROOT / ".venv" / "bin" / "hnsdpo"), "run", "-c", config, "-o",
+    return subprocess.Popen([str(ROOT / ".venv" / "bin" / "hnsdpo"), "run", "-c", config, *overrides(extra), "-o",
                              f"data.synthetic.seed={seed}", "-o", f"orchestration.artifacts_root={art}",
                              "--until", "sft"], env=ENV, cwd=ROOT, stdout=log.open("w"), stderr=subprocess.STDOUT)
 
@@ -61,6 +68,8 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=2000, help="test problems scored (the profile's whole test split)")
     ap.add_argument("--k", type=int, default=0, help="samples per problem for the mixed share (0: greedy only)")
     ap.add_argument("--jobs", type=int, default=1, help="seeds trained at once (each at the profile's threads)")
+    ap.add_argument("-o", "--override", action="append", default=[], metavar="KEY=VALUE",
+                    help="a profile override for every seed, e.g. -o sft.max_steps=600 (repeatable)")
     args = ap.parse_args()
     args.root.mkdir(parents=True, exist_ok=True)
     rows, pending, running = [], list(args.seeds), {}
@@ -68,7 +77,7 @@ def main() -> None:
         while pending and len(running) < args.jobs:
             seed = pending.pop(0)
             art = args.root / f"art-{seed}"
-            running[seed] = (chain(args.config, seed, art, args.root / f"run-{seed}.log"), time.time(), art)
+            running[seed] = (chain(args.config, seed, art, args.root / f"run-{seed}.log", args.override), time.time(), art)
         time.sleep(5)
         for seed, (proc, t0, art) in list(running.items()):
             if proc.poll() is None:
@@ -79,7 +88,7 @@ def main() -> None:
             wall = time.time() - t0
             for stage in ("base", "sft"):
                 q = quality(args.config, seed, model_dir(art, stage), args.n, args.k,
-                            args.root / f"q-{stage}-{seed}.log")
+                            args.root / f"q-{stage}-{seed}.log", args.override)
                 rows.append((seed, stage, f"{wall / 60:.1f}", q))
                 print(seed, stage, q, flush=True)
     rows.sort(key=lambda r: (args.seeds.index(r[0]), r[1]))

@@ -21,6 +21,7 @@ from tasks.analysis.ablation_inputs import (
     arm_outcomes,
     dataset_name,
     outcomes,
+    pool_summary,
     read_graded,
     read_pairs,
     read_test_set,
@@ -31,7 +32,7 @@ from tasks.analysis.ablation_render import flat_metrics, plot_ablation, render_m
 from tasks.common.records import write_jsonl
 from tasks.pairing.pairs import read_verdicts
 
-VERSION = "3"
+VERSION = "4"
 
 
 def report_config(cfg) -> dict[str, Any]:
@@ -58,15 +59,16 @@ def run_ablation_report(cfg, sft_eval: str | Path, arm_evals: Mapping[str, Mappi
     arm_rows = {arm: {int(s): read_graded(Path(d) / f"{name}.jsonl") for s, d in by_seed.items()}
                 for arm, by_seed in arm_evals.items()}
     verdicts = score_sft_outputs(cfg, all_problems, sft_rows, verifier)
+    pool = read_verdicts(Path(verify_dir) / "verdicts.jsonl")
     settings = ReportSettings.of(cfg)
     data = AblationData(
         problems, outcomes(sft_rows, "correct"), arm_outcomes(arm_rows, "correct"), arm_meta=arm_meta or {},
         sft_kinds=classify_sft(sft_rows, verdicts, all_problems, rel=ab.near_miss_rel, abs_tol=ab.near_miss_abs),
         pairs={arm: read_pairs(Path(d) / "pairs.jsonl") for arm, d in arm_pairs.items()},
-        rejected_dims={(v.problem_id, v.index): v.dims for v in read_verdicts(Path(verify_dir) / "verdicts.jsonl")})
+        rejected_dims={(v.problem_id, v.index): v.dims for v in pool})
     report = build_ablation_report(data, settings).model_copy(update={
         "sound": sound_section(problems, sft_rows, arm_rows, arm_meta or {}, settings),
-        "displacement": arm_displacement(arm_evals), "dataset": name, "command": command,
+        "displacement": arm_displacement(arm_evals), "pool": pool_summary(pool), "dataset": name, "command": command,
         "profile": getattr(cfg, "name", None)})
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)

@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 
 from tasks.analysis.ablation import AblationData, AblationError, ReportSettings, build_ablation_report
-from tasks.analysis.ablation_rows import DisplacementRow, SoundSection
+from tasks.analysis.ablation_rows import DisplacementRow, PoolSummary, SoundSection
 from tasks.common.records import Pair, Problem, iter_jsonl, read_records
 from verifier.verdict import Verdict
 
@@ -116,3 +116,20 @@ def arm_displacement(arm_evals: Mapping[str, Mapping[int, str | Path]]) -> list[
             out.append(DisplacementRow(arm=arm, seeds=len(rows),
                                        **{k: float(np.mean([r[k] for r in rows])) for k in DISPLACEMENT_KEYS}))
     return out
+
+
+def pool_summary(verdicts: Sequence[Verdict]) -> PoolSummary | None:
+    """The sampled pool from the verify stage's verdicts: samples per problem, correct share, mixed problems."""
+    by_problem: dict[str, list[bool]] = {}
+    for v in verdicts:
+        by_problem.setdefault(v.problem_id, []).append(v.correct)
+    if not by_problem:
+        return None
+    ks = [len(c) for c in by_problem.values()]
+    return PoolSummary(
+        problems=len(by_problem), samples=len(verdicts), k_min=min(ks), k_max=max(ks),
+        correct_share=sum(v.correct for v in verdicts) / len(verdicts),
+        sound_correct_share=sum(v.correct and v.first_error_step is None for v in verdicts) / len(verdicts),
+        mixed=sum(any(c) and not all(c) for c in by_problem.values()),
+        all_correct=sum(all(c) for c in by_problem.values()),
+        all_wrong=sum(not any(c) for c in by_problem.values()))

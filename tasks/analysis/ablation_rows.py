@@ -151,6 +151,24 @@ class SoundSection(Row):
     method: str | None = None
 
 
+class PoolSummary(Row):
+    """The sampled pool the pairs were built from (the verify stage's verdicts): what item 3 of a testbed needs."""
+
+    problems: int
+    samples: int
+    k_min: int
+    k_max: int
+    correct_share: float  # of all samples
+    sound_correct_share: float  # right answer and no erroneous step found
+    mixed: int  # problems with some samples right and some wrong
+    all_correct: int
+    all_wrong: int
+
+    @property
+    def mixed_share(self) -> float:
+        return self.mixed / self.problems if self.problems else 0.0
+
+
 class DisplacementRow(Row):
     """An arm's DPO likelihood-displacement metrics, mean over its seeds (``tasks.evaluation.report``)."""
 
@@ -185,6 +203,7 @@ class AblationReport(Row):
     reading: Reading | None = None
     sound: SoundSection | None = None
     displacement: list[DisplacementRow] = []
+    pool: PoolSummary | None = None
     dataset: str | None = None
     command: str | None = None
     profile: str | None = None

@@ -458,6 +458,23 @@ def test_run_ablation_report(tmp_path):
     assert metrics["holds"] == 0.0
     saved = json.loads((out / "ablation.json").read_text())
     assert saved["dataset"] == name and saved["verifier_check"]["tp"] == 1
+    n = len(REJECTED_DIMS)
+    assert saved["pool"]["samples"] == n and saved["pool"]["mixed"] == 0  # every pool verdict here is wrong
+    assert f"({n}); 0.0% of the samples correct" in md and f"mixed, 0 all correct, {saved['pool']['all_wrong']} all wrong" in md
+
+
+def test_pool_summary_counts_mixed_problems_and_sound_samples():
+    from tasks.analysis.ablation_inputs import pool_summary
+
+    unsound = _verdict("a", 0.0, True, 2).model_copy(update={"first_error_step": 1})
+    verdicts = [_verdict("a", 0.0, True, 0), _verdict("a", 1.0, False, 1), unsound,  # mixed
+                _verdict("b", 0.0, True, 0), _verdict("b", 0.0, True, 1),  # all correct
+                _verdict("c", 1.0, False, 0)]  # all wrong, k = 1
+    p = pool_summary(verdicts)
+    assert (p.problems, p.samples, p.k_min, p.k_max) == (3, 6, 1, 3)
+    assert (p.mixed, p.all_correct, p.all_wrong) == (1, 1, 1) and p.mixed_share == pytest.approx(1 / 3)
+    assert p.correct_share == pytest.approx(4 / 6) and p.sound_correct_share == pytest.approx(3 / 6)
+    assert pool_summary([]) is None
 
 
 def test_run_ablation_report_missing_eval(tmp_path):
