@@ -65,10 +65,10 @@ def run_ablation_report(cfg, sft_eval: str | Path, arm_evals: Mapping[str, Mappi
         problems, outcomes(sft_rows, "correct"), arm_outcomes(arm_rows, "correct"), arm_meta=arm_meta or {},
         sft_kinds=classify_sft(sft_rows, verdicts, all_problems, rel=ab.near_miss_rel, abs_tol=ab.near_miss_abs),
         pairs={arm: read_pairs(Path(d) / "pairs.jsonl") for arm, d in arm_pairs.items()},
-        rejected_dims={(v.problem_id, v.index): v.dims for v in pool})
+        rejected_dims={(v.problem_id, v.index): v.dims for v in pool}, pool=pool_summary(pool))
     report = build_ablation_report(data, settings).model_copy(update={
         "sound": sound_section(problems, sft_rows, arm_rows, arm_meta or {}, settings),
-        "displacement": arm_displacement(arm_evals), "pool": pool_summary(pool), "dataset": name, "command": command,
+        "displacement": arm_displacement(arm_evals), "dataset": name, "command": command,
         "profile": getattr(cfg, "name", None)})
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)

@@ -59,6 +59,7 @@ from tasks.analysis.ablation_rows import (
     ErrorTypeRow,
     ErrorTypes,
     GroupRow,
+    PoolSummary,
     Reading,
     VerifierCheck,
     WeightSummary,
@@ -248,6 +249,7 @@ class AblationData:
     sft_kinds: Mapping[str, Mapping[str, Any]] | None = None
     pairs: Mapping[str, Sequence[Pair]] | None = None
     rejected_dims: Mapping[tuple[str, int], Mapping[str, float]] = field(default_factory=dict)
+    pool: PoolSummary | None = None
 
 
 @dataclass(frozen=True)
@@ -493,7 +495,7 @@ def build_ablation_report(data: AblationData, settings: ReportSettings | None = 
         n_problems=len(ids), level=s.level, bootstrap_samples=s.samples, seed=s.seed, alpha=s.alpha, power=s.power,
         primary=s.primary, random_arm=s.random_arm if s.random_arm in data.arms else None, arms=rows,
         comparisons=comparisons, by_steps=_by_steps(data.problems, vecs), by_sft_error=by_error, weights=weights,
-        verifier_check=check, error_types=types, commit=git_commit())
+        verifier_check=check, error_types=types, pool=data.pool, commit=git_commit())
     return report.model_copy(update={"reading": reading(report)})
 
 
@@ -525,9 +527,17 @@ _RANDOM_VS_SFT = {"worse": "random DPO degrades the SFT model",
                   "no difference": "random DPO does not change accuracy"}
 
 
+def pool_sentence(p: PoolSummary) -> str:
+    """The sampled pool the pairs came from, as one diagnostic sentence."""
+    k = str(p.k_min) if p.k_min == p.k_max else f"{p.k_min}-{p.k_max}"
+    return (f"The pool: {p.problems} problems × k = {k} samples ({p.samples}); {_share(p.correct_share)} of the "
+            f"samples correct ({_share(p.sound_correct_share)} correct and sound); {p.mixed} problems "
+            f"({_share(p.mixed_share)}) mixed, {p.all_correct} all correct, {p.all_wrong} all wrong.")
+
+
 def _diagnostics(report: AblationReport) -> list[str]:
-    """Random DPO against SFT, the verifier against the known errors, and each arm's weights, as sentences."""
-    out: list[str] = []
+    """The sampled pool, random DPO against SFT, the verifier against the known errors, and each arm's weights, as sentences."""
+    out: list[str] = [pool_sentence(report.pool)] if report.pool else []
     random_sft = report.comparison(report.random_arm, SFT) if report.random_arm else None
     if random_sft:
         out.append(f"Does random DPO degrade? {_RANDOM_VS_SFT[random_sft.reading]}: "

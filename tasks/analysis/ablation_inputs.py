@@ -3,6 +3,7 @@ on the SFT model's outputs (the ablation stage, ``tasks/ablation.py``, calls the
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -12,6 +13,7 @@ import numpy as np
 from tasks.analysis.ablation import AblationData, AblationError, ReportSettings, build_ablation_report
 from tasks.analysis.ablation_rows import DisplacementRow, PoolSummary, SoundSection
 from tasks.common.records import Pair, Problem, iter_jsonl, read_records
+from tasks.verification.verdicts import verdict_metrics
 from verifier.verdict import Verdict
 
 
@@ -119,17 +121,12 @@ def arm_displacement(arm_evals: Mapping[str, Mapping[int, str | Path]]) -> list[
 
 
 def pool_summary(verdicts: Sequence[Verdict]) -> PoolSummary | None:
-    """The sampled pool from the verify stage's verdicts: samples per problem, correct share, mixed problems."""
-    by_problem: dict[str, list[bool]] = {}
-    for v in verdicts:
-        by_problem.setdefault(v.problem_id, []).append(v.correct)
-    if not by_problem:
+    """The sampled pool from the verify stage's verdicts (:func:`verdict_metrics`), with samples per problem."""
+    if not verdicts:
         return None
-    ks = [len(c) for c in by_problem.values()]
+    m = verdict_metrics(verdicts)
+    ks = Counter(v.problem_id for v in verdicts).values()
     return PoolSummary(
-        problems=len(by_problem), samples=len(verdicts), k_min=min(ks), k_max=max(ks),
-        correct_share=sum(v.correct for v in verdicts) / len(verdicts),
-        sound_correct_share=sum(v.correct and v.first_error_step is None for v in verdicts) / len(verdicts),
-        mixed=sum(any(c) and not all(c) for c in by_problem.values()),
-        all_correct=sum(all(c) for c in by_problem.values()),
-        all_wrong=sum(not any(c) for c in by_problem.values()))
+        problems=m["n_problems"], samples=m["n_verdicts"], k_min=min(ks), k_max=max(ks),
+        correct_share=m["correct_rate"], sound_correct_share=m["sound_correct"] / m["n_verdicts"],
+        mixed=m["problems_mixed"], all_correct=m["problems_all_correct"], all_wrong=m["problems_all_incorrect"])

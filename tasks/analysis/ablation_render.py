@@ -75,9 +75,8 @@ def _head(report: AblationReport, title: str, command: str | None, notes: str | 
         lines += [f"From commit `{report.commit[:12]}` (the code that ran the arms).", ""]
     if report.reading is not None:
         lines += ["## Reading", "", *(f"- {x}" for x in report.reading.sentences), ""]
-        diagnostics = [*filter(None, [pool_sentence(report)]), *report.reading.diagnostics]
-        if diagnostics:
-            lines += ["Diagnostics:", ""] + [f"- {d}" for d in diagnostics] + [""]
+        if report.reading.diagnostics:
+            lines += ["Diagnostics:", ""] + [f"- {d}" for d in report.reading.diagnostics] + [""]
     if notes and notes.strip():
         lines += [notes.strip(), ""]
     return lines
@@ -103,17 +102,6 @@ def _accuracy(report: AblationReport, level: int) -> list[str]:
                   "intervals and tests as above.", "", *arms_table(report.sound.arms, level, "sound accuracy"),
                   "", *comparisons_table(report.sound.comparisons, level)]
     return lines
-
-
-def pool_sentence(report: AblationReport) -> str | None:
-    """The sampled pool the pairs came from, as one diagnostic sentence."""
-    p = report.pool
-    if p is None:
-        return None
-    k = str(p.k_min) if p.k_min == p.k_max else f"{p.k_min}-{p.k_max}"
-    return (f"The pool: {p.problems} problems × k = {k} samples ({p.samples}); {_share(p.correct_share)} of the "
-            f"samples correct ({_share(p.sound_correct_share)} correct and sound); {p.mixed} problems "
-            f"({_share(p.mixed_share)}) mixed, {p.all_correct} all correct, {p.all_wrong} all wrong.")
 
 
 def _displacement(report: AblationReport) -> list[str]:
