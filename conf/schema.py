@@ -166,6 +166,10 @@ class TinyModelConfig(Section):
         "all", description="Pretraining loss on every token, or only on assistant turns (the worked "
         "solutions; questions are still read). 'assistant' spends the whole gradient on solving."
     )
+    ema: float | None = Field(
+        None, gt=0.0, lt=1.0, description="Decay of an exponential moving average of the weights, updated "
+        "after every step past warm-up; the saved model is the average. None = the last step's weights."
+    )
     threads: int | None = Field(
         None, ge=1, description="torch threads while pretraining; None = torch's default. 1 is much faster "
         "than 2 on an oversubscribed CPU (spinning OpenMP threads)."

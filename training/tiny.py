@@ -172,6 +172,10 @@ def pretrain(model, blocks, cfg: TinyModelConfig, log: Callable[[dict[str, Any]]
 
     With ``checkpoint``, the model, optimizer and data order are saved there every ``save_every`` steps,
     and a run that finds the file resumes from it (the result equals an uninterrupted run's).
+
+    With ``cfg.ema`` (a decay d), an exponential moving average of the weights starts at the end of
+    warm-up (``ema = d * ema + (1 - d) * weights`` after every later step) and replaces the model's
+    weights at the end: the averaged model is the one saved.
     """
     import torch
 
@@ -180,6 +184,7 @@ def pretrain(model, blocks, cfg: TinyModelConfig, log: Callable[[dict[str, Any]]
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, betas=(0.9, 0.95), weight_decay=0.1)
     order = torch.randperm(len(blocks), generator=gen)
     start, pos, losses = 0, 0, []
+    ema: dict[str, Any] | None = None
     ckpt = Path(checkpoint) if checkpoint else None
     if ckpt and ckpt.is_file():
         state = torch.load(ckpt, weights_only=False)
@@ -187,6 +192,7 @@ def pretrain(model, blocks, cfg: TinyModelConfig, log: Callable[[dict[str, Any]]
         opt.load_state_dict(state["opt"])
         gen.set_state(state["gen"])
         start, pos, order, losses = state["step"], state["pos"], state["order"], state["losses"]
+        ema = state.get("ema")
     model.train()
     t0, c0 = time.time(), time.process_time()
     for step in range(start, cfg.max_steps):
@@ -202,22 +208,39 @@ def pretrain(model, blocks, cfg: TinyModelConfig, log: Callable[[dict[str, Any]]
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
+        if cfg.ema is not None and step + 1 >= cfg.warmup_steps:
+            ema = _ema_update(ema, model, cfg.ema)
         losses.append(loss.item())
         if progress is not None:
             progress(step + 1, losses[-1])
         if ckpt and (step + 1) % save_every == 0 and step + 1 < cfg.max_steps:
             tmp = ckpt.with_name(ckpt.name + ".tmp")
             torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "gen": gen.get_state(),
-                        "step": step + 1, "pos": pos, "order": order, "losses": losses}, tmp)
+                        "step": step + 1, "pos": pos, "order": order, "losses": losses, "ema": ema}, tmp)
             tmp.replace(ckpt)
         if log and (step + 1) % log_every == 0:
             log({"step": step + 1, "loss": sum(losses[-log_every:]) / len(losses[-log_every:]),
                  "lr": lr_at(step, cfg), "seconds": round(time.time() - t0, 1)})
+    if ema is not None:
+        model.load_state_dict(ema, strict=False)
     model.eval()
     tail = losses[-min(len(losses), 20):] or [float("nan")]
     return {"steps": cfg.max_steps, "resumed_from": start, "final_loss": sum(tail) / len(tail),
             "first_loss": losses[0] if losses else float("nan"), "seconds": time.time() - t0,
             "cpu_seconds": time.process_time() - c0, "tokens": cfg.max_steps * cfg.batch_size * blocks.shape[1]}
+
+
+def _ema_update(ema: dict[str, Any] | None, model, decay: float) -> dict[str, Any]:
+    """One step of the weights' moving average (started from the current weights when ``ema`` is None)."""
+    import torch
+
+    with torch.no_grad():
+        if ema is None:
+            return {k: v.detach().clone() for k, v in model.state_dict().items() if v.is_floating_point()}
+        for k, v in model.state_dict().items():
+            if k in ema:
+                ema[k].mul_(decay).add_(v.detach(), alpha=1 - decay)
+    return ema
 
 
 def build_tiny_model(documents: Sequence[str], cfg: TinyModelConfig, out: str | Path,

@@ -210,3 +210,39 @@ def test_base_stage_builds_what_the_quality_script_builds(tmp_path, docs):
 
     a, b = load_file(out / "model" / "model.safetensors"), load_file(tmp_path / "script" / "model.safetensors")
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_pretrain_ema_is_the_moving_average_and_resumes(docs, tmp_path):
+    """With ``ema`` the saved weights are the moving average of the weights after every step from the end
+    of warm-up on, and a resumed run ends with the same average as an uninterrupted one."""
+    from training.tiny import build_model, pretrain
+
+    cfg = SMALL.model_copy(update={"max_steps": 6, "warmup_steps": 2, "ema": 0.5})
+    tok = train_tokenizer(docs, 400)
+    blocks, _ = pack_blocks(tok, docs, cfg.block_size)
+    torch.manual_seed(0)
+    model = build_model(tok, cfg)
+    after: list[dict] = []
+    pretrain(model, blocks, cfg, progress=lambda s, loss: after.append(
+        {k: v.detach().clone() for k, v in model.state_dict().items()}))
+    expected = dict(after[cfg.warmup_steps - 1])  # the average starts at the step that ends warm-up
+    for state in after[cfg.warmup_steps:]:
+        expected = {k: 0.5 * expected[k] + 0.5 * v for k, v in state.items()}
+    final = model.state_dict()
+    assert not torch.equal(final["model.norm.weight"], after[-1]["model.norm.weight"])  # not the last step's
+    for k, v in expected.items():
+        torch.testing.assert_close(final[k], v)
+
+    def crash(row):
+        if row["step"] == 4:
+            raise KeyboardInterrupt
+
+    ckpt = tmp_path / "ckpt.pt"
+    torch.manual_seed(0)
+    with pytest.raises(KeyboardInterrupt):
+        pretrain(build_model(tok, cfg), blocks, cfg, log=crash, log_every=1, checkpoint=ckpt, save_every=4)
+    torch.manual_seed(0)
+    resumed = build_model(tok, cfg)
+    assert pretrain(resumed, blocks, cfg, checkpoint=ckpt, save_every=4)["resumed_from"] == 4
+    for k, v in expected.items():
+        torch.testing.assert_close(resumed.state_dict()[k], v)
