@@ -59,6 +59,7 @@ from verifier.arith import (
     latex_tokens,
     split_math,
     tokenize,
+    values_match,
 )
 
 MAX_SIDE_TOKENS = 60
@@ -70,6 +71,9 @@ MAX_CHAINS = 60  # per solution
 MAX_VALUES = 4  # values remembered per variable
 MAX_COMBOS = 64
 N_POINTS = 4
+MAX_SOLVED_VARS = 2
+SOLVED_WINDOW = 3
+QUESTION_EQS = True
 
 _GREEK = frozenset("\\" + g for g in (
     "alpha beta gamma delta epsilon varepsilon zeta eta theta vartheta kappa lambda mu nu xi rho sigma tau "
@@ -81,6 +85,18 @@ _EQUATION_CUE = re.compile(r"\b(?:solv\w*|equations?|roots?|zeros?|when|whenever
                            re.IGNORECASE)
 _HYPOTHETICAL = re.compile(r"\b(?:if|were|would|suppose|assum\w*|say|case|otherwise|try\w*|test\w*|"
                            r"instead|could|might|example|check\w*)\b", re.IGNORECASE)
+# prose around a stated value that makes it a trial, a case, a definition or a constraint, not a solution
+_NOT_A_SOLUTION = re.compile(r"\b(?:let|lets|set|setting|plug\w*|substitut\w*|evaluat\w*|take|taking|choos\w*|pick\w*|"
+                             r"consider\w*|try\w*|test\w*|check\w*|if|suppose|assum\w*|say|case|cases|when|whenever|"
+                             r"where|for|at|equations?|lines?|planes?|given|defin\w*|denot\w*|call\w*|example|"
+                             r"instead|could|would|might|initial\w*|start\w*|each|every|any|all)\b", re.IGNORECASE)
+_DERIVES = re.compile(r"\b(?:so|thus|hence|therefore|then|gives?|giving|get|gets|getting|got|becomes?|simplif\w*|"
+                      r"means|implies|obtain\w*|yields?|multiply\w*|divid\w*|subtract\w*|add\w*|expand\w*|"
+                      r"rearrang\w*|mov\w*|isolat\w*|collect\w*|combin\w*|cancel\w*|reduc\w*|equivalent)\b",
+                      re.IGNORECASE)
+_ALTERNATIVES = re.compile(r"\b(?:or|and|either|cases?|other|another|also|second|first|third|both|alternatively|"
+                           r"similarly|likewise|(?:roots?|solutions?|zeros?|equations?|polynomials?)\s+(?:of|is|are))\b",
+                           re.IGNORECASE)
 _REWRITE_CUE = re.compile(r"\b(?:expand\w*|factor\w*|simplif\w*|rewrit\w*|distribut\w*|multiply\w* out|"
                           r"combin\w* like|complet\w* the square|identity)\b", re.IGNORECASE)
 
@@ -494,6 +510,10 @@ class _State:
     substitutions: list[_Link] = field(default_factory=list)
     constrained: set[str] = field(default_factory=set)  # variables an equation (not an identity) relates
     chains: int = 0
+    equations: list[_Link] = field(default_factory=list)  # stated equations (question and steps), not identities
+    # values the current step assigns (not hypothetically): name -> [(value, decimals shown)]
+    stated: dict[str, list[tuple[Value, int]]] = field(default_factory=dict)
+    derives: bool = False  # the text before the current equation says it is derived ("so", "we get"), no cases
 
 
 def _assign(state: _State, name: str, value: Value, step: int) -> None:
@@ -558,6 +578,11 @@ def _calc(link_text: str, sides: list[str], ok: bool, error: str = "") -> Calcul
                        error=error, algebraic=True)
 
 
+_NONCOMMUTATIVE = re.compile(r"matri(?:x|ces)|vectors?\b|\\(?:begin\{[pbvB]?matrix|mathbf|vec|overrightarrow)",
+                             re.IGNORECASE)
+_LIST_MATH = re.compile(r"\\(?:pm|mp|ldots|cdots|dots|overline|begin\{array|neq|ne)\b|\\begin\{array\}")
+
+
 def check_algebra(steps: list[str], check: Callable[[], None] | None = None,
                   question: str = "") -> list[list[Calculation]]:
     """Algebraic equalities of each step, checked (see the module docstring); one list per step.
@@ -565,6 +590,8 @@ def check_algebra(steps: list[str], check: Callable[[], None] | None = None,
     Equations of the question and of earlier steps (``a + b + c = 0``, ``\\omega^7 = 1``) make their
     variables *constrained*: a rewrite in them may rely on the constraint, so it is not flagged."""
     out: list[list[Calculation]] = [[] for _ in steps]
+    if _NONCOMMUTATIVE.search(question[:20000]) or any(_NONCOMMUTATIVE.search(s[:20000]) for s in steps):
+        return out  # matrices and vectors: products do not commute, the letters are not numbers
     state = _State()
     if question and "=" in question and len(question) <= 20000:
         for seg, is_math in split_math(question):
@@ -572,7 +599,9 @@ def check_algebra(steps: list[str], check: Callable[[], None] | None = None,
                 for chain, _ in _chains_of(seg):
                     _check_chain(chain, -1, state, None, True, True)
     for i, step in enumerate(steps):
-        if "=" not in step or not re.search(r"[A-Za-z]\s*[=+\-^)}]|[=+\-^({]\s*[A-Za-z]|\\pi|\\frac", step):
+        if i > 0 and _CONTINUES.match(step):
+            _check_continuation(steps[i - 1], step, i, out)
+        if "=" not in step or not re.search(r"[A-Za-z](?:_\{?\w+\}?)?\s*[=+\-^)}]|[=+\-^({]\s*[A-Za-z]|\\pi|\\frac", step):
             continue
         segments = split_math(step) if len(step) <= 20000 else ()
         if not any(m for _, m in segments):
@@ -581,16 +610,26 @@ def check_algebra(steps: list[str], check: Callable[[], None] | None = None,
         eq_cue = bool(_EQUATION_CUE.search(prose))
         rw_cue = bool(_REWRITE_CUE.search(prose))
         hypothetical = bool(_HYPOTHETICAL.search(prose))
+        solved = not hypothetical and not _NOT_A_SOLUTION.search(prose)
+        alternatives = bool(_ALTERNATIVES.search(prose))
+        lead: list[str] = []  # the text since the last equation: what says how the next one was obtained
         for seg, is_math in segments:
             if not is_math or "=" not in seg or len(seg) > MAX_SEGMENT_CHARS:
+                lead.append(seg)
                 continue
+            said = " ".join(lead)
+            state.derives = not hypothetical and bool(_DERIVES.search(said)) and not _ALTERNATIVES.search(said)
+            lead = []
             for chain, arrow in _chains_of(seg):
                 state.chains += 1
                 if state.chains > MAX_CHAINS:
                     return out
                 if check is not None:
                     check()
-                _check_chain(chain, i, state, out, arrow or (eq_cue and not rw_cue), hypothetical)
+                listed = bool(_LIST_MATH.search(seg))  # a table, a list or a +- pair: no single values
+                _check_chain(chain, i, state, out, arrow or (eq_cue and not rw_cue), hypothetical,
+                             solved and not listed, record=not (hypothetical or listed or alternatives))
+        _check_stated_values(state, i, out)
     # decided once every value is known: a rewrite that some assigned values satisfy is a solved equation;
     # a substitution must hold for the values, unless a variable took another value later on
     for link in state.pending:
@@ -608,14 +647,222 @@ def check_algebra(steps: list[str], check: Callable[[], None] | None = None,
     return out
 
 
-def _fmt(v: Value) -> str:
+def _check_stated_values(state: _State, step: int, out: list[list[Calculation]]) -> None:
+    """The values step ``step`` states ("so $x = -2$", "$y = 15.6$") against every equation stated before
+    them (in the question, an earlier step or earlier in this step) whose variables this step gives values
+    to, all of them: one that no combination of the stated values satisfies, within the rounding of the
+    stated digits, is a wrong solution of it. Equations with a variable the step does not state (it may
+    hold a value from another case) are left alone."""
+    stated, state.stated = state.stated, {}
+    if not stated:
+        return
+    latest: dict[frozenset, int] = {}
+    for eq in state.equations:
+        latest[eq.vars] = max(latest.get(eq.vars, -2), eq.step)
+    for eq in state.equations:
+        if eq.step < latest[eq.vars] or not eq.vars or len(eq.vars) > MAX_SOLVED_VARS or not eq.vars <= stated.keys() or (
+                eq.step >= 0 and step - eq.step > SOLVED_WINDOW) or (eq.step < 0 and not QUESTION_EQS):
+            continue
+        if all(len(stated[v]) == 1 and eq.step == step and _is_definition(eq, v) for v in eq.vars):
+            continue
+        if _holds_for_some(eq, stated) is False:
+            vals = ", ".join(f"{v} = {_fmt(*stated[v][0])}" for v in sorted(eq.vars))
+            where = "the question" if eq.step < 0 else f"step {eq.step + 1}"
+            out[step].append(_calc(eq.text, eq.text.split(" = "), False,
+                                   f"{vals} does not satisfy {eq.text} ({where})"))
+            return
+
+
+# a step that goes on with the previous step's last expression: "Which is $\frac{1}{460}$.", "$= 2x + 3$"
+_CONTINUES = re.compile(r"\s*(?:(?:and|so),?\s+)?(?:(?:which|that|this|it)(?:'s|\s+is|\s+equals|\s+simplifies\s+to|"
+                        r"\s+gives(?:\s+us)?|\s+becomes|\s+comes\s+out\s+to|\s+reduces\s+to|\s+evaluates\s+to)"
+                        r"\s*(?:just\s+|simply\s+|equal\s+to\s+)?(?=\$|\\\[|\\\()|(?=\$\s*=|\\\[\s*=))", re.IGNORECASE)
+
+
+def _check_continuation(prev: str, step: str, i: int, out: list[list[Calculation]]) -> None:
+    """A step that goes on with the previous step's last expression ("Which is $X$.", "$= X$") must equal
+    it: numbers up to the rounding of the digits shown, expressions in the same variables as an identity."""
+    m = _CONTINUES.match(step)
+    if not m or len(prev) > 20000 or len(step) > 20000:
+        return
+    prev_segs = split_math(prev)
+    k_last = next((k for k in range(len(prev_segs) - 1, -1, -1) if prev_segs[k][1]), None)
+    first = next((seg for seg, is_math in split_math(step[m.end():]) if is_math), None)
+    if k_last is None or first is None or len(prev_segs[k_last][0]) > MAX_SEGMENT_CHARS or \
+            len(first) > MAX_SEGMENT_CHARS:
+        return
+    tail = "".join(seg for seg, _ in prev_segs[k_last + 1:])
+    if re.sub(r"[\s.,;:!)]", "", tail):
+        return  # the previous step goes on after its last expression ("multiply $x+y$ by 2.")
+    before, after = _sides(prev_segs[k_last][0]), _sides(first)
+    if not before or not after or (len(after) > 1 and not first.lstrip().startswith("=")):
+        return  # the step states an equation of its own: a transformation, not a value
+    if len(before) == 1:
+        lead = "".join(seg for seg, _ in prev_segs[:k_last])
+        if not _VALUE_LEAD.search(lead):
+            return  # "$x+y$" named, not computed
+    else:
+        try:
+            pen = parse_side(before[-2])
+        except (EvalError, RecursionError):
+            return
+        if pen[0] != "v" and free_vars(pen):
+            return  # an equation in variables ("$0 - 2\sqrt{a} = -\sqrt{a}(6-a)$"), not a value
+        if pen[0] == "v" and len(before) == 2 and len(before[-1]) == 1:
+            return  # "when $n = 9$": a value given, not an expression that the next step goes on with
+    a_toks, b_toks = before[-1], after[0]
+    try:
+        a, b = parse_side(a_toks), parse_side(b_toks)
+    except (EvalError, RecursionError):
+        return
+    va, vb = free_vars(a), free_vars(b)
+    if va != vb:
+        return
+    text = f"{_side_text(a_toks)} = {_side_text(b_toks)}"
+    if va:
+        verdict = identical(a, b, zlib.crc32(text.encode()))
+        if verdict is not None:
+            out[i].append(_calc(text, text.split(" = "), verdict, "" if verdict else f"{text} is not an identity"))
+        return
+    try:
+        x, y = evaluate(a, {}), evaluate(b, {})
+    except (EvalError, ZeroDivisionError, OverflowError, ValueError):
+        return
+    decimals = max((t.decimals for t in (*a_toks, *b_toks) if t.kind == "num"), default=0)
+    ok = values_match(x, y, decimals) or values_match(y, x, decimals)
+    out[i].append(_calc(text, text.split(" = "), ok, "" if ok else f"{text} does not hold"))
+
+
+_VALUE_LEAD = re.compile(r"(?:\b(?:is|are|was|equals?|gives?(?:\s+us)?|get|got|becomes?|be|have|has|to)|[:=])\s*$",
+                         re.IGNORECASE)
+
+
+def _sides(seg: str) -> list[list[Tok]]:
+    """The sides of a math span split at ``=`` (the last chain; approximate signs end it)."""
+    toks = latex_tokens(_with_vars([t for t in tokenize(seg) if t.kind != "ann"], latex=True))
+    sides: list[list[Tok]] = [[]]
+    for t in toks:
+        if t.kind == "eq" and not t.approx:
+            sides.append([])
+        elif t.kind in ("brk", "word") or (t.kind == "eq" and t.approx):
+            sides = [[]]
+        else:
+            sides[-1].append(t)
+    return [x for x in sides if x]
+
+
+def _record_equation(state: _State, eq: _Link, out: list[list[Calculation]]) -> None:
+    """Remember a stated equation; one in a single variable must keep a root of the latest equation in that
+    variable stated in this step or the one before (``n^2 - n = 2n^2 - 42n + 400`` cannot become
+    ``20n = 200``): two polynomial equations with no common root (a constant gcd) are not one derived from
+    the other. Equations with decimals (rounded coefficients) are only remembered."""
+    prev = state.equations[-1] if state.equations else None
+    state.equations.append(eq)
+    if not state.derives or prev is None or prev.vars != eq.vars or not 0 <= eq.step - prev.step <= 1 \
+            or len(eq.vars) != 1 or _DECIMAL.search(eq.text) or _DECIMAL.search(prev.text):
+        return
+    (var,) = eq.vars
+    p_new, p_old = _univariate(eq, var), _univariate(prev, var)
+    if p_new is None or p_old is None or len(p_new) < 2 or len(p_old) < 2:
+        return
+    if len(_poly_gcd(p_new, p_old)) < 2:
+        out[eq.step].append(_calc(eq.text, eq.text.split(" = "), False,
+                                  f"{eq.text} keeps no root of {prev.text} (step {prev.step + 1})"
+                                  if prev.step >= 0 else f"{eq.text} keeps no root of {prev.text} (the question)"))
+
+
+_DECIMAL = re.compile(r"\d\.\d|\.\d")
+
+
+def _univariate(eq: _Link, var: str) -> list[Fraction] | None:
+    """Coefficients (constant first) of ``left - right`` as a polynomial in ``var``, or None."""
+    try:
+        pl, pr = to_poly(eq.left), to_poly(eq.right)
+    except EvalError:
+        return None
+    if pl is None or pr is None:
+        return None
+    diff = _padd(pl, pr, -1)
+    coefs: dict[int, Fraction] = {}
+    for mono, c in diff.items():
+        if any(v != var for v, _ in mono):
+            return None  # pi or another symbol
+        coefs[sum(e for _, e in mono)] = c
+    if not coefs:
+        return None  # an identity
+    return [coefs.get(d, Fraction(0)) for d in range(max(coefs) + 1)]
+
+
+def _poly_gcd(a: list[Fraction], b: list[Fraction]) -> list[Fraction]:
+    """Monic gcd of two univariate polynomials over the rationals (coefficients constant first)."""
+    def trim(p):
+        while p and p[-1] == 0:
+            p = p[:-1]
+        return p
+    a, b = trim(list(a)), trim(list(b))
+    while b:
+        r = list(a)
+        while len(r) >= len(b) and r:
+            f = r[-1] / b[-1]
+            shift = len(r) - len(b)
+            for j, c in enumerate(b):
+                r[shift + j] -= f * c
+            r = trim(r)
+        a, b = b, r
+    return [c / a[-1] for c in a] if a else a
+
+
+def _is_definition(eq: _Link, var: str) -> bool:
+    return (eq.left[0] == "v" and eq.left[1] == var) or (eq.right[0] == "v" and eq.right[1] == var)
+
+
+def _holds_for_some(eq: _Link, stated: dict[str, list[tuple[Value, int]]]) -> bool | None:
+    """True when some combination of the stated values satisfies ``eq`` (a value with d shown decimals
+    stands for the interval of its rounding), False when none does, None when it cannot be evaluated."""
+    names = sorted(eq.vars)
+    pools = [stated[v][:MAX_VALUES] for v in names]
+    undecided = False
+    for n_tried, combo in enumerate(itertools.product(*pools)):
+        if n_tried >= MAX_COMBOS:
+            return None
+        try:
+            diff = _residual(eq, {v: val for v, (val, _) in zip(names, combo, strict=True)})
+            if diff is None or not _far(diff[0], diff[1]):
+                return True
+            widths = [0.5 * 10.0 ** -d if d else 0.0 for _, d in combo]
+            if any(widths):  # rounded values: the residual's sign changes, or moves by more than it is
+                base = float(diff[0]) - float(diff[1])
+                corners = []
+                for signs in itertools.product((-1, 1), repeat=len(names)):
+                    env = {v: float(val) + s * w for v, (val, _), w, s in zip(names, combo, widths, signs, strict=True)}
+                    d = _residual(eq, env)
+                    if d is None:
+                        raise Unsupported("corner")
+                    corners.append(float(d[0]) - float(d[1]))
+                if any(c * base <= 0 for c in corners) or max(abs(c - base) for c in corners) >= abs(base):
+                    return True
+        except (EvalError, ZeroDivisionError, OverflowError, ValueError):
+            undecided = True
+    return None if undecided else False
+
+
+def _residual(eq: _Link, env: dict[str, Value]) -> tuple[Value, Value] | None:
+    a, b = evaluate(eq.left, env), evaluate(eq.right, env)
+    if isinstance(a, complex) or isinstance(b, complex):
+        return None
+    return a, b
+
+
+def _fmt(v: Value, decimals: int = 0) -> str:
+    if decimals:
+        return f"{float(v):.{decimals}f}"
     if isinstance(v, Fraction):
         return str(v.numerator) if v.denominator == 1 else f"{v.numerator}/{v.denominator}"
     return f"{v:.6g}"
 
 
 def _check_chain(chain: list[list[Tok]], step: int, state: _State, out: list[list[Calculation]] | None,
-                 equation_talk: bool, hypothetical: bool = False) -> None:
+                 equation_talk: bool, hypothetical: bool = False, solved: bool = False, record: bool = True) -> None:
     """Check one chain ``A = B = C`` of step ``step`` (``out`` None: only learn the question's equations)."""
     links = _chain_links(chain)
     if not links:
@@ -626,27 +873,35 @@ def _check_chain(chain: list[list[Tok]], step: int, state: _State, out: list[lis
     for k, a, b, va, vb in links:
         if not va and not vb:
             continue  # numbers only: verifier.arith checks it
-        _learn_assignments(state, a, b, va, vb, step)
+        _learn_assignments(state, a, b, va, vb, step, (chain[k], chain[k + 1]), out is not None and solved)
         if (a[0] == "v" and not vb) or (b[0] == "v" and not va):
-            continue
-        if out is None:  # the question: learn its relations only
-            if not (va and va == vb and verdicts.get(k) is True):
-                state.constrained |= va | vb
             continue
         sides = [_side_text(chain[k]), _side_text(chain[k + 1])]
         text = f"{sides[0]} = {sides[1]}"
+        equation = _Link(step, text, a, b, frozenset(va | vb), "equation")
+        if out is None:  # the question: learn its relations only
+            if not (va and va == vb and verdicts.get(k) is True):
+                state.constrained |= va | vb
+                state.equations.append(equation)
+            continue
         if va and va == vb:
             verdict = verdicts.get(k)
             if verdict is True:
                 out[step].append(_calc(text, sides, True))
             elif verdict is None or (va & state.constrained):
                 state.constrained |= va
+                if verdict is False and record:
+                    _record_equation(state, equation, out)
             elif (_rewrite_shaped(a, b) and not equation_talk) or anchored:
                 state.pending.append(_Link(step, text, a, b, va, "rewrite"))
             else:
                 state.constrained |= va  # an equation in these variables
+                if record:
+                    _record_equation(state, equation, out)
             continue
         state.constrained |= va | vb
+        if record:
+            _record_equation(state, equation, out)
         if not hypothetical:  # "if b were 2, b^5 = 2^5 would be ...": other values than the solution's
             _add_substitution(state, chain, k, a, b, va, vb, text, step)
 
@@ -666,14 +921,20 @@ def _chain_links(chain: list[list[Tok]]) -> list[tuple[int, Node, Node, set, set
             if a is not None and b is not None]
 
 
-def _learn_assignments(state: _State, a: Node, b: Node, va: set, vb: set, step: int) -> None:
-    """An assignment: "x = 5", "a = -3 + 1" (a variable on one side, no variable on the other)."""
-    for var_side, val_side, vv in ((a, b, vb), (b, a, va)):
+def _learn_assignments(state: _State, a: Node, b: Node, va: set, vb: set, step: int,
+                       toks: tuple[list[Tok], list[Tok]] = ([], []), stated: bool = False) -> None:
+    """An assignment: "x = 5", "a = -3 + 1" (a variable on one side, no variable on the other). With
+    ``stated`` it is also one of the step's own claims, checked against the equations stated so far."""
+    for var_side, val_side, vv, vt in ((a, b, vb, toks[1]), (b, a, va, toks[0])):
         if var_side[0] == "v" and var_side[1] != "\\pi" and not vv:
             try:
-                _assign(state, var_side[1], evaluate(val_side, {}), step)
+                value = evaluate(val_side, {})
             except EvalError:
-                pass
+                continue
+            _assign(state, var_side[1], value, step)
+            if stated:
+                decimals = max((t.decimals for t in vt if t.kind == "num"), default=0)
+                state.stated.setdefault(var_side[1], []).append((value, decimals))
 
 
 def _rewrite_shaped(a: Node, b: Node) -> bool:

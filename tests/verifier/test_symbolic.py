@@ -80,6 +80,51 @@ def test_identity_by_evaluation_and_expansion():
     assert identical(_node("\\pi r^2"), _node("r^2 \\pi"), 1) is True
 
 
+# ---------------------------------------------------------------- across steps: stated values, derived equations,
+# continued expressions (PRM800K-style steps)
+def _wrong(*steps: str, question: str = "") -> list[tuple[int, str]]:
+    out = check_algebra(list(steps), question=question)
+    return [(i, c.error) for i, cs in enumerate(out) for c in cs if c.ok is False]
+
+
+@pytest.mark.parametrize(("steps", "question", "step", "says"), [
+    (["So we want to solve $-x^2=4$.", "That gives $x=-2$."], "", 1, "x = -2 does not satisfy - x^2 = 4"),
+    (["So we have $y_2^2=576-20.8^2$.", "So $y_2=15.6$."], "", 1, "y_2 = 15.6 does not satisfy"),
+    (["We get $-\\frac{y}{3}-\\frac{4}{3}=-1$.", "So $y=-6$"], "", 1, "y = -6 does not satisfy"),
+    (["Now solve for both.", "We obtain $x=3$ and $d=6$."], "The point satisfies $x + d = 10$.", 1,
+     "d = 6, x = 3 does not satisfy x + d = 10 (the question)"),
+    (["So $n(n-1)/2 = 90 + n^2 - 21n + 110$.", "The equation then becomes $n^2 - 21n = n^2 - n$."], "", 1,
+     "keeps no root of"),
+    (["The probability is $\\frac{120}{55440}$", "Which is $\\frac{1}{460}$."], "", 1, "does not hold"),
+    (["So $A = (x+1)^2$", "$= x^2 + x + 1$"], "", 1, "is not an identity"),
+])
+def test_a_step_that_contradicts_the_steps_before_it(steps, question, step, says):
+    got = _wrong(*steps, question=question)
+    assert got and got[0][0] == step and says in got[0][1], got
+
+
+@pytest.mark.parametrize("steps", [
+    ["We solve $2x + 3 = 7$.", "So $x = 2$."],
+    ["So $x^2 = 2$.", "So $x = 1.41$."],  # a rounding that the digits state
+    ["So $x^2 - 5x + 6 = 0$.", "So $x = 2$ or $x = 3$."],
+    ["So $x^2 - 5x + 6 = 0$.", "Factoring, this becomes $(x-2)(x-3) = 0$."],
+    ["So $2x + 3 = 7$.", "Subtracting 3 gives $2x = 4$."],
+    ["We need $n^4 = 4030$ at the boundary.", "Let's plug in $n = 8$."],  # a trial value
+    ["Solving $2x=1.8$ yields $x=0.9$.", "Solving $-x+3=1.8$ yields $x=1.2$."],  # x solves a new equation
+    ["So $c + g = 0$.", "So either $c = g = 0$, or $c = -1$ and $g = 1$."],
+    ["We have two cases: $p^2 = 49$ or $p^2 = 121$.", "So $p^2 = 121$ gives $p = 11$."],
+    ["The probability is $\\frac{120}{55440}$", "Which is $\\frac{1}{462}$."],
+    ["So the answer is $10/3$.", "Which is $3.33$."],
+    ["So $A = (x+1)^2$", "$= x^2 + 2x + 1$"],
+    ["Now we add $x^2$ to both sides.", "This gives us $-11x^2 + 20x = -19x - 5$."],  # an equation, not a value
+    ["There are 360 degrees, so we multiply $\\frac{5}{36}$ by 360.", "That's $50$ degrees."],
+    ["Let's see what the polynomial is when $n = 9$.", "It's $9^4 - 2(9)^3 + 3(9)^2 - 2(9) - 4028$."],
+    ["Write $A = I + B$ for the matrix $B$.", "Then $(I+B)^2 = I + 2B + B^2$."],  # matrices commute with I only
+])
+def test_consistent_steps_are_not_flagged(steps):
+    assert _wrong(*steps) == []
+
+
 # ---------------------------------------------------------------- subscripts and $ spans
 def test_subscripts_are_symbols():
     for step in ("$x_1^2 + x_2^2 = 10$", "x_1^2 + x_2^2 = 4", "$a_{n+1} = 2^2$", "Then $x_1^2 = 2^2 + 1$."):
