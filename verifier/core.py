@@ -468,7 +468,8 @@ class MathVerifier:
         text = "\n".join(steps)
         calcs = _calculations(steps, question, budget)
         given = set(numbers_in(question)) | word_numbers(question) | question_fractions(question)
-        ref_derived = _reference_derived(reference[:limit], given) if isinstance(reference, str) else None
+        derived = _reference_derived(reference[:limit], given) if isinstance(reference, str) else []
+        ref_derived = ValueSet(derived) if derived else None
         symbolic, flags = _symbolic(calcs)
         ordering, found, unsupported = _ordering(steps, calcs, given, implicit_constants(question + "\n" + text),
                                                  ref_derived)
@@ -883,33 +884,60 @@ def _stepwise_reference(reference: str) -> bool:
     return not any(is_math for _, is_math in split_math(reference[:20000]))
 
 
-def _reference_derived(reference: str, given: set) -> ValueSet | None:
-    """Values the reference solution derives in its calculations (results that the question does not give);
-    None when the reference has no calculations."""
+def _reference_derived(reference: str, given: set) -> list[Value]:
+    """Values the reference solution derives in its calculations (results that the question does not give)."""
     out = []
     for st in split_steps(reference):
         for c in extract_calculations(st):
             if c.ok is not False:
                 out += [v for v in (c.result, c.alt) if v is not None and v not in given]
-    return ValueSet(out) if out else None
+    return out
 
 
 def _reference_deviation(a: Analysis, reference: str, gold: str, final_num, given: set) -> int | None:
     """Earliest step, among those the final answer depends on, that derives a value the reference never
-    reaches (GSM8K reference answers hold every intermediate value)."""
+    reaches (GSM8K reference answers hold every intermediate value) and that nothing derived from it brings
+    back onto the reference: ``3 + 4 = 7`` then ``16 - 7 = 9`` is the reference's ``16 - 3 - 4 = 9`` by
+    another route, so 7 is no deviation."""
     ref_set = _reference_values(reference, gold, given)
     producers: dict[int, list[tuple[Value, list[Fraction]]]] = {}
     for i, cs in enumerate(a.calcs):
         for c in cs:
             if c.result is not None:
                 producers.setdefault(i, []).append((c.result, c.operands))
-    off_steps = [i for i, prods in producers.items() if any(v not in ref_set for v, _ in prods)]
+    # values the reference derives on the way (not the question's numbers, not the gold answer): reaching
+    # one of these from an off-reference value is another route, reaching a given number is chance
+    g = parse_number(extract_answer(gold) or "")
+    waypoints = ValueSet([v for v in _reference_derived(reference, given) if g is None or not values_match(v, g[0])])
+    off_steps = [i for i, prods in producers.items()
+                 if any(v not in ref_set and not _rejoins(v, i, producers, waypoints) for v, _ in prods)]
     if not off_steps:
         return None
     if final_num is None:
         return min(off_steps)
     chain_off = sorted(i for i in _ancestry(producers, final_num[0]) if i in off_steps)
     return chain_off[0] if chain_off else min(off_steps)
+
+
+def _rejoins(value: Value, step: int, producers: dict[int, list[tuple[Value, list[Fraction]]]],
+             waypoints: ValueSet) -> bool:
+    """Whether a value derived (at this step or later) from ``value`` is one of the reference's ``waypoints``."""
+    frontier, seen, n_seen = [value], ValueSet(), 0
+    while frontier and n_seen < 50:
+        v = frontier.pop()
+        if v in seen:
+            continue
+        seen.add(v)
+        n_seen += 1
+        for i, prods in producers.items():
+            if i < step:
+                continue
+            for res, ops in prods:
+                if any(values_match(o, v) for o in ops) and not values_match(res, v):
+                    if res in waypoints:
+                        return True
+                    frontier.append(res)
+    return False
 
 
 def _reference_values(reference: str, gold: str, given: set) -> ValueSet:

@@ -79,6 +79,29 @@ def test_steps_as_list_and_reference_locates_first_error():
     assert v.first_error_step == 1
 
 
+Q_EGGS = ("Janet's ducks lay 16 eggs per day. She eats three for breakfast every morning and bakes muffins for her "
+          "friends every day with four. She sells the remainder at the farmers' market daily for $2 per fresh duck "
+          "egg. How much in dollars does she make every day at the farmers' market?")
+REF_EGGS = ("Janet sells 16 - 3 - 4 = <<16-3-4=9>>9 duck eggs a day.\n"
+            "She makes 9 * 2 = $<<9*2=18>>18 every day at the farmer's market.\n#### 18")
+ROUTE = ["To find out how much Janet makes, we need to determine how many eggs she sells.",
+         "Janet's ducks lay 16 eggs per day. She eats 3 for breakfast and uses 4 for muffins, so she uses 3 + 4 = 7 eggs.",
+         "The number of eggs she sells is 16 - 7 = 9 eggs."]
+
+
+@pytest.mark.parametrize(("steps", "gold_first"), [
+    # 7 is not in the reference, but 16 - 7 = 9 is: another route, and the error is the price
+    (ROUTE + ["She sells each egg for $3, so she makes 9 × 3 = $27 per day.", "The final answer is: $\\boxed{27}$"], 3),
+    (ROUTE + ["She sells each egg for $2, so she makes 9 × 2 = $18 per day.", "The final answer is: $\\boxed{18}$"], None),
+    # 13 never comes back to the reference: forgetting the muffins is the first error
+    (["Janet has 16 eggs and eats 3, so she has 16 - 3 = 13 eggs left to sell.", "At $2 per egg, she makes 13 * 2 = $26.",
+      "Therefore, she makes $\\boxed{26}$ dollars every day."], 0),
+])
+def test_reference_deviation_allows_another_route(steps, gold_first):
+    v = MathVerifier().score(Q_EGGS, steps, "18", reference=REF_EGGS)
+    assert v.first_error_step == gold_first, v.notes
+
+
 def test_aggregation_formula():
     cfg = VerifyConfig()
     v = MathVerifier(cfg).score(Q_CLIPS, "In May she sold 48/2 = 26 clips.\n#### 74", "72")
