@@ -487,6 +487,11 @@ def _with_vars(toks: list[Tok], latex: bool = False) -> list[Tok]:
             if low in _WORD_OPS and between:
                 out.append(Tok("op", _WORD_OPS[low]))
                 continue
+            after = toks[j + 2] if j + 2 < len(toks) else None
+            if not latex and low in _WORD_EQ and nxt is not None and nxt.kind == "num" and _computed_before(out) \
+                    and not (after is not None and after.kind in ("op", "lp", "eq")):
+                out.append(Tok("eq", t.text))  # "20 minus 8 is 12", "12 + 5 equals 17": a number after it
+                continue
             if low == "of" and prev is not None and prev.kind == "num" and prev.pct and nxt is not None \
                     and nxt.kind in ("num", "lp"):
                 out.append(Tok("op", "*"))
@@ -497,6 +502,23 @@ def _with_vars(toks: list[Tok], latex: bool = False) -> list[Tok]:
                 continue
         out.append(t)
     return out
+
+
+_WORD_EQ = frozenset(("is", "equals", "makes", "gives", "yields"))
+
+
+def _computed_before(out: list[Tok]) -> bool:
+    """Whether the tokens just before (back to the last word or break) are a calculation: a number last and
+    an operator between numbers, so "3 + 4 is 7" is an equality and "the answer is 7" is not."""
+    if not out or out[-1].kind not in ("num", "rp"):
+        return False
+    ops = nums = 0
+    for t in reversed(out):
+        if t.kind not in _MATH_KINDS or t.kind == "eq":
+            break
+        ops += t.kind == "op"
+        nums += t.kind == "num"
+    return ops >= 1 and nums >= 2
 
 
 def _runs(toks: list[Tok]) -> list[tuple[list[Tok], str | None]]:

@@ -30,6 +30,12 @@ CALCS = [  # (step text, [(ok, result)])
     ("2x + 3 = 7", []),
     ("10/3 ≈ 3.3", [(True, Fraction(33, 10))]),
     ("Then 0.2 * 100 = 20%", [(True, Fraction(1, 5))]),
+    # an equality said in words, after a calculation and before a bare number
+    ("20 minus 8 is 12 players.", [(True, 12)]),
+    ("5 times 3 is 16, so she has 16 apples.", [(False, 16)]),
+    ("She has 3 * 4 = 12, and 12 + 5 equals 18.", [(True, 12), (False, 18)]),
+    ("The answer is 7.", []),  # no calculation before "is"
+    ("the fraction 4/15 is 4/15*$75=$<<4/15*75=20>>20", [(True, 20)]),  # "is" before an expression
 ]
 
 
