@@ -84,8 +84,10 @@ from verifier.verdict import DIMENSIONS, Verdict
 # bump when what a verdict holds changes (dimensions, first_error_step rules, the learned model);
 # 1: the symbolic channel alone; 2: + the learned step scorer (step_scorer-v1) and embedding alignment;
 # 3: step_scorer-v2, a right answer's first error from the surest evidence only, the reference's values only
-# from a stepwise (GSM8K-style) reference, step scores = the learned probability (docs/verifier.md)
-VERIFIER_VERSION = 3  # a plain number: the verify stage logs it as an MLflow metric
+# from a stepwise (GSM8K-style) reference, step scores = the learned probability (docs/verifier.md);
+# 4: checks across steps (stated values vs earlier equations, derived equations keep a root, continued
+# expressions), equalities said in words, another route back onto the reference, step_scorer-v3
+VERIFIER_VERSION = 4  # a plain number: the verify stage logs it as an MLflow metric
 
 # numbers a solution may use without a source: 0, 1, 2 (halves, doubles, pairs) and 1/2
 ALWAYS_IMPLICIT = frozenset(Fraction(x) for x in (0, 1, 2, Fraction(1, 2)))

@@ -16,7 +16,7 @@ Features of step ``i`` (:func:`step_features`), computed from the symbolic chann
 - hashed word unigrams and bigrams of the step (numbers folded to their digit count, LaTeX commands and
   operators kept), :data:`N_HASH` buckets by ``zlib.crc32`` (stable across processes and machines).
 
-The model file (``verifier/models/step_scorer-v2.json``) is plain JSON: the feature spec (names, hash
+The model file (``verifier/models/step_scorer-v3.json``) is plain JSON: the feature spec (names, hash
 size, version), the standardisation of the dense features, the coefficients, the intercept and the
 decision threshold chosen on train. It is read with :func:`json.load` only (no pickle), and checked
 against the feature spec of this module before use.
@@ -47,7 +47,8 @@ from verifier.semantic import cached_numbers
 FEATURE_VERSION = 1
 N_HASH = 1 << 14
 MODEL_DIR = Path(__file__).resolve().parent / "models"
-DEFAULT_MODEL = MODEL_DIR / "step_scorer-v2.json"
+SCORER_VERSION = "step_scorer-v3"  # the shipped model; scripts/fit_step_scorer.py writes it under this name
+DEFAULT_MODEL = MODEL_DIR / f"{SCORER_VERSION}.json"
 
 HEDGES = ("wait", "i think", "mistake", "actually", "oops", "hmm", "not sure", "maybe", "guess", "wrong",
           "let me", "i mean", "sorry", "hold on", "no,", "that's not", "we made", "incorrect", "perhaps",
@@ -234,5 +235,5 @@ def load_scorer(spec: str | None) -> tuple[StepScorer | None, str | None]:
         return None, f"learned step scorer unusable ({type(exc).__name__}: {str(exc)[:80]}): symbolic channel only"
 
 
-__all__ = ["DEFAULT_MODEL", "DENSE", "FEATURE_VERSION", "N_HASH", "StepScorer", "hashed_indices", "load_scorer",
+__all__ = ["DEFAULT_MODEL", "DENSE", "SCORER_VERSION", "FEATURE_VERSION", "N_HASH", "StepScorer", "hashed_indices", "load_scorer",
            "step_features"]
