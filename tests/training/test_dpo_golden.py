@@ -23,8 +23,11 @@ from training.dpo import dpo_example, train_dpo
 GOLDEN = Path(__file__).parent / "golden" / "dpo_loss_tiny.json"
 UPDATE = os.environ.get("HNSDPO_UPDATE_GOLDEN") == "1"
 # float32 on one thread reproduces bit for bit on one machine; the tolerance absorbs other CPUs' kernels
-# and stays far below what a 1% change of beta does (about 1e-2 relative on the rewards).
-RTOL, ATOL = 1e-5, 1e-6
+# and stays far below what a 1% change of beta does (about 1e-2 relative on the rewards, 3e-4 on the
+# smallest reward here). Another CPU (an AMD EPYC against the machine that wrote the file) differed by up to
+# 1.1e-5 absolute / 6e-5 relative: a reward is beta times a difference of summed log-probs (tens of nats),
+# so its float32 rounding is absolute, not relative to the (sometimes small) reward.
+RTOL, ATOL = 1e-4, 5e-5
 
 PAIRS = [
     ("What is 2 + 3?", "2 + 3 = 5. #### 5", "2 + 3 = 6. #### 6", 0.5),
