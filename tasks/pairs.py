@@ -40,19 +40,22 @@ def run_pairs(cfg, strategy: str, sample_dir: Path, verify_dir: Path, data_dir: 
     """Stage function (see docs/stages.md): writes pairs, stats and plots; returns the stats.
 
     ``similarity_fn`` defaults to ``MathVerifier(cfg.verify).similarity``: the verifier's semantic channel
-    (the embedding model of ``verify.embedding_model`` when set, else ``verifier.similarity``, lexical).
+    (the embedding model of ``verify.embedding_model`` when set, else ``verifier.similarity``, lexical),
+    whose texts are embedded in batches ahead of use (``MathVerifier.prefetch``).
     Raises :class:`NoPairsError` on zero pairs.
     """
+    prefetch = None
     if similarity_fn is None:
         from verifier import MathVerifier
 
-        similarity_fn = MathVerifier(cfg.verify).similarity
+        verifier = MathVerifier(cfg.verify)
+        similarity_fn, prefetch = verifier.similarity, verifier.prefetch
     samples = read_samples(sample_dir)
     verdicts = read_verdicts(Path(verify_dir) / "verdicts.jsonl")
     problems = read_problems(data_dir)
     pairs, stats = build_pairs(problems, samples, verdicts, cfg.pairs, strategy, similarity_fn,
                                prompts=read_prompts(sample_dir), references=read_references(sample_dir),
-                               wrongness_weights=cfg.verify.wrongness)
+                               wrongness_weights=cfg.verify.wrongness, prefetch=prefetch)
     if not pairs:
         raise NoPairsError(no_pairs_message(stats, cfg.pairs))
     out = Path(out)

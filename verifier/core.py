@@ -441,9 +441,10 @@ class MathVerifier:
         return lexical_similarity(a, b)
 
     def prefetch(self, texts: Sequence[str]) -> None:
-        """Embed ``texts`` in batches ahead of :meth:`similarity` calls (a no-op without a model)."""
+        """Embed ``texts`` in batches, on all of torch's threads, ahead of :meth:`similarity` calls (a no-op
+        without a model)."""
         if self._embedder is not None:
-            self._embedder.embed_many([t for t in texts if isinstance(t, str)])
+            self._embedder.embed_many([t for t in texts if isinstance(t, str)], single_thread=False)
 
     def failed_verdict(self, status: str, note: str, problem_id: str = "", index: int = 0,
                        solution: str | list[str] | None = None) -> Verdict:

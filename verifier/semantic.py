@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import math
 import re
+import threading
 from collections import Counter, OrderedDict
 from dataclasses import dataclass, field
 from fractions import Fraction
@@ -201,6 +202,8 @@ def math_symbols(text: str) -> set[str]:
 
 AUTO_MODEL = "auto"
 _LOADED: dict[str, object] = {}  # model path -> SentenceTransformer, one load per process
+_CACHES: dict[str, OrderedDict] = {}  # model path -> its embeddings by text, shared by the process's Embedders
+_CACHE_LOCK = threading.Lock()  # stages may run in threads of one process
 
 
 def resolve_model(name: str | None) -> tuple[str | None, str | None]:
@@ -227,13 +230,14 @@ class Embedder:
     """Optional sentence-transformers encoder, loaded on first use (once per process), offline only.
 
     ``available`` is False on failure (``error`` says why). Embeddings are normalised, computed once per
-    text (an LRU cache of ``cache_size`` texts) and in batches (:meth:`embed_many`)."""
+    text (an LRU cache of ``cache_size`` texts, shared by every Embedder of the same model in the process,
+    so the pairs stages of several arms embed the pool once) and in batches (:meth:`embed_many`)."""
 
-    def __init__(self, model_name: str | None, cache_size: int = 8192, batch_size: int = 64):
+    def __init__(self, model_name: str | None, cache_size: int = 16384, batch_size: int = 64):
         self.model_name = model_name
         self._path, self.error = resolve_model(model_name)
         self._model = None
-        self._cache: OrderedDict[str, object] = OrderedDict()
+        self._cache: OrderedDict[str, object] = _CACHES.setdefault(str(self._path), OrderedDict())
         self.cache_size = cache_size
         self.batch_size = batch_size
 
@@ -265,30 +269,35 @@ class Embedder:
                 self.error = f"embedding model {self.model_name!r} unavailable ({type(exc).__name__}); lexical"
         return self._model is not None
 
-    def embed_many(self, texts: list[str]) -> list | None:
-        """Normalised embeddings of ``texts`` (cached; the missing ones encoded in batches); None if unavailable."""
+    def embed_many(self, texts: list[str], single_thread: bool = True) -> list | None:
+        """Normalised embeddings of ``texts`` (cached; the missing ones encoded in batches); None if unavailable.
+
+        ``single_thread`` encodes on one torch thread (small batches beside the verifier's workers); a
+        large prefetch passes False to use the process's threads."""
         if not self.available:
             return None
-        keys = [t[:4000] for t in texts]
-        todo = list(dict.fromkeys(k for k in keys if k not in self._cache))
-        if todo:
-            import torch
+        with _CACHE_LOCK:
+            keys = [t[:4000] for t in texts]
+            todo = list(dict.fromkeys(k for k in keys if k not in self._cache))
+            if todo:
+                import torch
 
-            threads = torch.get_num_threads()
-            torch.set_num_threads(1)  # small batches: threads only contend with the verifier's workers
-            try:
-                vecs = self._model.encode(todo, batch_size=self.batch_size, normalize_embeddings=True,
-                                          show_progress_bar=False, convert_to_numpy=True)
-            finally:
-                torch.set_num_threads(threads)
-            for k, v in zip(todo, vecs, strict=True):
-                self._cache[k] = v
-        out = []
-        for k in keys:
-            self._cache.move_to_end(k)
-            out.append(self._cache[k])
-        while len(self._cache) > self.cache_size:
-            self._cache.popitem(last=False)
+                threads = torch.get_num_threads()
+                if single_thread:  # small batches: threads only contend with the verifier's workers
+                    torch.set_num_threads(1)
+                try:
+                    vecs = self._model.encode(todo, batch_size=self.batch_size, normalize_embeddings=True,
+                                              show_progress_bar=False, convert_to_numpy=True)
+                finally:
+                    torch.set_num_threads(threads)
+                for k, v in zip(todo, vecs, strict=True):
+                    self._cache[k] = v
+            out = []
+            for k in keys:
+                self._cache.move_to_end(k)
+                out.append(self._cache[k])
+            while len(self._cache) > self.cache_size:
+                self._cache.popitem(last=False)
         return out
 
     def cosine(self, a: str, b: str) -> float | None:

@@ -83,6 +83,7 @@ MAX_LOG_PPL = 700.0  # exp(700) is still a finite float
 TERMS = ("wrongness", "gap", "confidence")  # the weight's three terms, in formula order
 
 SimilarityFn = Callable[[str, str], float]
+PREFETCH_PROBLEMS = 128  # problems whose texts are embedded in one batch (bounded by the embedder's cache)
 
 
 class NoPairsError(RuntimeError):
@@ -370,6 +371,7 @@ def build_pairs(
     prompts: Mapping[str, str],
     references: Mapping[str, float] | None = None,
     wrongness_weights: object | None = None,
+    prefetch: Callable[[list[str]], None] | None = None,
 ) -> tuple[list[Pair], dict[str, Any]]:
     """Pairs and statistics for one run (rules in the module docstring); never raises on zero pairs.
 
@@ -377,7 +379,9 @@ def build_pairs(
     is an error. ``verdicts`` are joined to samples on ``(problem_id, index)``. ``prompts`` maps each
     problem id to the user turn sampling used; ``references`` maps a problem id to the model's mean
     token log-probability of its reference solution; ``wrongness_weights`` are ``verify.wrongness`` (for
-    the process wrongness; default the schema's).
+    the process wrongness; default the schema's). ``prefetch`` (e.g. ``MathVerifier.prefetch``) is handed
+    the texts of each chunk of :data:`PREFETCH_PROBLEMS` problems before their similarities are asked for,
+    so an embedding model encodes them in batches; it must not change what ``similarity_fn`` returns.
     """
     if strategy not in STRATEGIES:
         raise ValueError(f"unknown pairs strategy {strategy!r}; expected one of {STRATEGIES}")
@@ -397,8 +401,15 @@ def build_pairs(
     count["verdicts_without_sample"] = sum(1 for k in verdict_of if k not in sample_keys)
     run = _Run(cfg, strategy, similarity_fn, wrongness_weights, references or {}, verdict_of,
                set(cfg.negatives) - ({"unsound"} if cfg.soundness == "answer_only" else set()), count, [])
-    drafts = [d for pid, problem in probs.items()
-              for d in _problem_drafts(problem, sorted(by_problem.get(pid, []), key=lambda s: s.index), run)]
+    drafts: list[Draft] = []
+    items = list(probs.items())
+    for start in range(0, len(items), PREFETCH_PROBLEMS):
+        chunk = items[start:start + PREFETCH_PROBLEMS]
+        if prefetch is not None:  # one batched embedding call per chunk, not one encode per pair
+            prefetch([t for pid, problem in chunk
+                      for t in [problem.solution or ""] + [s.text for s in by_problem.get(pid, [])]])
+        for pid, problem in chunk:
+            drafts.extend(_problem_drafts(problem, sorted(by_problem.get(pid, []), key=lambda s: s.index), run))
     pairs, terms = _weighted_pairs(drafts, run, prompts)
     return pairs, _stats(strategy, probs, samples, pairs, terms, count, cfg)
 

@@ -23,25 +23,34 @@ def _keys(cfg) -> dict[str, str]:
 
 def test_profile_plan_shares_the_chain_and_separates_arms_and_seeds():
     cfg = load_config(PROFILE, [])
-    assert [a.name for a in cfg.ablation.arms] == ["random", "uniform", "weighted-0.3", "weighted-0.3-original",
-                                                   "weighted-0.3-answer-only"]
+    assert [a.name for a in cfg.ablation.arms] == ["random", "uniform", "weighted-0.3", "weighted-0.3-original"]
     assert cfg.ablation.seeds == [0, 1, 2] and cfg.data.synthetic.n_test >= 500
     keys = _keys(cfg)
-    assert len(keys) == 6 + 5 * (1 + 2 * 3)  # shared chain + evaluate/sft, then pairs + (dpo, evaluate) × seeds
+    assert len(keys) == 6 + 4 * (1 + 2 * 3)  # shared chain + evaluate/sft, then pairs + (dpo, evaluate) × seeds
     ref = plan_keys(cfg, pipeline(cfg))
     for name in ("data", "base", "sft", "sample", "verify", "evaluate/sft"):
         assert keys[name] == ref[name], name  # the same artifacts as the main pipeline: reused through the cache
     assert keys["pairs/weighted-0.3"] == ref["pairs/weighted"]  # λ = 0.3 is the profile's pairs.lam
     pairs = {keys[f"pairs/{a.name}"] for a in cfg.ablation.arms}
     dpo = {keys[f"dpo/{a.name}/s{s}"] for a in cfg.ablation.arms for s in cfg.ablation.seeds}
-    assert len(pairs) == 5 and len(dpo) == 15
+    assert len(pairs) == 4 and len(dpo) == 12
     nodes = dict((n.name, (c, n)) for c, n in ablation_nodes(cfg))
     c, n = nodes["dpo/weighted-0.3-original/s2"]
     assert (c.pairs.strategy, c.pairs.lam, c.pairs.weights.formula, c.dpo.seed, n.inputs) == (
         "weighted", 0.3, "original", 2, (("sft", "sft"), ("pairs", "pairs/weighted-0.3-original")))
+    assert nodes["pairs/uniform"][0].pairs.lam == cfg.pairs.lam  # uniform keeps the profile's λ (unused)
+
+
+def test_soundness_profile_adds_one_arm_and_reuses_every_other_stage():
+    base = _keys(load_config(PROFILE, []))
+    cfg = load_config(PROFILE.with_name("ablation-tiny-soundness.yaml"), [])
+    keys = _keys(cfg)
+    assert set(keys) - set(base) == {"pairs/weighted-0.3-answer-only"} | {
+        f"{stage}/weighted-0.3-answer-only/s{s}" for stage in ("dpo", "evaluate") for s in cfg.ablation.seeds}
+    assert all(keys[name] == key for name, key in base.items())  # everything else from the cache
+    nodes = dict((n.name, (c, n)) for c, n in ablation_nodes(cfg))
     c, _ = nodes["pairs/weighted-0.3-answer-only"]
     assert (c.pairs.soundness, nodes["pairs/weighted-0.3"][0].pairs.soundness) == ("answer_only", "first_error")
-    assert nodes["pairs/uniform"][0].pairs.lam == cfg.pairs.lam  # uniform keeps the profile's λ (unused)
 
 
 REDUCED = [

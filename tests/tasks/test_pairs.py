@@ -407,3 +407,26 @@ def tiny_cfg():
     from conf import load_config
 
     return load_config(Path(__file__).resolve().parents[2] / "conf" / "tiny.yaml")
+
+
+def test_prefetch_gets_each_chunk_of_texts_once_and_changes_no_pair(monkeypatch):
+    import tasks.pairing.pairs as pairs_mod
+
+    monkeypatch.setattr(pairs_mod, "PREFETCH_PROBLEMS", 2)
+    problems = [problem(f"p{i}") for i in range(5)]
+    samples = [sample(f"p{i}", j, -0.1 * (j + 1), text=f"p{i} text {j}") for i in range(5) for j in range(3)]
+    verdicts = [verdict(f"p{i}", j, correct=j == 0, wrongness=0.2 * j) for i in range(5) for j in range(3)]
+    asked: list[tuple[str, str]] = []
+
+    def sim(a: str, b: str) -> float:
+        asked.append((a, b))
+        return len(a) / (len(a) + len(b))
+
+    batches: list[list[str]] = []
+    with_prefetch, _ = build(problems, samples, verdicts, PairsConfig(), "weighted", sim, prefetch=batches.append)
+    without, _ = build(problems, samples, verdicts, PairsConfig(), "weighted", sim)
+    assert [p.model_dump() for p in with_prefetch] == [p.model_dump() for p in without]
+    assert len(batches) == 3  # 5 problems in chunks of 2
+    assert batches[0][0] == problems[0].solution and "p1 text 2" in batches[0] and "p2 text 0" not in batches[0]
+    prefetched = {t for b in batches for t in b}
+    assert all(a in prefetched and b in prefetched for a, b in asked)  # every similarity asked was prefetched

@@ -176,3 +176,35 @@ def test_embedding_is_consulted_only_where_the_lexical_measures_see_a_mismatch()
     again = v.embed_alignment([{"question": Q, "solution": off}], [lexical])
     assert fake.calls == 2 and again[0].dims["semantic_alignment"] == r.dims["semantic_alignment"]
     assert v.similarity("a b c", "d e f") == 1.0
+
+
+def test_embedders_of_one_model_share_their_cache(monkeypatch, tmp_path):
+    """Two Embedders of one model (e.g. the pairs stages of two ablation arms in one process) encode a
+    text once between them; a prefetch encodes in one batched call."""
+    import numpy as np
+
+    from verifier import semantic
+
+    class Model:
+        def __init__(self):
+            self.batches = []
+
+        def encode(self, texts, **kw):
+            self.batches.append(list(texts))
+            return [np.array([float(len(t)), 1.0]) / np.hypot(len(t), 1.0) for t in texts]
+
+    model = Model()
+    (tmp_path / "model").mkdir()
+    (tmp_path / "other").mkdir()
+    path = str(tmp_path / "model")
+    monkeypatch.setitem(semantic._LOADED, path, model)
+    monkeypatch.setattr(semantic, "_CACHES", {})
+    first, second = semantic.Embedder(path), semantic.Embedder(path)
+    first.embed_many(["a", "bb", "ccc"], single_thread=False)
+    assert model.batches == [["a", "bb", "ccc"]]
+    assert second.cosine("a", "bb") == pytest.approx(first.cosine("a", "bb"))
+    assert model.batches == [["a", "bb", "ccc"]]  # nothing encoded again
+    monkeypatch.setitem(semantic._LOADED, str(tmp_path / "other"), model)
+    other = semantic.Embedder(str(tmp_path / "other"))  # another model never sees these vectors
+    other.embed_many(["a"])
+    assert model.batches[-1] == ["a"]
