@@ -145,15 +145,25 @@ def _tokenize_cached(text: str) -> tuple[Tok, ...]:
     return tuple(_tokenize(text))
 
 
+# token kinds whose Tok is (kind, matched text): looked up before the chain below (words are most tokens)
+_SIMPLE_KIND = {"word": "word", "text": "word", "ordinal": "word", "op": "op", "lp": "lp",
+                "rp": "rp", "lb": "lb", "rb": "rb", "fact": "fact", "ann": "ann",
+                "base": "cmd"}  # base: 1011_2, a numeral in another base
+
+
 def _tokenize(text: str) -> list[Tok]:
     text = normalize_chars(text)
     out: list[Tok] = []
+    simple_kind = _SIMPLE_KIND.get
     for m in _TOKEN_RE.finditer(text):
         kind = m.lastgroup
-        if kind in ("ws",):
+        if kind == "ws":
             continue
         s = m.group(0)
-        if kind == "number":
+        simple = simple_kind(kind)
+        if simple is not None:
+            out.append(Tok(simple, s))
+        elif kind == "number":
             out.append(_num_tok(m.group("num"), bool(m.group("pct"))))
         elif kind == "mixed":
             w, nn, dd = int(m.group("mw")), int(m.group("mn")), int(m.group("md"))
@@ -161,12 +171,8 @@ def _tokenize(text: str) -> list[Tok]:
                 out.append(Tok("brk", s))
             else:
                 out.append(Tok("num", s, Fraction(w) + Fraction(nn, dd)))
-        elif kind == "ordinal":
-            out.append(Tok("word", s))
         elif kind == "sub":  # x_1, a_{n+1}, \alpha_2: a symbol (\log_2: a function), never a number
             out.append(Tok("var" if not s.startswith("\\") or s.split("_")[0] not in FUNCTIONS else "cmd", s))
-        elif kind == "base":  # 1011_2: a numeral in another base
-            out.append(Tok("cmd", s))
         elif kind == "frac12":
             out += [Tok("frac", "\\frac"), Tok("lb", "{"), _num_tok(m.group("fa"), False), Tok("rb", "}"),
                     Tok("lb", "{"), _num_tok(m.group("fb"), False), Tok("rb", "}")]
@@ -182,16 +188,8 @@ def _tokenize(text: str) -> list[Tok]:
                 out.append(Tok(k, s))
         elif kind == "pow":
             out.append(Tok("op", "^"))
-        elif kind == "op":
-            out.append(Tok("op", s))
         elif kind == "eq":
             out.append(Tok("eq", s, approx=s == "≈"))
-        elif kind == "text":
-            out.append(Tok("word", s))
-        elif kind == "word":
-            out.append(Tok("word", s))
-        elif kind in ("lp", "rp", "lb", "rb", "fact", "ann"):
-            out.append(Tok(kind, s))
         else:
             out.append(Tok("brk", s))
     return out

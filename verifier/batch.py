@@ -5,9 +5,14 @@ Items are mappings with ``question``, ``solution``, ``gold``, optional ``referen
 
     {"problem_id": "gsm8k_train-0", "index": 2, "question": "...", "solution": "... #### 72", "gold": "72"}
 
-The pool is a :class:`pebble.ProcessPool`: one ``schedule(_score_item, ..., timeout=...)`` per item,
-verdicts put back in input order. How time is counted (the per-solution budget is
-``VerifyConfig.time_budget_s``):
+The pool is a :class:`pebble.ProcessPool`. Items go to the workers in chunks (``chunk_size``; by default up
+to :data:`MAX_CHUNK` items, small enough that every worker gets at least eight chunks): one
+``schedule(_score_chunk, ..., timeout=...)`` per chunk, which saves the per-task round trip that costs about
+as much as scoring a short solution. A chunk that does not come back whole (its worker was killed or died)
+is scheduled again one item per task, so the item at fault gets its own ``timeout`` or ``error`` verdict
+under exactly the single-item rules below and the others are scored as if nothing had happened; an item
+that raises inside a chunk gets its ``error`` verdict there. Verdicts are put back in input order. How time
+is counted (the per-solution budget is ``VerifyConfig.time_budget_s``):
 
 - A worker imports sympy/math-verify and scores a warm-up item in the pool's initializer, before it takes
   any item, so start-up time (however slow under load) never counts against an item. Workers take one item
@@ -17,10 +22,10 @@ verdicts put back in input order. How time is counted (the per-solution budget i
   CPU (timer signal; a ``timeout`` verdict, the worker lives on). For code that ignores signals, the worker
   sets its own ``RLIMIT_CPU`` (soft) at the item's start to ``budget + grace`` CPU seconds more than it has
   used, rounded up to a whole second, so the kernel ends it (``SIGXCPU``); as a backstop for an item that
-  blocks without using CPU, pebble kills a worker whose item has run ``wall_limit_s`` wall seconds
-  (default ``max(10 * budget, 30 s)``). Either way the item gets a ``timeout`` verdict and pebble starts a
-  fresh worker. A worker that dies gives its item an ``error`` verdict and is replaced. A pool whose
-  workers cannot start (pebble: "broken"; or no item started within ``STARTUP_LIMIT_S``) is replaced by a
+  blocks without using CPU, pebble kills a worker whose task (an item, or a chunk) has run ``wall_limit_s``
+  wall seconds (default ``max(10 * budget, 30 s)``). Either way pebble starts a fresh worker and the item
+  gets a ``timeout`` verdict (a chunk's items are first re-run one per task, as above). A worker that dies
+  gives its item an ``error`` verdict and is replaced. A pool whose workers cannot start (pebble: "broken"; or no item started within ``STARTUP_LIMIT_S``) is replaced by a
   new one for the items left; after ``MAX_START_FAILURES`` such pools in a row the remaining items get
   ``error`` verdicts.
 
@@ -65,6 +70,7 @@ REQUIRED = ("question", "solution", "gold")
 STARTUP_LIMIT_S = 180.0  # a pool that starts no item in this long is replaced
 POLL_S = 0.5  # how often the parent checks that the pool is alive while no result comes
 MAX_START_FAILURES = 3
+MAX_CHUNK = 16  # items per task at most (benchmarks/verifier_throughput.py: 1 -> 16 cuts the wall time ~25%)
 INIT_DELAY_ENV = "VERIFIER_WORKER_INIT_DELAY_S"
 WARM_UP = ("What is 3 + 4?", "3 + 4 = 7.\nThe answer is $\\boxed{7}$.", "\\frac{14}{2}")
 
@@ -138,6 +144,22 @@ def _score_item(kwargs: dict, cpu_limit_s: float) -> dict:
         return _WORKER.score(**kwargs).model_dump()
 
 
+def _score_chunk(chunk: list[dict], cpu_limit_s: float) -> list[Outcome]:
+    """An outcome per item: ``("ok", verdict dict)``, or ``("error", note)`` for an item that raised; each item
+    under its own CPU limit."""
+    out: list[Outcome] = []
+    for kwargs in chunk:
+        try:
+            out.append(("ok", _score_item(kwargs, cpu_limit_s)))
+        except Exception as exc:  # noqa: BLE001 - every item gets a verdict
+            out.append(("error", _error_note(exc)))
+    return out
+
+
+def _error_note(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {str(exc)[:200]}"
+
+
 @contextmanager
 def _cpu_limit(seconds: float):
     """``RLIMIT_CPU`` (soft) at ``seconds`` more than this process has used (whole seconds, rounded up)."""
@@ -162,12 +184,12 @@ def _init_delay() -> float:
 
 # ---------------------------------------------------------------- the pool
 def _pool_outcomes(jobs: dict[int, dict], config_json: str, n_workers: int,
-                   limits: Limits) -> Iterator[tuple[int, Outcome]]:
+                   limits: Limits, chunk_size: int | None = None) -> Iterator[tuple[int, Outcome]]:
     """``(position, outcome)`` for every job, as they finish; a pool that breaks is replaced for the rest."""
     _preload()
     failures, why = 0, ""
     while jobs and failures < MAX_START_FAILURES:
-        left, why, started = yield from _one_pool(jobs, config_json, n_workers, limits)
+        left, why, started = yield from _one_pool(jobs, config_json, n_workers, limits, chunk_size)
         failures = 0 if started else failures + 1
         jobs = {p: jobs[p] for p in left}
     note = f"could not start a verifier worker ({why or 'unknown reason'})"
@@ -175,24 +197,45 @@ def _pool_outcomes(jobs: dict[int, dict], config_json: str, n_workers: int,
         yield pos, ("error", note)
 
 
-def _one_pool(jobs: dict[int, dict], config_json: str, n_workers: int, limits: Limits):
+def auto_chunk_size(n_jobs: int, n_workers: int) -> int:
+    """Items per task: at most :data:`MAX_CHUNK`, and at least eight tasks per worker (load balance)."""
+    return max(1, min(MAX_CHUNK, n_jobs // (8 * max(1, n_workers))))
+
+
+def _one_pool(jobs: dict[int, dict], config_json: str, n_workers: int, limits: Limits,
+              chunk_size: int | None = None):
     """Yields ``(position, outcome)`` from one pebble pool; returns (the positions it left undone because it
     broke or started nothing in ``STARTUP_LIMIT_S``, why, whether it finished any item)."""
     pool = ProcessPool(max_workers=n_workers, initializer=_init_worker, initargs=(config_json,),
                        context=mp.get_context("fork"))
-    futures = {pool.schedule(_score_item, args=(kw, limits.cpu_s), timeout=limits.wall_s): pos
-               for pos, kw in jobs.items()}
+    futures: dict[Future, list[int]] = {}
+
+    def submit(positions: list[int]) -> None:
+        fut = pool.schedule(_score_chunk, args=([jobs[p] for p in positions], limits.cpu_s), timeout=limits.wall_s)
+        futures[fut] = positions
+
+    order = list(jobs)
+    size = chunk_size or auto_chunk_size(len(order), n_workers)
+    for i in range(0, len(order), size):
+        submit(order[i: i + size])
     left, why, started = [], "", False
     try:
         for fut in _as_completed(futures, pool):
+            positions = futures[fut]
             outcome = _outcome(fut, limits)
             if outcome is None:  # the pool broke: its workers died before they could take an item
-                left.append(futures[fut])
+                left += positions
                 why = f"the worker pool broke: {fut.exception() or 'no reason given'}"
                 continue
             started = True
-            yield futures[fut], outcome
-        left += [pos for fut, pos in futures.items() if not fut.done()]
+            if outcome[0] == "ok":
+                yield from zip(positions, outcome[1], strict=True)
+            elif len(positions) > 1:  # killed or died with a chunk: each item again, alone
+                for pos in positions:
+                    submit([pos])
+            else:
+                yield positions[0], outcome
+        left += [pos for fut, positions in futures.items() if not fut.done() for pos in positions]
         if left and not why:
             why = "the worker pool broke" if not pool.active else f"no worker ready after {STARTUP_LIMIT_S:g} s"
     finally:
@@ -201,13 +244,18 @@ def _one_pool(jobs: dict[int, dict], config_json: str, n_workers: int, limits: L
     return sorted(left), why, started
 
 
-def _as_completed(futures: Mapping[Future, int], pool: ProcessPool) -> Iterator[Future]:
-    """The futures as they finish; stops early when the pool broke (pebble leaves the items it never
-    dispatched pending) or when no item has finished or run for ``STARTUP_LIMIT_S``."""
+def _as_completed(futures: Mapping[Future, object], pool: ProcessPool) -> Iterator[Future]:
+    """The futures as they finish, including those added to ``futures`` while this runs; stops early when
+    the pool broke (pebble leaves the items it never dispatched pending) or when no item has finished or
+    run for ``STARTUP_LIMIT_S``."""
     finished: queue.SimpleQueue = queue.SimpleQueue()
-    for fut in futures:
-        fut.add_done_callback(finished.put)
-    for _ in range(len(futures)):
+    watched: set[Future] = set()
+    n = 0
+    while n < len(futures):
+        for fut in list(futures):
+            if fut not in watched:
+                watched.add(fut)
+                fut.add_done_callback(finished.put)
         idle = 0.0
         while True:
             try:
@@ -217,6 +265,7 @@ def _as_completed(futures: Mapping[Future, int], pool: ProcessPool) -> Iterator[
                 idle += POLL_S
                 if not pool.active or (idle >= STARTUP_LIMIT_S and not any(f.running() for f in futures)):
                     return
+        n += 1
         yield fut
 
 
@@ -235,12 +284,12 @@ def _outcome(fut: Future, limits: Limits) -> Outcome | None:
                                "worker killed and replaced")
         return "error", f"worker died (exit code {exc.exitcode})"
     except Exception as exc:  # noqa: BLE001 - every item gets a verdict
-        return "error", f"{type(exc).__name__}: {str(exc)[:200]}"
+        return "error", _error_note(exc)
 
 
 # ---------------------------------------------------------------- exec: the pool in a fresh interpreter
 def _exec_outcomes(jobs: dict[int, dict], config_json: str, n_workers: int,
-                   limits: Limits) -> Iterator[tuple[int, Outcome]]:
+                   limits: Limits, chunk_size: int | None = None) -> Iterator[tuple[int, Outcome]]:
     """:func:`_pool_outcomes` run by a fresh interpreter (``_host``), which imports only ``verifier``."""
     a, b = socket.socketpair()
     env = dict(os.environ)
@@ -254,7 +303,7 @@ def _exec_outcomes(jobs: dict[int, dict], config_json: str, n_workers: int,
         b.close()
     conn, left = Connection(a.detach()), set(jobs)
     try:
-        conn.send((jobs, config_json, n_workers, limits))
+        conn.send((jobs, config_json, n_workers, limits, chunk_size))
         while left:
             pos, outcome = conn.recv()
             left.discard(pos)
@@ -274,8 +323,8 @@ def _exec_outcomes(jobs: dict[int, dict], config_json: str, n_workers: int,
 def _host(fd: int) -> None:
     """Entry point of the ``exec`` pool process: jobs in, ``(position, outcome)`` out, one by one."""
     conn = Connection(fd)
-    jobs, config_json, n_workers, limits = conn.recv()
-    for pos, outcome in _pool_outcomes(jobs, config_json, n_workers, Limits(*limits)):
+    jobs, config_json, n_workers, limits, chunk_size = conn.recv()
+    for pos, outcome in _pool_outcomes(jobs, config_json, n_workers, Limits(*limits), chunk_size):
         conn.send((pos, outcome))
     conn.close()
 
@@ -327,16 +376,19 @@ class _Bar:
 
 def score_batch(verifier, items: Sequence[Mapping], workers: int = 2, progress: bool = True,
                 description: str = "verifying", start_method: str | None = None,
-                wall_limit_s: float | None = None) -> list[Verdict]:
+                wall_limit_s: float | None = None, chunk_size: int | None = None) -> list[Verdict]:
     """Verdicts for ``items`` in input order, scored by ``workers`` processes (see the module doc).
 
     ``start_method``: ``"fork"``, ``"exec"`` or None (fork when the caller is single-threaded, else exec).
-    ``wall_limit_s``: wall seconds after an item starts before its worker is killed (default
-    ``max(10 * time_budget_s, 30)``)."""
+    ``wall_limit_s``: wall seconds after a task (an item or a chunk) starts before its worker is killed
+    (default ``max(10 * time_budget_s, 30)``). ``chunk_size``: items per task (default
+    :func:`auto_chunk_size`; 1 sends every item alone)."""
     items = list(items)
     method = start_method or _auto_method()
     if method not in ("fork", "exec"):
         raise ValueError(f"start_method must be 'fork', 'exec' or None, not {method!r}")
+    if chunk_size is not None and chunk_size < 1:
+        raise ValueError(f"chunk_size must be at least 1, not {chunk_size}")
     out, jobs = _prepare(verifier, items)
     if not jobs:
         return out  # type: ignore[return-value]
@@ -345,7 +397,8 @@ def score_batch(verifier, items: Sequence[Mapping], workers: int = 2, progress: 
     bar = _Bar(len(items), progress, description)
     done = len(items) - len(jobs)
     try:
-        for pos, outcome in run(jobs, verifier.config.model_dump_json(), max(1, min(workers, len(jobs))), limits):
+        n_workers = max(1, min(workers, len(jobs)))
+        for pos, outcome in run(jobs, verifier.config.model_dump_json(), n_workers, limits, chunk_size):
             done += out[pos] is None
             out[pos] = _to_verdict(verifier, items[pos], pos, outcome)
             bar.update(done)

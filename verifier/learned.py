@@ -76,11 +76,20 @@ def _tokens(step: str) -> list[str]:
     return out
 
 
+@lru_cache(maxsize=8192)
+def _token_crcs(tok: str) -> tuple[int, int, bytes]:
+    """``crc32(tok)``, ``crc32(tok + " ")`` (a bigram's running CRC after its first token) and ``tok`` in UTF-8."""
+    b = tok.encode("utf-8")
+    return zlib.crc32(b), zlib.crc32(b" ", zlib.crc32(b)), b
+
+
 def hashed_indices(step: str) -> list[int]:
-    """Bucket indices of the step's word unigrams and bigrams (distinct, sorted)."""
-    toks = _tokens(step)
-    grams = toks + [f"{a} {b}" for a, b in zip(toks, toks[1:], strict=False)]
-    return sorted({zlib.crc32(g.encode("utf-8")) % N_HASH for g in grams})
+    """Bucket indices of the step's word unigrams and bigrams ``"a b"`` (distinct, sorted): ``crc32`` of the
+    gram's UTF-8 bytes modulo :data:`N_HASH`, a bigram's CRC continued from its first token's."""
+    crcs = [_token_crcs(t) for t in _tokens(step)]
+    out = {c % N_HASH for c, _, _ in crcs}
+    out.update(zlib.crc32(b[2], a[1]) % N_HASH for a, b in zip(crcs, crcs[1:], strict=False))
+    return sorted(out)
 
 
 def _cheap_equal(gold: str, ans: str | None) -> bool:

@@ -227,3 +227,51 @@ def test_cpu_limit_is_set_for_the_item_and_restored():
 def test_worker_counts(workers):
     items = [{"question": Q, "solution": GOOD, "gold": "72"}] * 4
     assert all(o.correct for o in MathVerifier().score_batch(items, workers=workers, progress=False))
+
+
+def test_chunks_give_the_verdicts_of_single_items():
+    v = MathVerifier()
+    items = [{"problem_id": f"p{i}", "index": i, "question": Q, "solution": GOOD if i % 3 else BAD, "gold": "72"}
+             for i in range(11)]
+    single = batch_mod.score_batch(v, items, workers=2, progress=False, start_method="fork", chunk_size=1)
+    for size in (4, 16):
+        assert batch_mod.score_batch(v, items, workers=2, progress=False, start_method="fork",
+                                     chunk_size=size) == single
+    with pytest.raises(ValueError, match="chunk_size"):
+        batch_mod.score_batch(v, items, progress=False, chunk_size=0)
+
+
+def test_auto_chunk_size_keeps_eight_tasks_per_worker():
+    assert batch_mod.auto_chunk_size(5, 2) == 1
+    assert batch_mod.auto_chunk_size(160, 2) == 10
+    assert batch_mod.auto_chunk_size(100_000, 2) == batch_mod.MAX_CHUNK
+    assert batch_mod.auto_chunk_size(3, 0) == 1
+
+
+def test_a_chunk_whose_worker_is_killed_is_rescored_item_by_item(monkeypatch):
+    """A stalled item and a crashing one, each inside a chunk: the chunk's worker is killed (wall backstop) or
+    dies, its items are scored again one per task, and only the culprits get timeout / error verdicts."""
+    real = core_mod.MathVerifier.analyze
+
+    def analyze(self, question, solution, gold, reference=None, budget=None):
+        if solution == "STALL":
+            time.sleep(60)
+        if solution == "CRASH":
+            os._exit(9)
+        if solution == "RAISE":
+            raise RuntimeError("boom")
+        return real(self, question, solution, gold, reference, budget)
+
+    monkeypatch.setattr(core_mod.MathVerifier, "analyze", analyze)
+    sols = [GOOD, "STALL", BAD, GOOD, BAD, "CRASH", GOOD, "RAISE", GOOD]
+    items = [{"problem_id": f"p{i}", "question": Q, "solution": s, "gold": "72"} for i, s in enumerate(sols)]
+    t0 = time.perf_counter()
+    out = batch_mod.score_batch(MathVerifier(VerifyConfig(time_budget_s=0.5)), items, workers=2, progress=False,
+                                start_method="fork", wall_limit_s=3.0, chunk_size=3)
+    assert time.perf_counter() - t0 < 30
+    assert [o.problem_id for o in out] == [f"p{i}" for i in range(9)]
+    assert [o.status for o in out] == ["ok", "timeout", "ok", "ok", "ok", "error", "ok", "error", "ok"]
+    assert [o.correct for o in out if o.status == "ok"] == [True, False, True, False, True, True]
+    assert "worker killed" in out[1].notes[0]
+    assert out[5].notes == ["worker died (exit code 9)"]
+    assert out[7].notes == ["RuntimeError: boom"]
