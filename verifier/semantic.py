@@ -56,6 +56,7 @@ def cached_numbers(text: str) -> tuple:
     return tuple(numbers_in(text))
 
 
+@lru_cache(maxsize=16384)
 def _stem(w: str) -> str:
     """A crude suffix stripper, enough to match "pins"/"pin", "bought"/"buys" is left alone."""
     for suf in ("ing", "ed", "es", "s"):
