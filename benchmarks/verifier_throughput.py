@@ -164,7 +164,8 @@ def main() -> None:
           "| p50 ms | p99 ms | p50 / p99 CPU ms |\n| --- | --- | --- | --- | --- | --- | --- | --- |")
     for name, items in sets.items():
         r = full(items, a.workers, a.repeat)
-        runs = f" (median of {len(r['rates'])}: {min(r['rates']):.0f}-{max(r['rates']):.0f})" if len(r["rates"]) > 1 else ""
+        rates = r["rates"]
+        runs = f" (median of {len(rates)}: {min(rates):.0f}-{max(rates):.0f})" if len(rates) > 1 else ""
         print(f"| {name} | {len(items)} | MathVerifier.score_batch ({a.workers} workers) | {r['rate']:.0f}{runs} "
               f"| {r['capacity']:.0f} | {pct(r['lat'], .5):.2f} | {pct(r['lat'], .99):.2f} "
               f"| {pct(r['cpu'], .5):.2f} / {pct(r['cpu'], .99):.2f} |")

@@ -25,9 +25,9 @@ is counted (the per-solution budget is ``VerifyConfig.time_budget_s``):
   blocks without using CPU, pebble kills a worker whose task (an item, or a chunk) has run ``wall_limit_s``
   wall seconds (default ``max(10 * budget, 30 s)``). Either way pebble starts a fresh worker and the item
   gets a ``timeout`` verdict (a chunk's items are first re-run one per task, as above). A worker that dies
-  gives its item an ``error`` verdict and is replaced. A pool whose workers cannot start (pebble: "broken"; or no item started within ``STARTUP_LIMIT_S``) is replaced by a
-  new one for the items left; after ``MAX_START_FAILURES`` such pools in a row the remaining items get
-  ``error`` verdicts.
+  gives its item an ``error`` verdict and is replaced. A pool whose workers cannot start (pebble: "broken";
+  or no item started within ``STARTUP_LIMIT_S``) is replaced by a new one for the items left; after
+  ``MAX_START_FAILURES`` such pools in a row the remaining items get ``error`` verdicts.
 
 Start methods (``start_method``): ``"fork"`` (fast; used automatically when the calling process has a
 single thread and the platform has fork): the pool's workers are forked from the caller; or ``"exec"``: a
@@ -40,6 +40,7 @@ fault injection for tests of slow starts.
 
 from __future__ import annotations
 
+import itertools
 import math
 import multiprocessing as mp
 import os
@@ -70,7 +71,7 @@ REQUIRED = ("question", "solution", "gold")
 STARTUP_LIMIT_S = 180.0  # a pool that starts no item in this long is replaced
 POLL_S = 0.5  # how often the parent checks that the pool is alive while no result comes
 MAX_START_FAILURES = 3
-MAX_CHUNK = 16  # items per task at most (benchmarks/verifier_throughput.py: 1 -> 16 cuts the wall time ~25%)
+MAX_CHUNK = 16  # items per task at most (docs/verifier.md: ~10% more GSM8K solutions/s on 2 workers than 1)
 INIT_DELAY_ENV = "VERIFIER_WORKER_INIT_DELAY_S"
 WARM_UP = ("What is 3 + 4?", "3 + 4 = 7.\nThe answer is $\\boxed{7}$.", "\\frac{14}{2}")
 
@@ -249,13 +250,11 @@ def _as_completed(futures: Mapping[Future, object], pool: ProcessPool) -> Iterat
     the pool broke (pebble leaves the items it never dispatched pending) or when no item has finished or
     run for ``STARTUP_LIMIT_S``."""
     finished: queue.SimpleQueue = queue.SimpleQueue()
-    watched: set[Future] = set()
-    n = 0
+    watched = n = 0  # futures are only ever added, and a dict keeps their order: the new ones come last
     while n < len(futures):
-        for fut in list(futures):
-            if fut not in watched:
-                watched.add(fut)
-                fut.add_done_callback(finished.put)
+        for fut in list(itertools.islice(futures, watched, None)):
+            fut.add_done_callback(finished.put)
+        watched = len(futures)
         idle = 0.0
         while True:
             try:
