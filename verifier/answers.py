@@ -241,6 +241,9 @@ def normalize_answer(ans: str) -> str:
 _MIXED_RE = re.compile(r"\s*(-?)\s*(\d{1,9})\s*\\[dt]?frac\s*(\{\s*\d{1,9}\s*\}|\d)\s*(\{\s*\d{1,9}\s*\}|\d)\s*")
 
 
+_REPEATING_RE = re.compile(r"\s*(-?)\s*(\d{0,12})\.(\d{0,12})\\overline\s*\{\s*(\d{1,12})\s*\}\s*")
+
+
 def parse_number(ans: str) -> tuple[Value, bool] | None:
     """(value, is_percent) when the answer is a plain number, fraction or simple arithmetic; else None.
 
@@ -254,6 +257,11 @@ def parse_number(ans: str) -> tuple[Value, bool] | None:
         lhs, rhs = s.split("=")
         if re.fullmatch(r"\s*[A-Za-z]\w*\s*", lhs):
             s = rhs.strip()
+    rep = _REPEATING_RE.fullmatch(s)
+    if rep is not None:  # 0.\overline{3} = 1/3, 1.2\overline{45} = 1.2454545...
+        sign, whole, fixed, cycle = rep.group(1), rep.group(2) or "0", rep.group(3), rep.group(4)
+        v = (Fraction(int(whole + fixed + cycle) - int(whole + fixed), 10 ** len(fixed) * (10 ** len(cycle) - 1)))
+        return (-v if sign else v), False
     mixed = _MIXED_RE.fullmatch(s)
     if mixed is not None:  # 1\frac12, 2 \frac{3}{4}: a whole part and a proper fraction
         sign, w, a, b = mixed.group(1), int(mixed.group(2)), int(mixed.group(3).strip("{}")), int(mixed.group(4).strip("{}"))
@@ -684,6 +692,43 @@ def _all_match(xs: list[str], ys: list[str], ordered: bool, float_rounding: int,
     return True
 
 
+_ASSIGN_RE = re.compile(r"([A-Za-z](?:_\{?\w{1,3}\}?)?)\s*=\s*(.+)", re.DOTALL)
+
+
+def _assignments(parts: list[str]) -> list[tuple[str, str]] | None:
+    """``[("x", "2"), ("y", "3")]`` for the list ``x=2, y=3`` (distinct one-letter variables, optionally
+    subscripted), else None."""
+    out = [m.groups() if (m := _ASSIGN_RE.fullmatch(p.strip())) else None for p in parts]
+    if any(o is None for o in out) or len({v for v, _ in out}) != len(out):
+        return None
+    return [(v, val.strip()) for v, val in out]
+
+
+def _assignments_tuple_equal(ea: tuple[str, list[str]], eb: tuple[str, list[str]], float_rounding: int,
+                             depth: int) -> bool:
+    """A tuple against a list of assignments (``(2,3)`` and ``x=2, y=3``, either side gold): the values in
+    the order written, or in the variables' alphabetical order (``y=3, x=2`` is the point (2, 3))."""
+    (tup, vals), (_, other) = (ea, eb) if ea[0] == "tuple" else (eb, ea)
+    assigned = _assignments(other)
+    if assigned is None or _assignments(vals) is not None or len(assigned) != len(vals):
+        return False
+    orders = [[v for _, v in assigned], [v for _, v in sorted(assigned)]]
+    return any(_all_match(vals, order, True, float_rounding, depth) for order in orders)
+
+
+def _point_mismatch(g: str, p: str, float_rounding: int) -> bool:
+    """A tuple against a list of equations ``v = ...``, both short, that are not the same point."""
+    if len(g) > MAX_ANSWER_CHARS or len(p) > MAX_ANSWER_CHARS or "=" not in g + p:
+        return False
+    ea, eb = _elements(_canon(g)), _elements(_canon(p))
+    if ea is None or eb is None or sorted((ea[0], eb[0]))[1] != "tuple" or ea[0] == eb[0]:
+        return False
+    other = eb[1] if ea[0] == "tuple" else ea[1]
+    if not all(_ASSIGN_RE.fullmatch(x.strip()) for x in other):
+        return False
+    return not _assignments_tuple_equal(ea, eb, float_rounding, 0)
+
+
 def _structured_equal(a: str, b: str, float_rounding: int, depth: int = 0) -> bool:
     """Matrices, intervals and unions, relations, lists/sets/tuples, decimals against exact values, then
     math-verify on the canonical forms. Only ``True`` is a verdict: a ``False`` lets others judge."""
@@ -728,7 +773,7 @@ def _structured_equal(a: str, b: str, float_rounding: int, depth: int = 0) -> bo
     if ea is not None and eb is not None:
         (ka, xa), (kb, xb) = ea, eb
         if "tuple" in (ka, kb) and ka != kb:
-            return False
+            return _assignments_tuple_equal(ea, eb, float_rounding, depth)
         if _all_match(xa, xb, ka == "tuple", float_rounding, depth):
             return True
         return False
@@ -782,6 +827,8 @@ def _decided_unequal(gold: str, pred: str, g: str, p: str, bare: tuple[bool, boo
     g_bare, p_bare = bare
     if _primes(g) != _primes(p) and len(g + p) <= 40 and "=" not in g + p:
         return True  # a prime is meaning (f' is not f), though math-verify's parse drops it
+    if _point_mismatch(g, p, float_rounding):
+        return True  # math-verify reads ``x=2, y=3`` as the set {2, 3}: it takes (3,2) and ``x=2, x=3`` too
     if g_bare and _PLAIN_NUM_RE.fullmatch(g.strip()) and _PLAIN_NUM_RE.fullmatch(p.strip()) and (
             p_bare or _last_number(pred) == p.strip()):
         return True

@@ -86,8 +86,9 @@ from verifier.verdict import DIMENSIONS, Verdict
 # 3: step_scorer-v2, a right answer's first error from the surest evidence only, the reference's values only
 # from a stepwise (GSM8K-style) reference, step scores = the learned probability (docs/verifier.md);
 # 4: checks across steps (stated values vs earlier equations, derived equations keep a root, continued
-# expressions), equalities said in words, another route back onto the reference, step_scorer-v3
-VERIFIER_VERSION = 4  # a plain number: the verify stage logs it as an MLflow metric
+# expressions), equalities said in words, another route back onto the reference, step_scorer-v3;
+# 5: answer equivalence reads a tuple against equations (``(2,3)`` and ``x=2, y=3``) and repeating decimals
+VERIFIER_VERSION = 5  # a plain number: the verify stage logs it as an MLflow metric
 
 # numbers a solution may use without a source: 0, 1, 2 (halves, doubles, pairs) and 1/2
 ALWAYS_IMPLICIT = frozenset(Fraction(x) for x in (0, 1, 2, Fraction(1, 2)))
