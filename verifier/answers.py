@@ -312,6 +312,7 @@ _REL_SUBS = (
     (re.compile(r"\\gt(?![A-Za-z])"), " > "),
 )
 _IMAG_RE = re.compile(r"\\(?:mathrm|text|textrm|mathit|operatorname|rm)\s*\{\s*i\s*\}|\{\\rm\s+i\}")
+_EULER_RE = re.compile(r"\\(?:mathrm|text|textrm|mathit|operatorname|rm)\s*\{\s*e\s*\}|\{\\rm\s+e\}")
 _INF_RE = re.compile(r"\\infty|∞|\\inf(?![A-Za-z])|\binfinity\b|\binf\b")
 _UNION_RE = re.compile(r"\\cup|∪|(?<=[\])])\s*U\s*(?=[\[(])")
 _SINGLE_COMMA_NUM_RE = re.compile(
@@ -367,6 +368,7 @@ def _canon(ans: str) -> str:
     s = re.sub(r"\\(?:left|right|big|Big|bigg|Bigg)(?![A-Za-z])|\\displaystyle|(?<!\\)\\[!,;: ]|~", " ", s)
     s = s.replace("\\$", "").replace("$", "")
     s = _IMAG_RE.sub("i", s)
+    s = _EULER_RE.sub("e", s)  # math-verify cannot read \mathrm{e}: 1 - \frac{1}{\mathrm{e}} was read as 1
     for pat, rep in _REL_SUBS:
         s = pat.sub(rep, s)
     return re.sub(r"\s+", " ", s).strip()
@@ -777,9 +779,33 @@ def _structured_equal(a: str, b: str, float_rounding: int, depth: int = 0) -> bo
         if _all_match(xa, xb, ka == "tuple", float_rounding, depth):
             return True
         return False
-    if _approx_equal(ca, cb, float_rounding):
+    if _approx_equal(ca, cb, float_rounding) or _imaginary_equal(ca, cb):
         return True
     return bool(math_verify_equal(ca, cb, float_rounding=float_rounding))
+
+
+def _imaginary_equal(a: str, b: str) -> bool:
+    """Two expressions whose only variable is ``i``, equal as complex numbers (``i(2-i)`` is ``1+2i``,
+    ``10 - 10i^2`` is 20). math-verify reads ``i`` as a plain symbol, so it judges these apart."""
+    if "i" not in a + b:
+        return False
+    pa, pb = _mv_parse(f"${a}$"), _mv_parse(f"${b}$")
+    if not pa or not pb:
+        return False
+    import sympy
+
+    ea, eb = pa[0], pb[0]
+    if not (isinstance(ea, sympy.Expr) and isinstance(eb, sympy.Expr)):
+        return False
+    syms = ea.free_symbols | eb.free_symbols
+    if not syms or any(x.name != "i" for x in syms):
+        return False
+    sub = {x: sympy.I for x in syms}
+    try:
+        va, vb = complex(sympy.N(ea.subs(sub), 30)), complex(sympy.N(eb.subs(sub), 30))
+    except (TypeError, ValueError, ArithmeticError):
+        return False
+    return abs(va - vb) <= 1e-9 * max(1.0, abs(vb))
 
 
 def _box_set_equal(gold_answer: str, pred_text: str, float_rounding: int) -> bool:
