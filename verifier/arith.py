@@ -535,7 +535,7 @@ def _runs(toks: list[Tok]) -> list[tuple[list[Tok], str | None]]:
         t = toks[j]
         if t.kind in _MATH_KINDS:
             if not cur:  # "of" with the word before it: "half of 50" is not "a total of 3+4"
-                before = f"{prev_word} of" if last_word == "of" and prev_word else last_word
+                before = f"{prev_word} {last_word}" if last_word in ("of", "by") and prev_word else last_word
             cur.append(t)
             j += 1
             continue
@@ -949,7 +949,7 @@ def _chains(toks: list[Tok], calcs: list[Calculation], step_approx: bool, precis
         if cut:
             sides[0] = []  # the cut-off start of a long expression is not its left side
         approx = approx or step_approx
-        if _modifies(before) and sides:
+        if _modifies(before, sides[0] if sides else []) and sides:
             sides[0] = []  # "half of 50 = 25": the left operand is not the whole expression
         if sides and sides[0]:
             sides[0] = _trim(sides[0], left=True)
@@ -973,13 +973,22 @@ def _chains(toks: list[Tok], calcs: list[Calculation], step_approx: bool, precis
             chain, chain_vals = [], []
 
 
-def _modifies(before: str | None) -> bool:
+_BY_OPS = frozenset(("divided", "divide", "divides", "dividing", "multiplied", "multiply", "multiplies",
+                     "multiplying", "times", "split", "shared"))
+
+
+def _modifies(before: str | None, left: list[Tok]) -> bool:
     """Whether the word(s) before a run take its first operand (``half of 50 = 25``, ``twice 12 = 24``); "of"
-    after another word only when that word does (``a total of 3+4 = 7`` is a whole calculation)."""
+    after another word only when that word does (``a total of 3+4 = 7`` is a whole calculation); "by" after a
+    verb of an operation (``divided by 4 = 5``), or before a lone number (``increase by 20 = 120`` is unclear),
+    but not before an expression after another word (``increase by 12000-4000 = 8000`` is whole)."""
     if before is None:
         return False
+    first = before.split()[0]
     if before.endswith(" of"):
-        return before.split()[0] in _MODIFIERS or before.split()[0].endswith("%")
+        return first in _MODIFIERS or first.endswith("%")
+    if before == "by" or before.endswith(" by"):
+        return first in _BY_OPS or before == "by" or not any(t.kind == "op" for t in left)
     return before in _MODIFIERS
 
 

@@ -469,6 +469,7 @@ class MathVerifier:
         question = question[:limit] if isinstance(question, str) else ""
         gold = gold if isinstance(gold, str) else ""
         steps, notes = _split_solution(solution, limit)
+        steps = [_unlabel(s) for s in steps]
         text = "\n".join(steps)
         calcs = _calculations(steps, question, budget)
         given = set(numbers_in(question)) | word_numbers(question) | question_fractions(question)
@@ -555,6 +556,15 @@ class MathVerifier:
 
 # ---------------------------------------------------------------- the checks
 # Each check returns what it finds (a dimension score and its StepFlags); none mutates its arguments.
+_STEP_LABEL_RE = re.compile(r"^[#*_\s]{0,8}(?:Step|STEP)\s*\d{1,3}\s*[:.)]\s*[*_]{0,3}\s*(?=\S)")
+
+
+def _unlabel(step: str) -> str:
+    """A step without its "Step 3:" / "**Step 3:**" / "### Step 3." label: the label's number is no
+    operand, value or answer of the solution."""
+    return _STEP_LABEL_RE.sub("", step, count=1)
+
+
 def _split_solution(solution: str | list[str], limit: int) -> tuple[list[str], list[str]]:
     """The solution's steps (at most ``limit`` characters in all) and a note when it was cut."""
     if isinstance(solution, str):

@@ -78,3 +78,16 @@ def test_a_letter_after_an_apostrophe_is_no_variable():
 
     assert [(c.text, c.ok) for c in extract_calculations("so that’s 180*.05 = 8 days")] == [("180 * .05 = 8", False)]
     assert [c.ok for c in extract_calculations("so that's 180*.05 = 9 days")] == [True]
+
+
+def test_by_takes_an_operand_only_after_an_operation():
+    from verifier.arith import extract_calculations
+
+    # "increase by" names an amount: the expression after it is a whole calculation
+    got = [(c.text, c.ok) for c in extract_calculations("The price will increase by $12000-$4000 = $6400")]
+    assert got == [("12000 - 4000 = 6400", False)]
+    assert [c.ok for c in extract_calculations("It went up by 12000 - 4000 = 8000 dollars")] == [True]
+    # "divided by 4 = 10", "multiplied by 3 = 12": the operation's left operand is not in the run
+    assert extract_calculations("40 divided by 4 = 10") == []
+    assert extract_calculations("then it is multiplied by 3 = 12") == []
+    assert extract_calculations("reduced by 5 = 20") == []

@@ -244,3 +244,18 @@ def test_reference_deviation_only_with_a_stepwise_reference():
     latex_ref = "We have $235 - 227 + 56 - 35 = \\boxed{29}$."
     w = MathVerifier().score(Q_BOOKS, wrong, "29", reference=latex_ref)
     assert not w.correct and w.first_error_step == 2, w.notes
+
+
+Q_JACKET = "A jacket costs $80. The shop gives a 15% discount. How much does the jacket cost after the discount?"
+JACKET = ["15% of $80 = (80/100)*$80 = $64", "The discount is $64, so the jacket costs $80-$64 = $16", "#### 16"]
+
+
+@pytest.mark.parametrize("label", ["Step {k}: ", "**Step {k}:** ", "### Step {k}. "])
+def test_step_labels_are_no_numbers_of_the_solution(label):
+    """ "Step 3:" labels (chat models number their steps) change no verdict: the label's number is no operand,
+    value or answer. Here the first step uses the wrong operand (80/100 instead of 15/100)."""
+    plain = MathVerifier().score(Q_JACKET, JACKET, "68")
+    labelled = MathVerifier().score(Q_JACKET, [label.format(k=k + 1) + s for k, s in enumerate(JACKET)], "68")
+    assert plain.first_error_step == 0, plain.notes
+    assert (labelled.first_error_step, labelled.correct, labelled.dims) == (0, False, plain.dims), labelled.notes
+    assert labelled.steps == JACKET
