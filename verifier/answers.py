@@ -706,11 +706,16 @@ def _assignments(parts: list[str]) -> list[tuple[str, str]] | None:
     return [(v, val.strip()) for v, val in out]
 
 
-def _assignments_tuple_equal(ea: tuple[str, list[str]], eb: tuple[str, list[str]], float_rounding: int,
-                             depth: int) -> bool:
-    """A tuple against a list of assignments (``(2,3)`` and ``x=2, y=3``, either side gold): the values in
-    the order written, or in the variables' alphabetical order (``y=3, x=2`` is the point (2, 3))."""
-    (tup, vals), (_, other) = (ea, eb) if ea[0] == "tuple" else (eb, ea)
+def _tuple_and_other(ea: tuple[str, list[str]], eb: tuple[str, list[str]]) -> tuple[list[str], list[str]] | None:
+    """(the tuple's elements, the other side's) when exactly one side is a tuple, else None."""
+    if (ea[0] == "tuple") == (eb[0] == "tuple"):
+        return None
+    return (ea[1], eb[1]) if ea[0] == "tuple" else (eb[1], ea[1])
+
+
+def _assignments_tuple_equal(vals: list[str], other: list[str], float_rounding: int, depth: int) -> bool:
+    """A tuple's elements against a list of assignments (``(2,3)`` and ``x=2, y=3``, either side gold): the
+    values in the order written, or in the variables' alphabetical order (``y=3, x=2`` is the point (2, 3))."""
     assigned = _assignments(other)
     if assigned is None or _assignments(vals) is not None or len(assigned) != len(vals):
         return False
@@ -723,12 +728,10 @@ def _point_mismatch(g: str, p: str, float_rounding: int) -> bool:
     if len(g) > MAX_ANSWER_CHARS or len(p) > MAX_ANSWER_CHARS or "=" not in g + p:
         return False
     ea, eb = _elements(_canon(g)), _elements(_canon(p))
-    if ea is None or eb is None or sorted((ea[0], eb[0]))[1] != "tuple" or ea[0] == eb[0]:
+    pair = _tuple_and_other(ea, eb) if ea is not None and eb is not None else None
+    if pair is None or not all(_ASSIGN_RE.fullmatch(x.strip()) for x in pair[1]):
         return False
-    other = eb[1] if ea[0] == "tuple" else ea[1]
-    if not all(_ASSIGN_RE.fullmatch(x.strip()) for x in other):
-        return False
-    return not _assignments_tuple_equal(ea, eb, float_rounding, 0)
+    return not _assignments_tuple_equal(*pair, float_rounding, 0)
 
 
 def _structured_equal(a: str, b: str, float_rounding: int, depth: int = 0) -> bool:
@@ -773,9 +776,10 @@ def _structured_equal(a: str, b: str, float_rounding: int, depth: int = 0) -> bo
         return False
     ea, eb = _elements(ca), _elements(cb)
     if ea is not None and eb is not None:
-        (ka, xa), (kb, xb) = ea, eb
-        if "tuple" in (ka, kb) and ka != kb:
-            return _assignments_tuple_equal(ea, eb, float_rounding, depth)
+        (ka, xa), (_, xb) = ea, eb
+        pair = _tuple_and_other(ea, eb)
+        if pair is not None:
+            return _assignments_tuple_equal(*pair, float_rounding, depth)
         if _all_match(xa, xb, ka == "tuple", float_rounding, depth):
             return True
         return False

@@ -87,7 +87,8 @@ from verifier.verdict import DIMENSIONS, Verdict
 # from a stepwise (GSM8K-style) reference, step scores = the learned probability (docs/verifier.md);
 # 4: checks across steps (stated values vs earlier equations, derived equations keep a root, continued
 # expressions), equalities said in words, another route back onto the reference, step_scorer-v3;
-# 5: answer equivalence reads a tuple against equations (``(2,3)`` and ``x=2, y=3``) and repeating decimals
+# 5: answer equivalence reads a tuple against equations (``(2,3)`` and ``x=2, y=3``), complex numbers in ``i``
+# and repeating decimals; "Step 3:" labels are taken off the steps; "increase by 12000-4000 = 8000" is checked
 VERIFIER_VERSION = 5  # a plain number: the verify stage logs it as an MLflow metric
 
 # numbers a solution may use without a source: 0, 1, 2 (halves, doubles, pairs) and 1/2
