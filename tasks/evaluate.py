@@ -41,7 +41,7 @@ from tasks.evaluation.evalsets import few_shot_examples, flat_metrics, grade_set
 from tasks.generation.engine import chat_prompt, generate
 from training.modelref import read_model_ref
 
-VERSION = "3"  # bump when grading changes (3: verifier 5's answer equivalence)
+VERSION = "4"  # bump when grading changes (4: verifier 6's answer extraction and equivalence)
 
 
 def run(cfg, inputs: Mapping[str, Path], out: Path, callbacks: Sequence[Any] = ()) -> dict[str, Any]:

@@ -49,11 +49,19 @@ MATH_VERIFY_TIMEOUT_S = 1
 MAX_BOXES = 50  # only the last boxes of a text are read
 
 _BOX_RE = re.compile(r"\\(?:boxed|fbox|framebox)\b")
-_HASH_RE = re.compile(r"####[ \t]*([^\n]*)")
-_HEADING_RE = re.compile(r"(?m)^[ \t]*#{1,3}[ \t]*(?:Final[ \t]+)?Answer[ \t]*:?[ \t]*\n+[ \t]*([^\n]+)")
+# "#### 42"; not a "#### Final Answer" heading (its answer is on the lines below: _HEADING_RE)
+_HASH_RE = re.compile(r"####(?![ \t]*(?:\*\*)?(?:Final[ \t]+)?Answer\b[ \t]*:?[ \t]*(?:\*\*)?[ \t]*(?:\n|$))[ \t]*([^\n]*)",
+                      re.IGNORECASE)
+_HASH_LABEL_RE = re.compile(r"(?i)^(?:\*\*)?(?:final[ \t]+)?answer[ \t]*(?:\*\*)?[ \t]*:[ \t]*(?:\*\*)?[ \t]*")  # "#### Answer: 42"
+_HEADING_RE = re.compile(r"(?m)^[ \t]*#{1,4}[ \t]*(?:\*\*)?(?:Final[ \t]+)?Answer[ \t]*:?[ \t]*(?:\*\*)?[ \t]*:?[ \t]*\n+",
+                         re.IGNORECASE)
 _ANSWER_IS_RE = re.compile(
-    r"(?i)\banswer\b(?:[ \t]+(?:to[ \t]+(?:the|this)[ \t]+(?:question|problem)[ \t]+)?is)?[ \t]*"
-    r"(?:equal[ \t]+to|:|=|is)?[ \t]*:?[ \t]*(?:\*\*)?[ \t]*(?=\S)"
+    # "The answer is" / "Answer:" and a display on the next line ("The answer is\n$$\n\frac12\n$$")
+    r"(?i)\banswer\b(?:\*\*)?(?:(?:[ \t]+(?:to[ \t]+(?:the|this)[ \t]+(?:question|problem)[ \t]+)?is|[ \t]*:)[ \t]*:?[ \t]*"
+    r"(?:\*\*)?[ \t]*\n\s*(?=\$|\\\[|\\\()"
+    # "The answer is 5", "answer: 5", "answer = 5"
+    r"|(?:[ \t]+(?:to[ \t]+(?:the|this)[ \t]+(?:question|problem)[ \t]+)?is)?[ \t]*"
+    r"(?:equal[ \t]+to|:|=|is)?[ \t]*:?[ \t]*(?:\*\*)?[ \t]*(?=\S))"
 )
 _NUMBER_RE = re.compile(
     r"-?\$?\s?(?:\d{1,3}(?:,\d{3})+(?:\.\d+)?|\d+,\d{1,2}(?![\d,])|\d+(?:\.\d+)?(?:/\d+(?:\.\d+)?)?|\.\d+)"
@@ -124,14 +132,31 @@ def answer_candidates(text: str) -> list[tuple[str, str]]:
 @lru_cache(maxsize=256)
 def _answer_candidates(text: str) -> tuple[tuple[str, str], ...]:
     out: list[tuple[str, str]] = [("boxed", b) for b in boxed_answers(text)]
-    out += [("hash", _sentence_end(m.group(1)) or m.group(1).strip()) for m in _HASH_RE.finditer(text)]
-    out += [("heading", m.group(1).strip()) for m in _HEADING_RE.finditer(text)]
+    for m in _HASH_RE.finditer(text):
+        line = _HASH_LABEL_RE.sub("", m.group(1))
+        out.append(("hash", _sentence_end(line) or line.strip()))
+    out += [("heading", _block_answer(text[m.end():m.end() + 400])) for m in _HEADING_RE.finditer(text)]
     for m in _ANSWER_IS_RE.finditer(text):
         ans = _sentence_end(text[m.end():m.end() + 300])
         if ans and not ans.lower().startswith(("is ", "to ", "the question", "this ")):
             ans = boxed_answers(ans)[-1] if "\\boxed" in ans and boxed_answers(ans) else ans
             out.append(("answer_is", ans))
     return tuple((k, a) for k, a in out if a)
+
+
+def _block_answer(block: str) -> str:
+    """The answer under an "Answer" heading: its first sentence or display (``$$\n42\n$$``) when that is an
+    answer by itself, else what closes the block's first paragraph (its closing phrase, else its last number)."""
+    block = block.lstrip()
+    first = _sentence_end(block)
+    if not first or looks_bare(first) or block.startswith(("$", "\\[", "\\(")):
+        return first
+    para = block.split("\n\n", 1)[0]
+    closing = _closing_phrase(para)
+    if closing is not None:
+        return closing
+    nums = _NUMBER_RE.findall(para)
+    return nums[-1].replace("$", "").replace(" ", "").strip() if nums else first
 
 
 def looks_bare(text: str) -> bool:
@@ -149,6 +174,7 @@ def looks_bare(text: str) -> bool:
 
 
 _MATH_SPAN_RE = re.compile(r"\$\$(.{1,300}?)\$\$|\$(.{1,300}?)\$|\\\((.{1,300}?)\\\)|\\\[(.{1,300}?)\\\]", re.DOTALL)
+_DISPLAY_END_RE = re.compile(r"(?:\$\$[^$]{1,300}\$\$|\\\[(?:(?!\\\[).){1,300}\\\])$", re.DOTALL)
 _CLOSING_IS_RE = re.compile(
     r"(?i)\b(?:is|are|equals|becomes|gives|get|obtain|have)[ \t]*:?[ \t]+(?P<ans>[^\n]{1,200}?)[ \t]*[.!]?[ \t]*$"
 )
@@ -158,10 +184,16 @@ def _closing_phrase(text: str) -> str | None:
     """An unmarked answer that closes a solution: the last math span of its last line when nothing
     numeric follows it (``... so the result is $x \\geq 5$.``; of ``$a = b = 7$`` the part after the last
     ``=``), else a bare-looking phrase after a closing "is"/"equals" (``the solution set is [0, \\infty).``)."""
-    lines = [ln for ln in text[-2000:].splitlines() if ln.strip()]
+    tail = text[-2000:].rstrip()
+    lines = [ln for ln in tail.splitlines() if ln.strip()]
     if not lines:
         return None
     last = lines[-1]
+    cut = max(0, len(tail) - 320)
+    display = _DISPLAY_END_RE.search(tail, cut)
+    if display and "\n" in display.group(0).strip():  # a display over several lines: one line for the rules below
+        line_start = tail.rfind("\n", 0, display.start()) + 1
+        last = " ".join(tail[line_start:].split())
     spans = list(_MATH_SPAN_RE.finditer(last))
     if spans:
         m = spans[-1]
@@ -574,27 +606,101 @@ def _approx_equal(a: str, b: str, float_rounding: int) -> bool:
 
 
 # ---------------------------------------------------------------- math-verify behind guards
+MAX_VALUE_BITS = 100_000  # a number math-verify may evaluate: at most ~30,000 digits (2^{2010}, 3^{1001})
+MAX_SYMBOLIC_EXP = 1000  # a power of an expression with variables past this may be expanded: compared as written
+_HUGE = float("inf")
+
+
+def _log2_bound(expr) -> float:
+    """An upper bound on ``log2 |value|`` of what evaluating ``expr`` may build (inf past ~2^30 bits): numbers by
+    their size, sums by their largest term, products by the sum, powers by exponent x base, factorials by
+    ``n log2 n``. Symbols count as small; a symbolic exponent adds nothing (nothing numeric is built)."""
+    import math
+
+    import sympy
+
+    if isinstance(expr, sympy.Integer):
+        return float(max(expr.p.bit_length(), 1))
+    if isinstance(expr, sympy.Rational):
+        return float(max(expr.p.bit_length(), expr.q.bit_length(), 1))
+    if isinstance(expr, sympy.Float):
+        return float(max(abs(int(expr._mpf_[2])) + int(expr._mpf_[3]), 1)) if expr._mpf_[1] else 1.0
+    if isinstance(expr, sympy.Pow | sympy.exp):
+        base, e = (sympy.E, expr.args[0]) if isinstance(expr, sympy.exp) else expr.args
+        b = _log2_bound(base)
+        if not e.is_number:
+            return b + _log2_bound(e)
+        eb = _log2_bound(e)
+        if eb > 30:
+            return _HUGE
+        return max(b, 1.0) * max(2.0 ** eb, 1.0)
+    if isinstance(expr, sympy.factorial | sympy.factorial2 | sympy.binomial | sympy.gamma | sympy.RisingFactorial
+                  | sympy.FallingFactorial):
+        nb = max(_log2_bound(a) for a in expr.args)
+        if nb > 30:
+            return _HUGE
+        n = 2.0 ** nb
+        return n * max(math.log2(n), 1.0)
+    args = [a for a in getattr(expr, "args", ()) if isinstance(a, sympy.Basic)]
+    if not args:
+        return 2.0  # a symbol, pi, e, i
+    bounds = [_log2_bound(a) for a in args]
+    if isinstance(expr, sympy.Mul):
+        return sum(bounds)
+    return max(bounds) + math.log2(len(bounds)) + 1.0
+
+
 def _too_big(expr) -> bool:
-    """True when a sympy expression holds a power/factorial whose evaluation could hang."""
+    """True when evaluating or simplifying a sympy expression could hang: a number past :data:`MAX_VALUE_BITS`
+    bits would be built (``2^{10^{10}}``, ``100000!``), or an expression with variables is raised past
+    :data:`MAX_SYMBOLIC_EXP` (``(x+1)^{3000}`` expands to 3001 terms). Such expressions are compared as
+    written only (:func:`_written_equal`)."""
     import sympy
 
     try:
+        if _log2_bound(expr) > MAX_VALUE_BITS:
+            return True
         for node in sympy.preorder_traversal(expr):
-            if isinstance(node, sympy.Pow):
+            if isinstance(node, sympy.Pow) and not node.base.is_number:
                 e = node.exp
-                if e.has(sympy.Pow) or e.has(sympy.factorial):
-                    return True
-                if e.is_Number and abs(float(e)) > 1000:
+                if not e.is_number or _log2_bound(e) > 30 or abs(float(e)) > MAX_SYMBOLIC_EXP:
                     return True
             elif isinstance(node, sympy.factorial | sympy.factorial2 | sympy.binomial | sympy.gamma):
-                arg = node.args[0]
-                if not arg.is_Number or abs(float(arg)) > 500:
+                if not node.args[0].is_number:
                     return True
-            elif isinstance(node, sympy.Integer) and node.p.bit_length() > 3000:
-                return True
     except Exception:  # noqa: BLE001 - a tree we cannot inspect is not handed on
         return True
     return False
+
+
+def _written_key(expr, budget: list[int]) -> str:
+    """A key of an expression as written, with the terms of sums and the factors of commutative products in
+    a fixed order (``1+x^{2010}`` and ``x^{2010}+1`` get one key); nothing is evaluated. ``budget`` bounds the
+    nodes visited (past it, ValueError)."""
+    import sympy
+
+    budget[0] -= 1
+    if budget[0] < 0:
+        raise ValueError("expression too large to compare as written")
+    args = [a for a in getattr(expr, "args", ()) if isinstance(a, sympy.Basic)]
+    if not args:
+        return f"{type(expr).__name__}:{expr}"
+    keys = [_written_key(a, budget) for a in args]
+    if isinstance(expr, sympy.Add) or (isinstance(expr, sympy.Mul) and expr.is_commutative):
+        keys.sort()
+    return f"{type(expr).__name__}(" + ",".join(keys) + ")"
+
+
+def _written_equal(g: tuple, p: tuple) -> bool:
+    """Whether some parsed gold and pred expression are the same as written, up to the order of terms and
+    factors (for expressions too big to evaluate: :func:`_too_big`)."""
+    import sympy
+
+    try:
+        gk = {_written_key(x, [20_000]) for x in g if isinstance(x, sympy.Basic)}
+        return any(_written_key(y, [20_000]) in gk for y in p if isinstance(y, sympy.Basic))
+    except (ValueError, RecursionError):
+        return False
 
 
 def _timeout() -> int | None:
@@ -603,19 +709,37 @@ def _timeout() -> int | None:
 
 
 @lru_cache(maxsize=1024)
-def _mv_parse(text: str) -> tuple | None:
-    """math-verify's parse of ``text`` (cached; a gold is parsed once), None when empty, failed or too big."""
+def _mv_read(text: str) -> tuple[tuple | None, bool]:
+    """math-verify's parse of ``text`` (cached; a gold is parsed once), None when empty, failed or longer than
+    :data:`MAX_MV_TEXT_CHARS`; and whether it holds an expression too big to evaluate (:func:`_too_big`)."""
     if len(text) > MAX_MV_TEXT_CHARS + 4:
-        return None
+        return None, False
     from math_verify import parse
 
     try:
         out = parse(text, parsing_timeout=_timeout())
     except Exception:  # noqa: BLE001 - math-verify failures are "cannot judge", not crashes
+        return None, False
+    if not out:
+        return None, False
+    return tuple(out), any(_too_big(x) for x in out if not isinstance(x, str))
+
+
+def _mv_parse(text: str) -> tuple | None:
+    """math-verify's parse of ``text``, None when empty, failed or too big to evaluate."""
+    out, big = _mv_read(text)
+    return None if big else out
+
+
+def _mv_equal(gold_text: str, pred_text: str, float_rounding: int) -> bool | None:
+    """math-verify's verdict on two texts as it parses them; expressions too big to evaluate are compared as
+    written (:func:`_written_equal`): equal or None."""
+    (g, g_big), (p, p_big) = _mv_read(gold_text), _mv_read(pred_text)
+    if not g or not p:
         return None
-    if not out or any(_too_big(x) for x in out if not isinstance(x, str)):
-        return None
-    return tuple(out)
+    if g_big or p_big:
+        return True if _written_equal(g, p) else None
+    return _mv_verify(g, p, float_rounding)
 
 
 def _mv_verify(g: tuple | None, p: tuple | None, float_rounding: int) -> bool | None:
@@ -643,7 +767,7 @@ def math_verify_equal(gold: str, pred: str, *, float_rounding: int = FLOAT_ROUND
         g = decimal_comma(g)
     if parse_number(g) is not None:
         p = decimal_comma(p)
-    return _mv_verify(_mv_parse(f"${g}$"), _mv_parse(f"${p}$"), float_rounding)
+    return _mv_equal(f"${g}$", f"${p}$", float_rounding)
 
 
 def _raw_form(text: str) -> str:
@@ -744,7 +868,9 @@ def _structured_equal(a: str, b: str, float_rounding: int, depth: int = 0) -> bo
         return True
     ma, mb = _matrix(ca), _matrix(cb)
     if ma is not None or mb is not None:
-        if ma is None or mb is None or len(ma) != len(mb) or any(len(x) != len(y) for x, y in zip(ma, mb, strict=True)):
+        if ma is None or mb is None:  # one side is no matrix we read (a unit after it, another notation)
+            return bool(math_verify_equal(ca, cb, float_rounding=float_rounding))
+        if len(ma) != len(mb) or any(len(x) != len(y) for x, y in zip(ma, mb, strict=True)):
             return False
         return all(_scalar_equal(x, y, float_rounding, depth + 1)
                    for rx, ry in zip(ma, mb, strict=True) for x, y in zip(rx, ry, strict=True))
@@ -929,7 +1055,7 @@ def answers_equal(gold: str, pred: str, *, float_rounding: int = FLOAT_ROUNDING)
     if not (g_bare and p_bare):
         forms = [_raw_form(gold) if not g_bare else f"${_canon(g)}$",
                  _raw_form(pred) if not p_bare else f"${_canon(p)}$"]
-        if _mv_verify(_mv_parse(forms[0]), _mv_parse(forms[1]), float_rounding):
+        if _mv_equal(forms[0], forms[1], float_rounding):
             return True
     if g is not None and p is not None:
         rg, rp = _mv_parse(_raw_form(gold)), _mv_parse(_raw_form(pred))

@@ -89,7 +89,10 @@ from verifier.verdict import DIMENSIONS, Verdict
 # expressions), equalities said in words, another route back onto the reference, step_scorer-v3;
 # 5: answer equivalence reads a tuple against equations (``(2,3)`` and ``x=2, y=3``), complex numbers in ``i``
 # and repeating decimals; "Step 3:" labels are taken off the steps; "increase by 12000-4000 = 8000" is checked
-VERIFIER_VERSION = 5  # a plain number: the verify stage logs it as an MLflow metric
+# 6: answers with powers too big to evaluate are compared as written (``2^{2010}+1`` = ``1+2^{2010}``), numbers
+# up to 100,000 bits are evaluated; an answer in a display below "The answer is" / an "Answer" heading is read
+# from it; "#### Final Answer" is a heading; a matrix with a unit falls back to math-verify
+VERIFIER_VERSION = 6  # a plain number: the verify stage logs it as an MLflow metric
 
 # numbers a solution may use without a source: 0, 1, 2 (halves, doubles, pairs) and 1/2
 ALWAYS_IMPLICIT = frozenset(Fraction(x) for x in (0, 1, 2, Fraction(1, 2)))

@@ -73,6 +73,14 @@ def test_different(gold, pred):
     ("\\boxed 7", "7"),
     ("no numbers here at all, sorry friend", None),
     ("", None),
+    # answers in a display on the lines below the marker, as chat models write them
+    ("Adding the two parts.\nThe answer is\n$$\n\\frac{1}{2}\n$$", "\\frac{1}{2}"),
+    ("So the product is\n\\[\n\\begin{pmatrix} 0 & 3 \\\\ 0 & -1 \\end{pmatrix}\n\\]",
+     "\\begin{pmatrix} 0 & 3 \\\\ 0 & -1 \\end{pmatrix}"),
+    ("She earns 9 * 2 = 18 dollars.\n### Final Answer\n\n$$\n18\n$$", "18"),
+    ("She earns 9 * 2 = 18 dollars.\n#### Final Answer\nJanet makes 18 dollars every day.", "18"),
+    ("She earns 9 * 2 = 18 dollars.\n#### Answer: 18", "18"),
+    ("Solving gives $x = 3$.\n\n**Answer**: $x = 3$", "x = 3"),
 ])
 def test_extract_answer(text, answer):
     assert extract_answer(text) == answer
