@@ -232,7 +232,7 @@ def extract_answer(text: str) -> str | None:
     lead = _LEAD_RE.sub("", text).strip("`").strip()  # "Therefore, \\frac{4}{7}.", "`4/7`" (math spans: the closing phrase's)
     if lead and lead != text and "$" not in lead and looks_bare(lead):
         return lead
-    if looks_bare(text):
+    if looks_bare(text) or (len(text) <= 80 and word_number(text) is not None):
         return _strip_math(text)
     closing = _closing_phrase(text)
     if closing is not None:
@@ -374,6 +374,7 @@ _DOUBLED_CMD_RE = re.compile(
 )
 _PY_POW_RE = re.compile(r"\*\*\s*(\([^()]{1,40}\)|[\w.]{1,20})")
 _FUNC_HEAD_RE = re.compile(r"^[A-Za-z]\s*\(\s*[A-Za-z](?:\s*,\s*[A-Za-z]){0,3}\s*\)\s*=\s*(?=\S)")
+_EMPTY_SET_RE = re.compile(r"\\varnothing(?![A-Za-z])|∅|\\\{\s*\\\}")
 _STYLE_RE = re.compile(r"\\(?:mathcal|mathbf|mathit|mathsf|boldsymbol|textit|textsf)\s*\{([^{}]{1,40})\}")
 
 
@@ -386,6 +387,7 @@ def _plain_latex(s: str) -> str:
         s = _PY_POW_RE.sub(r"^{\1}", s)
     s = re.sub(r"(?<=\d),\\!\s*(?=\d)", "", s)
     s = _STYLE_RE.sub(r"\1", s)
+    s = _EMPTY_SET_RE.sub(r"\\emptyset", s)
     if s.count("=") == 1:
         s = _FUNC_HEAD_RE.sub("", s)
     return re.sub(r"(?<=[^.\s])\s*[.,]$", "", s.strip("`").strip())
@@ -785,9 +787,49 @@ def _whole_read(parsed: tuple | None, answer: str) -> bool:
 
 
 # ---------------------------------------------------------------- the comparison layer
+_UNITS_WORDS = {w: i for i, w in enumerate(
+    "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen sixteen "
+    "seventeen eighteen nineteen".split())}
+_TENS_WORDS = {w: 10 * i for i, w in enumerate("twenty thirty forty fifty sixty seventy eighty ninety".split(), 2)}
+_NUMBER_WORDS_RE = re.compile(r"(?i)\s*(?:\\(?:text|textbf|mathrm|mbox)\s*\{\s*)?(-?\s*[a-z][a-z \t-]{1,80}?)\s*\}?\s*\.?\s*")
+
+
+def word_number(ans: str) -> int | None:
+    """An answer written as a cardinal in words, up to the millions (``six``, ``\\text{twelve}``, ``Twenty-one``,
+    ``two hundred and five``); None for anything else (``a dozen``, ``first``, a sentence)."""
+    m = _NUMBER_WORDS_RE.fullmatch(ans)
+    if m is None:
+        return None
+    words = m.group(1).lower().replace("-", " ").split()
+    sign = -1 if words and words[0] == "minus" else 1
+    words = [w for w in words[1 if sign < 0 else 0:] if w != "and"]
+    total = current = 0
+    last = None  # what the previous word was: a unit 1-9, a teen 10-19, tens, "hundred" or a scale word
+    for w in words:
+        v = _UNITS_WORDS.get(w)
+        if v is not None and v < 10 and last in (None, "tens", "hundred", "scale") and (v or last is None):
+            current, last = current + v, "unit"
+        elif v is not None and v >= 10 and last in (None, "hundred", "scale"):
+            current, last = current + v, "teen"
+        elif w in _TENS_WORDS and last in (None, "hundred", "scale"):
+            current, last = current + _TENS_WORDS[w], "tens"
+        elif w == "hundred" and last == "unit" and current < 10:
+            current, last = current * 100, "hundred"
+        elif w in ("thousand", "million") and last in ("unit", "teen", "tens", "hundred"):
+            total, current, last = total + current * (1000 if w == "thousand" else 1_000_000), 0, "scale"
+        else:
+            return None
+    return sign * (total + current) if last is not None else None
+
+
 def _read_number(ans: str) -> tuple[Value, bool] | None:
     s = _strip_math(ans)
-    return parse_number(decimal_comma(s))
+    num = parse_number(decimal_comma(s))
+    if num is None and re.search(r"[a-z]{3}", s, re.IGNORECASE):
+        w = word_number(s)
+        if w is not None:
+            return Fraction(w), False
+    return num
 
 
 def _scalar_equal(a: str, b: str, float_rounding: int, depth: int = 0) -> bool:
