@@ -55,9 +55,11 @@ _HASH_RE = re.compile(r"####(?![ \t]*(?:\*\*)?(?:Final[ \t]+)?Answer\b[ \t]*:?[ 
 _HASH_LABEL_RE = re.compile(r"(?i)^(?:\*\*)?(?:final[ \t]+)?answer[ \t]*(?:\*\*)?[ \t]*:[ \t]*(?:\*\*)?[ \t]*")  # "#### Answer: 42"
 _HEADING_RE = re.compile(r"(?m)^[ \t]*#{1,4}[ \t]*(?:\*\*)?(?:Final[ \t]+)?Answer[ \t]*:?[ \t]*(?:\*\*)?[ \t]*:?[ \t]*\n+",
                          re.IGNORECASE)
+_ANSWER_TAG_RE = re.compile(r"(?i)<answer>((?:(?!</?answer>).){1,2000}?)</answer>", re.DOTALL)  # R1-style tags
+_THINK_END_RE = re.compile(r"(?i)</think>")
 _ANSWER_IS_RE = re.compile(
     # "The answer is" / "Answer:" and a display on the next line ("The answer is\n$$\n\frac12\n$$")
-    r"(?i)\banswer\b(?:\*\*)?(?:(?:[ \t]+(?:to[ \t]+(?:the|this)[ \t]+(?:question|problem)[ \t]+)?is|[ \t]*:)[ \t]*:?[ \t]*"
+    r"(?i)(?<![</])\banswer\b(?:\*\*)?(?:(?:[ \t]+(?:to[ \t]+(?:the|this)[ \t]+(?:question|problem)[ \t]+)?is|[ \t]*:)[ \t]*:?[ \t]*"
     r"(?:\*\*)?[ \t]*\n\s*(?=\$|\\\[|\\\()"
     # "The answer is 5", "answer: 5", "answer = 5"
     r"|(?:[ \t]+(?:to[ \t]+(?:the|this)[ \t]+(?:question|problem)[ \t]+)?is)?[ \t]*"
@@ -124,7 +126,8 @@ def _sentence_end(s: str) -> str:
 def answer_candidates(text: str) -> list[tuple[str, str]]:
     """Every explicitly marked final answer in order of strength: (kind, answer) pairs.
 
-    Kinds: ``boxed`` (all boxes), ``hash`` (all ``####`` lines), ``heading``, ``answer_is``.
+    Kinds: ``boxed`` (all boxes), ``tag`` (``<answer>...</answer>``), ``hash`` (all ``####`` lines), ``heading``,
+    ``answer_is``.
     """
     return list(_answer_candidates(text))
 
@@ -132,6 +135,7 @@ def answer_candidates(text: str) -> list[tuple[str, str]]:
 @lru_cache(maxsize=256)
 def _answer_candidates(text: str) -> tuple[tuple[str, str], ...]:
     out: list[tuple[str, str]] = [("boxed", b) for b in boxed_answers(text)]
+    out += [("tag", _block_answer(m.group(1))) for m in _ANSWER_TAG_RE.finditer(text)]
     for m in _HASH_RE.finditer(text):
         line = _HASH_LABEL_RE.sub("", m.group(1))
         out.append(("hash", _sentence_end(line) or line.strip()))
@@ -216,6 +220,14 @@ def _closing_phrase(text: str) -> str | None:
 _LEAD_RE = re.compile(r"(?i)^(?:therefore|thus|hence|so|finally)\s*,?\s+(?=\S)")
 
 
+def after_thinking(text: str) -> str:
+    """What follows a reasoning model's ``</think>`` (its answer), when anything does; else ``text``."""
+    ends = list(_THINK_END_RE.finditer(text))
+    if ends and text[ends[-1].end():].strip():
+        return text[ends[-1].end():].strip()
+    return text
+
+
 def extract_answer(text: str) -> str | None:
     """The final answer in ``text`` (see the module doc for the order of rules), or None."""
     if not isinstance(text, str):
@@ -223,7 +235,8 @@ def extract_answer(text: str) -> str | None:
     text = text.strip()
     if not text:
         return None
-    order = ("boxed", "hash", "heading", "answer_is")
+    text = after_thinking(text)
+    order = ("boxed", "tag", "hash", "heading", "answer_is")
     cands = answer_candidates(text)
     for kind in order:
         found = [a for k, a in cands if k == kind]
@@ -1081,7 +1094,7 @@ def answers_equal(gold: str, pred: str, *, float_rounding: int = FLOAT_ROUNDING)
     """
     if not isinstance(gold, str) or not isinstance(pred, str):
         return False
-    gold, pred = gold[-MAX_TEXT_CHARS:], pred[-MAX_TEXT_CHARS:]
+    gold, pred = after_thinking(gold[-MAX_TEXT_CHARS:]), after_thinking(pred[-MAX_TEXT_CHARS:])
     g, p = extract_answer(gold), extract_answer(pred)
     if g is not None and p is not None:
         gn, pn = _read_number(g), _read_number(p)

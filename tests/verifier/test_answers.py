@@ -81,6 +81,10 @@ def test_different(gold, pred):
     ("She earns 9 * 2 = 18 dollars.\n#### Final Answer\nJanet makes 18 dollars every day.", "18"),
     ("She earns 9 * 2 = 18 dollars.\n#### Answer: 18", "18"),
     ("Solving gives $x = 3$.\n\n**Answer**: $x = 3$", "x = 3"),
+    # reasoning models: an <answer> tag, and only what follows the thinking
+    ("Step 1: x = 10\nStep 2: Sum = 30\n\n<answer>54</answer>", "54"),
+    ("<answer>\nThe total is 3 + 4 = 7 apples.\n</answer>", "7"),
+    ("<think>2 + 2 = 4, or maybe \\boxed{5}</think>\nThe answer is 4.", "4"),
 ])
 def test_extract_answer(text, answer):
     assert extract_answer(text) == answer
