@@ -2,7 +2,7 @@
 
 Lines are steps; lines inside a display-math block (``\\[ ... \\]``, ``$$ ... $$``, ``\\begin{align}``) stay
 with their block; "Step 3:" markers start a new step; a single long line is split into sentences
-(not at decimal points or inside ``$...$``). Example::
+(not at decimal points or inside ``$...$``); ``<think>``/``</think>`` markers are dropped. Example::
 
     >>> split_steps("Natalia sold 48/2 = 24 clips in May.\\nShe sold 48+24 = 72 clips.\\n#### 72")
     ['Natalia sold 48/2 = 24 clips in May.', 'She sold 48+24 = 72 clips.', '#### 72']
@@ -48,6 +48,7 @@ def _sentences(line: str) -> list[str]:
 
 
 _DOLLAR_RE = re.compile(r"(?<![\\$])\$(?!\$)")
+_THINK_TAG_RE = re.compile(r"(?i)</?think>")  # a reasoning model's thinking markers are no steps
 
 
 def _join_open_spans(lines: list[str]) -> list[str]:
@@ -79,7 +80,7 @@ def split_steps(text: str) -> list[str]:
     steps: list[str] = []
     block: list[str] | None = None
     for raw in lines:
-        line = raw.strip()
+        line = _THINK_TAG_RE.sub("", raw).strip() if "think>" in raw else raw.strip()
         if block is not None:
             block.append(line)
             if _CLOSE_RE.search(line) or line == "$$":

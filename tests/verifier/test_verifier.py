@@ -133,6 +133,18 @@ def test_split_steps():
     assert split_steps("Step 1: 3+4=7. Step 2: 7*2=14.") == ["Step 1: 3+4=7.", "Step 2: 7*2=14."]
 
 
+def test_reasoning_model_output_is_read_without_its_markers():
+    """A reasoning model's <think> block and <answer> tag: the markers are no steps (step indices count the
+    reasoning only), the tag is the final answer, and a slip in the thinking is the first error."""
+    good = "<think>\nShe uses 3 + 4 = 7 eggs.\nShe sells 16 - 7 = 9 eggs.\nShe makes 9 * 2 = 18 dollars.\n</think>\n<answer>18</answer>"
+    assert split_steps(good)[0] == "She uses 3 + 4 = 7 eggs." and split_steps(good)[-1] == "<answer>18</answer>"
+    v = MathVerifier(VerifyConfig(embedding_model=None))
+    ok = v.score(Q_EGGS, good, "18")
+    assert ok.correct and ok.first_error_step is None, ok.notes
+    bad = v.score(Q_EGGS, good.replace("= 9 eggs", "= 8 eggs").replace("9 * 2 = 18", "8 * 2 = 16").replace(">18<", ">16<"), "18")
+    assert not bad.correct and bad.first_error_step == 1, bad.notes
+
+
 def test_similarity():
     a = GOOD_CLIPS
     b = "In May, Natalia sold 48/2 = 24 clips. So 48 + 24 = 72 clips in all.\n#### 72"
