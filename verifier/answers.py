@@ -357,6 +357,8 @@ _REL_SUBS = (
     (re.compile(r"\\gt(?![A-Za-z])"), " > "),
 )
 _IMAG_RE = re.compile(r"\\(?:mathrm|text|textrm|mathit|operatorname|rm)\s*\{\s*i\s*\}|\{\\rm\s+i\}")
+_TRIG_RE = re.compile(r"\\(?:sin|cos|tan|cot|sec|csc)(?![A-Za-z])")
+_DEGREES_RE = re.compile(r"(\d+(?:\.\d+)?)\s*\^\s*(?:\{\s*\\circ\s*\}|\\circ)")
 _EULER_RE = re.compile(r"\\(?:mathrm|text|textrm|mathit|operatorname|rm)\s*\{\s*e\s*\}|\{\\rm\s+e\}")
 _INF_RE = re.compile(r"\\infty|∞|\\inf(?![A-Za-z])|\binfinity\b|\binf\b")
 _UNION_RE = re.compile(r"\\cup|∪|(?<=[\])])\s*U\s*(?=[\[(])")
@@ -416,6 +418,9 @@ def _canon(ans: str) -> str:
     s = s.replace("\\$", "").replace("$", "")
     s = _IMAG_RE.sub("i", s)
     s = _EULER_RE.sub("e", s)  # math-verify cannot read \mathrm{e}: 1 - \frac{1}{\mathrm{e}} was read as 1
+    s = re.sub(r"\\langle(?![A-Za-z])", "(", re.sub(r"\\rangle(?![A-Za-z])", ")", s))  # a vector <1,2,3> as a tuple
+    if _TRIG_RE.search(s) and "circ" in s:  # angles in degrees: math-verify drops the degree sign (sin 90° = sin 90)
+        s = _DEGREES_RE.sub(r"(\1\\cdot\\frac{\\pi}{180})", s)
     for pat, rep in _REL_SUBS:
         s = pat.sub(rep, s)
     return re.sub(r"\s+", " ", s).strip()
