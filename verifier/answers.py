@@ -1084,6 +1084,7 @@ def _choice_equal(gold_answer: str, pred_text: str) -> bool:
     return False
 
 
+_ZERO_DIV_RE = re.compile(r"/\s*0(?![\d.])")
 _PLAIN_NUM_RE = re.compile(r"-?(?:[1-9]\d{0,2}(?:,\d{3})+|\d+)(?:\.\d{1,6})?")
 
 
@@ -1119,7 +1120,8 @@ def answers_equal(gold: str, pred: str, *, float_rounding: int = FLOAT_ROUNDING)
             return True
     if g is not None and p is not None:
         rg, rp = _mv_parse(_raw_form(gold)), _mv_parse(_raw_form(pred))
-        trusted = (not g_bare or _whole_read(rg, g)) and (not p_bare or _whole_read(rp, p))
+        trusted = ((not g_bare or _whole_read(rg, g)) and (not p_bare or _whole_read(rp, p))
+                   and not _ZERO_DIV_RE.search(g + " " + p))  # "4 4/0" is no value, though math-verify reads 4
         if trusted and (g_bare or p_bare) and _mv_verify(rg, rp, float_rounding):
             return True
     return False
