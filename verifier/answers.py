@@ -37,8 +37,10 @@ towers of powers or huge factorials (:func:`_too_big`); nothing is ``eval``-ed. 
 
 from __future__ import annotations
 
+import math
 import re
 import threading
+import zlib
 from fractions import Fraction
 from functools import lru_cache
 
@@ -971,7 +973,56 @@ def _structured_equal(a: str, b: str, float_rounding: int, depth: int = 0) -> bo
         return False
     if _approx_equal(ca, cb, float_rounding) or _imaginary_equal(ca, cb):
         return True
-    return bool(math_verify_equal(ca, cb, float_rounding=float_rounding))
+    return bool(math_verify_equal(ca, cb, float_rounding=float_rounding)) or _sampled_equal(ca, cb)
+
+
+SAMPLE_POINTS = 6  # random points at which two expressions in the same variables must agree
+
+
+def _sampled_equal(a: str, b: str) -> bool:
+    """Two expressions in the same one to four variables that agree at :data:`SAMPLE_POINTS` random points in
+    [0.5, 2.5] (relative 1e-9) and wherever both are real at as many points in [-2.5, -0.5]; a point where one
+    side is real and the other is not, or where they differ, decides "unequal". math-verify's simplification
+    misses identities such as ``\\frac{v_0}{r_0}(1+r/r_0)^{-3/2}`` = ``v_0 (r_0/(r+r_0))^{0.5}/(r+r_0)``; points
+    on both signs keep ``\\sqrt{x^2}`` and ``|x|`` apart from ``x``. Values come from ``evalf`` on the parsed
+    trees (nothing is executed); the points are seeded from the texts, so a verdict is reproducible."""
+    import random
+
+    import sympy
+
+    if not re.search(r"[A-Za-z]", a + b) or _BIG_EXP_RE.search(a + b):
+        return False
+    pa, pb = _mv_parse(f"${a}$"), _mv_parse(f"${b}$")
+    if not pa or not pb:
+        return False
+    ea, eb = pa[0], pb[0]
+    if not (isinstance(ea, sympy.Expr) and isinstance(eb, sympy.Expr)) or ea.has(sympy.Symbol("i")):
+        return False
+    calculus = (sympy.Sum, sympy.Product, sympy.Integral, sympy.Derivative, sympy.Limit)
+    if ea.has(*calculus) or eb.has(*calculus):
+        return False  # a sum's bound or an integral's variable taken at a random real is no value
+    syms = ea.free_symbols
+    if not syms or syms != eb.free_symbols or len(syms) > 4:
+        return False
+    order = sorted(syms, key=lambda x: x.name)
+    rng = random.Random(zlib.crc32((a + "\x00" + b).encode("utf-8", "replace")))
+    agreed = 0
+    for k in range(2 * SAMPLE_POINTS):
+        sign = 1 if k < SAMPLE_POINTS else -1
+        point = {x: sympy.Float(sign * rng.uniform(0.5, 2.5), 30) for x in order}
+        try:
+            va, vb = complex(ea.evalf(30, subs=point)), complex(eb.evalf(30, subs=point))
+        except (TypeError, ValueError, ArithmeticError):
+            return False
+        if not all(math.isfinite(z.real) and math.isfinite(z.imag) for z in (va, vb)):
+            return False
+        real_a, real_b = abs(va.imag) <= 1e-12 * max(1.0, abs(va)), abs(vb.imag) <= 1e-12 * max(1.0, abs(vb))
+        if sign < 0 and not real_a and not real_b:
+            continue  # off both expressions' real domain
+        if real_a != real_b or abs(va - vb) > 1e-9 * max(1.0, abs(va), abs(vb)):
+            return False
+        agreed += 1
+    return agreed >= SAMPLE_POINTS
 
 
 _LONE_I_RE = re.compile(r"(?<![A-Za-z\\])i(?![A-Za-z])")
