@@ -6,6 +6,10 @@ accuracy on the first N test problems, the mixed share at k samples, and the gre
 generator's known traps. Prints one table (and the wall time of base + SFT per seed).
 
     .venv/bin/python scripts/testbed_stability.py -c conf/ablation-tiny.yaml --seeds 1234 1 2 --jobs 2 --root /tmp/stab
+
+With ``--model-seeds 0 1`` every data seed is trained once per ``model.tiny.seed`` (other initial weights and
+block order, the same corpus), and the summary separates the two sources of the spread: the SFT models' range
+within a data seed (the training's own noise) against the range of the data seeds' means.
 """
 
 from __future__ import annotations
@@ -60,11 +64,44 @@ def chain(config: str, seed: int, art: Path, log: Path, extra: list[str]) -> sub
                              "--until", "sft"], env=ENV, cwd=ROOT, stdout=log.open("w"), stderr=subprocess.STDOUT)
 
 
+def cell_name(seed: int, model_seed: int | None) -> str:
+    """``1234`` for a data seed alone, ``1234-m1`` with a model seed (file and folder names)."""
+    return str(seed) if model_seed is None else f"{seed}-m{model_seed}"
+
+
+def spread_summary(sft: dict[tuple[int, int | None], float]) -> list[str]:
+    """Lines that summarise SFT greedy accuracies (points) by (data seed, model seed): the spread over data
+    seeds for each model seed and, with several model seeds, the range within each data seed (the training's
+    noise) next to the range of the data seeds' means (what the corpus adds on average)."""
+    if not sft:
+        return ["no SFT model finished"]
+    data_seeds = list(dict.fromkeys(d for d, _ in sft))
+    model_seeds = list(dict.fromkeys(m for _, m in sft))
+    lines = []
+    for m in model_seeds:
+        vals = [sft[(d, m)] for d in data_seeds if (d, m) in sft]
+        label = "" if m is None else f" (model seed {m})"
+        lines.append(f"SFT greedy{label}: spread {max(vals) - min(vals):.1f} points over {len(vals)} data seeds "
+                     f"(min {min(vals):.1f}%, max {max(vals):.1f}%)")
+    if len(model_seeds) > 1:
+        within = {d: [sft[(d, m)] for m in model_seeds if (d, m) in sft] for d in data_seeds}
+        within = {d: v for d, v in within.items() if len(v) > 1}
+        if within:
+            means = {d: sum(v) / len(v) for d, v in within.items()}
+            ranges = ", ".join(f"{d}: {max(v) - min(v):.1f}" for d, v in within.items())
+            lines.append(f"within a data seed (model seeds {', '.join(str(m) for m in model_seeds)}): range {ranges} points")
+            lines.append("data seeds' means: " + ", ".join(f"{d}: {v:.1f}%" for d, v in means.items())
+                         + f" (range {max(means.values()) - min(means.values()):.1f} points)")
+    return lines
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("-c", "--config", default="conf/ablation-tiny.yaml")
     ap.add_argument("--seeds", type=int, nargs="+", default=[1234, 1, 2])
-    ap.add_argument("--root", type=Path, required=True, help="artifacts roots go to <root>/art-<seed>")
+    ap.add_argument("--model-seeds", type=int, nargs="+", default=None,
+                    help="model.tiny.seed values, each trained on every data seed (default: the profile's own)")
+    ap.add_argument("--root", type=Path, required=True, help="artifacts roots go to <root>/art-<seed>[-m<model seed>]")
     ap.add_argument("--n", type=int, default=2000, help="test problems scored (the profile's whole test split)")
     ap.add_argument("--k", type=int, default=0, help="samples per problem for the mixed share (0: greedy only)")
     ap.add_argument("--jobs", type=int, default=1, help="seeds trained at once (each at the profile's threads)")
@@ -72,33 +109,38 @@ def main() -> None:
                     help="a profile override for every seed, e.g. -o sft.max_steps=600 (repeatable)")
     args = ap.parse_args()
     args.root.mkdir(parents=True, exist_ok=True)
-    rows, pending, running = [], list(args.seeds), {}
+    cells = [(seed, m) for seed in args.seeds for m in (args.model_seeds or [None])]
+    rows, pending, running = [], list(cells), {}
     while pending or running:
         while pending and len(running) < args.jobs:
-            seed = pending.pop(0)
-            art = args.root / f"art-{seed}"
-            running[seed] = (chain(args.config, seed, art, args.root / f"run-{seed}.log", args.override), time.time(), art)
+            cell = pending.pop(0)
+            name = cell_name(*cell)
+            extra = args.override + ([] if cell[1] is None else [f"model.tiny.seed={cell[1]}"])
+            art = args.root / f"art-{name}"
+            running[cell] = (chain(args.config, cell[0], art, args.root / f"run-{name}.log", extra), time.time(), art,
+                             extra)
         time.sleep(5)
-        for seed, (proc, t0, art) in list(running.items()):
+        for cell, (proc, t0, art, extra) in list(running.items()):
             if proc.poll() is None:
                 continue
-            del running[seed]
+            del running[cell]
+            name = cell_name(*cell)
             if proc.returncode:
-                raise SystemExit(f"seed {seed}: the flow failed ({args.root / f'run-{seed}.log'})")
+                raise SystemExit(f"{name}: the flow failed ({args.root / f'run-{name}.log'})")
             wall = time.time() - t0
             for stage in ("base", "sft"):
-                q = quality(args.config, seed, model_dir(art, stage), args.n, args.k,
-                            args.root / f"q-{stage}-{seed}.log", args.override)
-                rows.append((seed, stage, f"{wall / 60:.1f}", q))
-                print(seed, stage, q, flush=True)
-    rows.sort(key=lambda r: (args.seeds.index(r[0]), r[1]))
-    print(f"\n| data seed | model | base+SFT min ({args.jobs} at once) | n | greedy | mixed@{args.k} | "
-          "structural share of errors | errors by known type |\n| ---: | --- | ---: | ---: | ---: | ---: | ---: | --- |")
-    for seed, stage, wall, q in rows:
-        print(f"| {seed} | {stage} | {wall} | {q['n']} | {q['greedy']} | {q['mixed']} | {q['structural']} | {q['types']} |")
-    sft = [float(q["greedy"].rstrip("%")) for _, stage, _, q in rows if stage == "sft"]
-    print(f"\nSFT greedy: spread {max(sft) - min(sft):.1f} points over {len(sft)} seeds "
-          f"(min {min(sft):.1f}%, max {max(sft):.1f}%)")
+                q = quality(args.config, cell[0], model_dir(art, stage), args.n, args.k,
+                            args.root / f"q-{stage}-{name}.log", extra)
+                rows.append((cell, stage, f"{wall / 60:.1f}", q))
+                print(name, stage, q, flush=True)
+    rows.sort(key=lambda r: (cells.index(r[0]), r[1]))
+    print(f"\n| data seed | model seed | model | base+SFT min ({args.jobs} at once) | n | greedy | mixed@{args.k} | "
+          "structural share of errors | errors by known type |\n| ---: | ---: | --- | ---: | ---: | ---: | ---: | ---: | --- |")
+    for (seed, m), stage, wall, q in rows:
+        print(f"| {seed} | {'profile' if m is None else m} | {stage} | {wall} | {q['n']} | {q['greedy']} | {q['mixed']} | "
+              f"{q['structural']} | {q['types']} |")
+    sft = {cell: float(q["greedy"].rstrip("%")) for cell, stage, _, q in rows if stage == "sft"}
+    print("\n" + "\n".join(spread_summary(sft)))
 
 
 if __name__ == "__main__":

@@ -508,3 +508,28 @@ def test_arm_displacement_averages_the_seeds_dpo_metrics(tmp_path):
     evals["old"][0] = old  # a DPO run from before the diagnostic: no row
     rows = arm_displacement(evals)
     assert [(r.arm, r.seeds, r.logps_chosen_delta) for r in rows] == [("weighted-0.3", 2, -3.0)]
+
+
+def _stability_script():
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[2] / "scripts" / "testbed_stability.py"
+    spec = importlib.util.spec_from_file_location("testbed_stability", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_stability_summary_separates_training_noise_from_the_data_seed():
+    """scripts/testbed_stability.py --model-seeds: the spread over data seeds per model seed, the range within a
+    data seed (the training's noise) and the range of the data seeds' means."""
+    t = _stability_script()
+    assert t.cell_name(1234, None) == "1234" and t.cell_name(1234, 1) == "1234-m1"
+    one = t.spread_summary({(1234, None): 65.3, (2, None): 72.1, (1, None): 73.3})
+    assert one == ["SFT greedy: spread 8.0 points over 3 data seeds (min 65.3%, max 73.3%)"]
+    two = t.spread_summary({(1234, 0): 65.3, (1234, 1): 62.7, (2, 0): 72.1, (2, 1): 70.0, (1, 0): 73.3})
+    assert two[0].startswith("SFT greedy (model seed 0): spread 8.0 points over 3 data seeds")
+    assert two[1].startswith("SFT greedy (model seed 1): spread 7.3 points over 2 data seeds")
+    assert two[2] == "within a data seed (model seeds 0, 1): range 1234: 2.6, 2: 2.1 points"
+    assert two[3] == "data seeds' means: 1234: 64.0%, 2: 71.0% (range 7.0 points)"  # seed 1 has one model only
+    assert t.spread_summary({}) == ["no SFT model finished"]
