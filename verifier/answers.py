@@ -59,6 +59,8 @@ _HEADING_RE = re.compile(r"(?m)^[ \t]*#{1,4}[ \t]*(?:\*\*)?(?:Final[ \t]+)?Answe
                          re.IGNORECASE)
 _ANSWER_TAG_RE = re.compile(r"(?i)<answer>((?:(?!</?answer>).){1,2000}?)</answer>", re.DOTALL)  # R1-style tags
 _THINK_END_RE = re.compile(r"(?i)</think>")
+_CHAT_END_RE = re.compile(r"<\|(?:im_end|endoftext|eot_id|end_of_text|im_start)\|>|</s>|<\|end\|>")
+_NEW_TURN_RE = re.compile(r"\n[ \t]*(?:Question|Problem|Q|Human|User)[ \t]*\d*[ \t]*:")
 _ANSWER_IS_RE = re.compile(
     # "The answer is" / "Answer:" and a display on the next line ("The answer is\n$$\n\frac12\n$$")
     r"(?i)(?<![</])\banswer\b(?:\*\*)?(?:(?:[ \t]+(?:to[ \t]+(?:the|this)[ \t]+(?:question|problem)[ \t]+)?is|[ \t]*:)[ \t]*:?[ \t]*"
@@ -223,10 +225,19 @@ _LEAD_RE = re.compile(r"(?i)^(?:therefore|thus|hence|so|finally)\s*,?\s+(?=\S)")
 
 
 def after_thinking(text: str) -> str:
-    """What follows a reasoning model's ``</think>`` (its answer), when anything does; else ``text``."""
+    """The part of a model's output that holds its answer: what follows a reasoning model's last ``</think>``
+    (when anything does), up to a chat-end token (``<|im_end|>``, ``</s>``, ...) and, after an answer, up to a
+    new turn the model went on to write ("\n\nQuestion: ...", "\nHuman: ..."), as lm-evaluation-harness's
+    stop sequences cut it."""
     ends = list(_THINK_END_RE.finditer(text))
     if ends and text[ends[-1].end():].strip():
-        return text[ends[-1].end():].strip()
+        text = text[ends[-1].end():].strip()
+    end = _CHAT_END_RE.search(text)
+    if end and text[:end.start()].strip():
+        text = text[:end.start()].rstrip()
+    turn = _NEW_TURN_RE.search(text)
+    if turn and _answer_candidates(text[:turn.start()]):
+        text = text[:turn.start()].rstrip()
     return text
 
 

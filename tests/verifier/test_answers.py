@@ -85,6 +85,11 @@ def test_different(gold, pred):
     ("Step 1: x = 10\nStep 2: Sum = 30\n\n<answer>54</answer>", "54"),
     ("<answer>\nThe total is 3 + 4 = 7 apples.\n</answer>", "7"),
     ("<think>2 + 2 = 4, or maybe \\boxed{5}</think>\nThe answer is 4.", "4"),
+    # a model that goes on after its answer: a chat-end token, or a new question it writes itself
+    ("She makes 9 * 2 = 18 dollars.\nThe answer is 18.<|im_end|>\n<|im_start|>user\nThe answer is 5", "18"),
+    ("She makes 9 * 2 = 18 dollars.\nThe answer is 18.\n\nQuestion: A robe takes 2 bolts of blue fiber and half "
+     "that much white fiber. How many bolts?\nAnswer: 2 + 1 = 3. The answer is 3.", "18"),
+    ("Question: what is 2 + 2?\nAnswer: 4", "4"),
 ])
 def test_extract_answer(text, answer):
     assert extract_answer(text) == answer
