@@ -232,6 +232,12 @@ def after_thinking(text: str) -> str:
     ends = list(_THINK_END_RE.finditer(text))
     if ends and text[ends[-1].end():].strip():
         text = text[ends[-1].end():].strip()
+    return end_of_output(text)
+
+
+def end_of_output(text: str) -> str:
+    """``text`` up to a chat-end token (``<|im_end|>``, ``</s>``, ...) and, after an answer, up to a new turn the
+    model went on to write ("\n\nQuestion: ...", "\nHuman: ..."); the whole text when there is neither."""
     end = _CHAT_END_RE.search(text)
     if end and text[:end.start()].strip():
         text = text[:end.start()].rstrip()

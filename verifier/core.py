@@ -68,6 +68,7 @@ from conf.schema import VerifyConfig
 from verifier.answers import (
     answer_candidates,
     answers_equal,
+    end_of_output,
     extract_answer,
     normalize_answer,
     numbers_equal,
@@ -572,9 +573,12 @@ def _unlabel(step: str) -> str:
 def _split_solution(solution: str | list[str], limit: int) -> tuple[list[str], list[str]]:
     """The solution's steps (at most ``limit`` characters in all) and a note when it was cut."""
     if isinstance(solution, str):
+        end = end_of_output(solution[:limit])
+        cut = [f"checked the output up to character {len(end)} of {len(solution)}: a chat-end token or a new turn "
+               "follows the answer"] if len(end) < len(solution[:limit].rstrip()) else []
         if len(solution) <= limit:
-            return split_steps(solution), []
-        return split_steps(solution[:limit]), [f"solution has {len(solution)} characters; checked the first {limit}"]
+            return split_steps(end), cut
+        return split_steps(end), [f"solution has {len(solution)} characters; checked the first {limit}", *cut]
     steps, used = [], 0
     for s in solution or []:
         s = str(s).strip()

@@ -133,6 +133,18 @@ def test_split_steps():
     assert split_steps("Step 1: 3+4=7. Step 2: 7*2=14.") == ["Step 1: 3+4=7.", "Step 2: 7*2=14."]
 
 
+def test_a_new_turn_after_the_answer_is_not_checked():
+    """A model that answers, then writes a new question and a wrong answer to it (as base models do without
+    stop sequences): the verdict is on its answer, and the cut is named in the notes."""
+    good = "She sells 16 - 3 - 4 = 9 eggs.\nShe makes 9 * 2 = 18 dollars.\nThe answer is 18."
+    tail = "\n\nQuestion: A robe takes 2 bolts of blue fiber and half that much white fiber.\nAnswer: 2 + 1 = 4. The answer is 4."
+    v = MathVerifier(VerifyConfig(embedding_model=None))
+    alone, cont = v.score(Q_EGGS, good, "18"), v.score(Q_EGGS, good + tail, "18")
+    assert cont.correct and cont.first_error_step is None and cont.dims == alone.dims, cont.notes
+    assert any("new turn" in n for n in cont.notes)
+    assert v.score(Q_EGGS, good + "<|im_end|>" + tail, "18").correct
+
+
 def test_reasoning_model_output_is_read_without_its_markers():
     """A reasoning model's <think> block and <answer> tag: the markers are no steps (step indices count the
     reasoning only), the tag is the final answer, and a slip in the thinking is the first error."""
