@@ -261,7 +261,7 @@ def extract_answer(text: str) -> str | None:
         found = [a for k, a in cands if k == kind]
         if found:
             return found[-1]
-    lead = _LEAD_RE.sub("", text).strip("`").strip()  # "Therefore, \\frac{4}{7}.", "`4/7`" (math spans: the closing phrase's)
+    lead = _LEAD_RE.sub("", text).strip("`*").strip()  # "**18**", "Therefore, \\frac{4}{7}.", "`4/7`" (math spans: the closing phrase's)
     if lead and lead != text and "$" not in lead and looks_bare(lead):
         return lead
     if looks_bare(text) or (len(text) <= 80 and word_number(text) is not None):
