@@ -570,9 +570,23 @@ def _elements(s: str) -> tuple[str, list[str]] | None:
     elif t.startswith("(") and t.endswith(")") and _balanced(t[1:-1]):
         t, kind = t[1:-1], "tuple"
     parts = _split_top(t)
+    if kind != "tuple":  # "\\pm 8, \\pm 1" is 8, -8, 1, -1; "4 \\pm i" is 4 + i, 4 - i
+        parts = [q for part in parts for q in _plus_minus(part)]
     if len(parts) < 2 or len(parts) > MAX_ELEMENTS or not all(parts):
         return None
     return kind, parts
+
+
+_PM_RE = re.compile(r"\\pm(?![A-Za-z])|±|\\mp(?![A-Za-z])|∓")
+
+
+def _plus_minus(part: str) -> list[str]:
+    """An element with one ``\\pm`` (or ``\\mp``) as its two values, the ``+`` one first; else the element."""
+    found = _PM_RE.findall(part)
+    if len(found) != 1:
+        return [part]
+    first, second = ("-", "+") if found[0] in ("\\mp", "∓") else ("+", "-")
+    return [_PM_RE.sub(lambda _: first, part).strip(), _PM_RE.sub(lambda _: second, part).strip()]
 
 
 # ---------------------------------------------------------------- decimals against exact values
@@ -984,7 +998,13 @@ def _structured_equal(a: str, b: str, float_rounding: int, depth: int = 0) -> bo
         (ka, xa), (_, xb) = ea, eb
         pair = _tuple_and_other(ea, eb)
         if pair is not None:
-            return _assignments_tuple_equal(*pair, float_rounding, depth)
+            if _assignments(pair[1]) is not None:
+                return _assignments_tuple_equal(*pair, float_rounding, depth)
+            # a tuple against a bare list ("(1, 2)" and "1,2"): the same values in the same order, as math-verify
+            # reads it; against a set, math-verify's reading
+            if "set" in (ka, eb[0]):
+                return bool(math_verify_equal(ca, cb, float_rounding=float_rounding))
+            return _all_match(pair[0], pair[1], True, float_rounding, depth)
         if _all_match(xa, xb, ka == "tuple", float_rounding, depth):
             return True
         return False
