@@ -1150,6 +1150,7 @@ def _decided_unequal(gold: str, pred: str, g: str, p: str, bare: tuple[bool, boo
     return not _approx_equal(g, p, float_rounding) and not math_verify_equal(g, p, float_rounding=float_rounding)
 
 
+_TEXT_WRAP_RE = re.compile(r"\\(?:text|textbf|mathrm|mbox)\s*\{([^{}]*)\}")
 _CHOICE_GOLD_RE = re.compile(r"\(?([A-J])\)?")
 _CHOICE_PRED_RES = (
     re.compile(r"\(?([A-J])\)?(?:[.:)]\s.*|[.:)]?)", re.DOTALL),  # "C", "(C)", "C.", "C. x = 42"
@@ -1162,7 +1163,9 @@ def _choice_equal(gold_answer: str, pred_text: str) -> bool:
     """A multiple-choice letter gold (``C``, ``(C)``, ``\\text{C}``) against a pred that states one choice
     letter: ``C. x = 42``, ``(C)``, ``**C**``, ``I think it's (D).`` (a short text, one letter in parentheses)."""
     m = _CHOICE_GOLD_RE.fullmatch(normalize_answer(gold_answer).upper())
-    t = pred_text.strip()
+    t = _strip_math(pred_text.strip())
+    w = _TEXT_WRAP_RE.fullmatch(t)  # \text{(D) a non-horizontal line}
+    t = w.group(1).strip() if w else t
     if m is None or len(t) > 200:
         return False
     for pat in _CHOICE_PRED_RES:

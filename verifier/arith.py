@@ -98,6 +98,7 @@ _TOKEN_RE = re.compile(
     r"|(?P<eq>=|≈)"
     r"|(?P<lp>[(\[])|(?P<rp>[)\]])|(?P<lb>\{)|(?P<rb>\})"
     r"|(?P<fact>!)"
+    r"|(?P<ratio>(?<=\d):(?=\d))"  # 2:5, 3:15: a ratio or a time, never a break between two calculations
     r"|(?P<word>[A-Za-z]+(?:/[A-Za-z]+)*)"
     r"|(?P<other>.)",
     re.DOTALL,
@@ -148,7 +149,7 @@ def _tokenize_cached(text: str) -> tuple[Tok, ...]:
 # token kinds whose Tok is (kind, matched text): looked up before the chain below (words are most tokens)
 _SIMPLE_KIND = {"word": "word", "text": "word", "ordinal": "word", "op": "op", "lp": "lp",
                 "rp": "rp", "lb": "lb", "rb": "rb", "fact": "fact", "ann": "ann",
-                "base": "cmd"}  # base: 1011_2, a numeral in another base
+                "base": "cmd", "ratio": "cmd"}  # base: 1011_2, a numeral in another base
 
 
 def _tokenize(text: str) -> list[Tok]:
@@ -790,8 +791,11 @@ _ROW_RE = re.compile(r"\\\\(?:\[[^\]]{0,20}\])?|\\(?:newline|cr)\b")
 _CLOSER = {"$": "$", "$$": "$$", "\\(": "\\)", "\\[": "\\]"}
 
 
+_FUNC_NAME_RE = re.compile(r"(?<![\\A-Za-z])[A-Za-z]{3,}(?=(?:\\left)?\()")  # cis(0), sgn\left(x\right): no prose
+
+
 def _looks_like_math(inside: str) -> bool:
-    body = _TEXT_CMD_RE.sub(" ", inside)
+    body = _FUNC_NAME_RE.sub(" ", _TEXT_CMD_RE.sub(" ", inside))
     if len(_PROSE_WORDS_RE.findall(body)) >= 2:
         return False  # "$5 for apples and $": currency signs around prose
     return (bool(inside.strip()) and not inside[-1:].isspace()) or bool(re.search(r"[\\^_{]", inside))
@@ -880,7 +884,10 @@ def latex_tokens(toks: list[Tok]) -> list[Tok]:
     symbols, so the side they belong to is left unchecked instead of being cut into a wrong calculation."""
     out: list[Tok] = []
     modular = False
-    for t in toks:
+    for j, t in enumerate(toks):
+        if t.kind == "word" and not t.text.startswith("\\") and j + 1 < len(toks) and toks[j + 1].kind == "lp":
+            out.append(Tok("var", t.text))  # cis(0), sgn(x): a function applied, its side left unchecked
+            continue
         if t.kind == "eq" and modular:
             out.append(Tok("brk", "\\equiv"))  # "= " after a congruence means "is congruent to"
         elif t.kind == "cmd" and t.text in RELATION_CMDS:

@@ -91,3 +91,17 @@ def test_by_takes_an_operand_only_after_an_operation():
     assert extract_calculations("40 divided by 4 = 10") == []
     assert extract_calculations("then it is multiplied by 3 = 12") == []
     assert extract_calculations("reduced by 5 = 20") == []
+
+
+def test_ratios_times_and_named_functions_are_no_calculations():
+    """A ratio or a time ("2:5", "3:15") and a function the channel does not know ("cis(0)") are not cut into
+    false calculations (PRM800K solutions rated good: "20 * 2:5 = 4:10 = 8", "cis(4\\pi) = cis(0) = 1")."""
+    from verifier.arith import extract_calculations, numbers_in
+
+    assert extract_calculations("So 20 * 2:5 = 4:10 = 8.") == []
+    assert extract_calculations("At 3:15 = 15 minutes past 3.") == []
+    assert numbers_in("The ratio 2:5") == [2, 5]  # the numbers are still the text's
+    assert [(c.text, c.ok) for c in extract_calculations("Ratio 1:2 means 3 * 2 = 7 cups.")] == [("3 * 2 = 7", False)]
+    assert extract_calculations("That gives $cis\\left(4\\pi\\right) = cis\\left(0\\right) = 1$.") == []
+    assert extract_calculations("$sgn(-3) = -1$") == []
+    assert [c.ok for c in extract_calculations("$2(3+4) = 15$")] == [False]
