@@ -72,6 +72,7 @@ MAX_VALUES = 4  # values remembered per variable
 MAX_COMBOS = 64
 N_POINTS = 4
 MAX_SOLVED_VARS = 2
+MAX_EXPLAINING_EQUATIONS = 8  # the stated equations (latest first) a continuation may have used
 SOLVED_WINDOW = 3
 QUESTION_EQS = True
 
@@ -600,7 +601,7 @@ def check_algebra(steps: list[str], check: Callable[[], None] | None = None,
                     _check_chain(chain, -1, state, None, True, True)
     for i, step in enumerate(steps):
         if i > 0 and _CONTINUES.match(step):
-            _check_continuation(steps[i - 1], step, i, out)
+            _check_continuation(steps[i - 1], step, i, out, state.equations)
         if "=" not in step or not re.search(r"[A-Za-z](?:_\{?\w+\}?)?\s*[=+\-^)}]|[=+\-^({]\s*[A-Za-z]|\\pi|\\frac", step):
             continue
         segments = split_math(step) if len(step) <= 20000 else ()
@@ -679,9 +680,35 @@ _CONTINUES = re.compile(r"\s*(?:(?:and|so),?\s+)?(?:(?:which|that|this|it)(?:'s|
                         r"\s*(?:just\s+|simply\s+|equal\s+to\s+)?(?=\$|\\\[|\\\()|(?=\$\s*=|\\\[\s*=))", re.IGNORECASE)
 
 
-def _check_continuation(prev: str, step: str, i: int, out: list[list[Calculation]]) -> None:
+def _explained(a: Node, b: Node, equations: list[_Link], seed: int) -> bool:
+    """Whether ``a - b`` is a constant multiple of ``left - right`` of an equation stated before (the
+    question's ``A+M+C=12`` explains ``... - (A+M+C) - 1`` = ``... - 12 - 1``): checked at three random
+    rational points, the ratio the same at each."""
+    rng = random.Random(seed)
+    for eq in equations[-MAX_EXPLAINING_EQUATIONS:]:
+        names = sorted(free_vars(a) | free_vars(b) | eq.vars)
+        ratios: list[Value] = []
+        for _ in range(3):
+            env = {v: Fraction(rng.randint(2, 97), rng.randint(1, 13)) for v in names}
+            try:
+                d = evaluate(a, env) - evaluate(b, env)
+                e = evaluate(eq.left, env) - evaluate(eq.right, env)
+            except (EvalError, ZeroDivisionError, OverflowError, ValueError, TypeError):
+                break
+            if e == 0 or _close(e, 0):
+                break
+            ratios.append(d / e)
+        if len(ratios) == 3 and not _close(ratios[0], 0) and all(_close(r, ratios[0]) for r in ratios[1:]):
+            return True
+    return False
+
+
+def _check_continuation(prev: str, step: str, i: int, out: list[list[Calculation]],
+                        equations: list[_Link] | None = None) -> None:
     """A step that goes on with the previous step's last expression ("Which is $X$.", "$= X$") must equal
-    it: numbers up to the rounding of the digits shown, expressions in the same variables as an identity."""
+    it: numbers up to the rounding of the digits shown, expressions in the same variables as an identity
+    or as a use of an equation stated before (:func:`_explained`: the question's ``A+M+C=12`` lets
+    ``(A+1)(M+1)(C+1)-(A+M+C)-1`` go on as ``(A+1)(M+1)(C+1)-12-1``)."""
     m = _CONTINUES.match(step)
     if not m or len(prev) > 20000 or len(step) > 20000:
         return
@@ -721,6 +748,8 @@ def _check_continuation(prev: str, step: str, i: int, out: list[list[Calculation
     text = f"{_side_text(a_toks)} = {_side_text(b_toks)}"
     if va:
         verdict = identical(a, b, zlib.crc32(text.encode()))
+        if verdict is False and equations and _explained(a, b, equations, zlib.crc32(text.encode())):
+            verdict = True
         if verdict is not None:
             out[i].append(_calc(text, text.split(" = "), verdict, "" if verdict else f"{text} is not an identity"))
         return

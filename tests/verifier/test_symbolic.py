@@ -219,3 +219,17 @@ def test_hostile_input_gets_a_verdict_within_the_budget(text):
     assert time.perf_counter() - t0 < budget + 1.0
     assert v.status in ("ok", "unparsed", "timeout")
     assert all(0.0 <= x <= 1.0 for x in v.dims.values())
+
+
+def test_a_continuation_may_use_an_equation_the_question_states():
+    """PRM800K (train, rated good): the question's A+M+C=12 lets the next step go on with "-12" in place of
+    "-(A+M+C)"; without that equation the same continuation is no identity."""
+    from verifier.symbolic import check_algebra
+
+    q = "Let $A$, $M$, and $C$ be nonnegative integers such that $A+M+C=12$. What is the maximum of $AMC+AM+MC+CA$?"
+    steps = ["Notice that the given expression is equal to $(A+1)(M+1)(C+1)-(A+M+C)-1$.",
+             "This is equal to $(A+1)(M+1)(C+1)-12-1$."]
+    assert [c.ok for c in check_algebra(steps, None, q)[1]] == [True]  # checked: -(A+M+C) + 12 = 0 by the question
+    assert [c.ok for c in check_algebra(steps, None, "")[1]] == [False]
+    wrong = [steps[0], "This is equal to $(A+1)(M+1)(C+1)-13-1$."]
+    assert [c.ok for c in check_algebra(wrong, None, q)[1]] == [False]  # 13 is not what the question gives
