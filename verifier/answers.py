@@ -1191,7 +1191,7 @@ def answers_equal(gold: str, pred: str, *, float_rounding: int = FLOAT_ROUNDING)
     """
     if not isinstance(gold, str) or not isinstance(pred, str):
         return False
-    gold, pred = after_thinking(gold[-MAX_TEXT_CHARS:]), after_thinking(pred[-MAX_TEXT_CHARS:])
+    gold, pred = after_thinking(gold)[-MAX_TEXT_CHARS:], after_thinking(pred)[-MAX_TEXT_CHARS:]
     g, p = extract_answer(gold), extract_answer(pred)
     if g is not None and p is not None:
         gn, pn = _read_number(g), _read_number(p)
