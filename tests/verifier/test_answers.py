@@ -150,3 +150,10 @@ def test_bounded_on_huge_and_hostile_inputs():
     assert answers_equal("7", "x " * 30000 + "\n#### 7")
     assert not answers_equal("2^{2^{2^{2^{2}}}}", "9^{9^{9}}")
     assert time.perf_counter() - t < 20
+
+
+def test_an_answer_before_a_long_run_on_is_read():
+    """A model that answers and then runs on for 200,000 characters of new turns: the answer is found where
+    the output ends, before the text is cut to its last MAX_TEXT_CHARS."""
+    text = "She makes 9 * 2 = 18 dollars.\nThe answer is 18." + "\n\nQuestion: and then?" * 10000
+    assert answers_equal("18", text) and not answers_equal("17", text)
