@@ -290,12 +290,15 @@ def _strip_math(s: str) -> str:
     return s
 
 
+_TEXT_WRAP_RE = re.compile(r"\\(?:text|textbf|mathrm|mbox)\s*\{([^{}]*)\}")  # \text{...} and its kin
+
+
 def normalize_answer(ans: str) -> str:
     """A canonical string form for string comparison (spaces, ``$``, ``\\left``, ``\\dfrac``, text wrappers)."""
     s = _plain_latex(normalize_chars(_strip_math(ans)))
     s = re.sub(r"\\[dt]frac", r"\\frac", s)
     s = re.sub(r"(?<!\\)\\(?:left|right|displaystyle|!|,|;|:| )", "", s)  # not the "\\\\" row break
-    s = re.sub(r"\\(?:text|textbf|mathrm|mbox)\s*\{([^{}]*)\}", r"\1", s)
+    s = _TEXT_WRAP_RE.sub(r"\1", s)
     s = s.replace("\\$", "").replace("$", "")
     s = re.sub(r"^[A-Za-z]\s*=\s*", "", s) if s.count("=") == 1 else s
     s = re.sub(r"\s+", "", s).rstrip(".").lower()
@@ -586,7 +589,7 @@ def _plus_minus(part: str) -> list[str]:
     if len(found) != 1:
         return [part]
     first, second = ("-", "+") if found[0] in ("\\mp", "∓") else ("+", "-")
-    return [_PM_RE.sub(lambda _: first, part).strip(), _PM_RE.sub(lambda _: second, part).strip()]
+    return [_PM_RE.sub(first, part).strip(), _PM_RE.sub(second, part).strip()]
 
 
 # ---------------------------------------------------------------- decimals against exact values
@@ -668,8 +671,6 @@ def _log2_bound(expr) -> float:
     """An upper bound on ``log2 |value|`` of what evaluating ``expr`` may build (inf past ~2^30 bits): numbers by
     their size, sums by their largest term, products by the sum, powers by exponent x base, factorials by
     ``n log2 n``. Symbols count as small; a symbolic exponent adds nothing (nothing numeric is built)."""
-    import math
-
     import sympy
 
     if isinstance(expr, sympy.Integer):
@@ -1027,14 +1028,12 @@ def _sampled_equal(a: str, b: str) -> bool:
 
     import sympy
 
-    if not re.search(r"[A-Za-z]", a + b) or _BIG_EXP_RE.search(a + b):
+    if not re.search(r"[A-Za-z]", a + b):
         return False
-    pa, pb = _mv_parse(f"${a}$"), _mv_parse(f"${b}$")
-    if not pa or not pb:
+    pair = _two_expressions(a, b)
+    if pair is None or pair[0].has(sympy.Symbol("i")):
         return False
-    ea, eb = pa[0], pb[0]
-    if not (isinstance(ea, sympy.Expr) and isinstance(eb, sympy.Expr)) or ea.has(sympy.Symbol("i")):
-        return False
+    ea, eb = pair
     calculus = (sympy.Sum, sympy.Product, sympy.Integral, sympy.Derivative, sympy.Limit)
     if ea.has(*calculus) or eb.has(*calculus):
         return False  # a sum's bound or an integral's variable taken at a random real is no value
@@ -1066,19 +1065,30 @@ _LONE_I_RE = re.compile(r"(?<![A-Za-z\\])i(?![A-Za-z])")
 _BIG_EXP_RE = re.compile(r"\^\s*\{?\s*[-+]?\s*\d{4,}")
 
 
+def _two_expressions(a: str, b: str):
+    """math-verify's parse of two answers as sympy expressions (not sets, relations or text), else None; None
+    also when a power has a 4-digit exponent, whose parse alone may take math-verify's whole timeout."""
+    import sympy
+
+    if _BIG_EXP_RE.search(a + b):
+        return None
+    pa, pb = _mv_parse(f"${a}$"), _mv_parse(f"${b}$")
+    if not pa or not pb or not (isinstance(pa[0], sympy.Expr) and isinstance(pb[0], sympy.Expr)):
+        return None
+    return pa[0], pb[0]
+
+
 def _imaginary_equal(a: str, b: str) -> bool:
     """Two expressions whose only variable is ``i``, equal as complex numbers (``i(2-i)`` is ``1+2i``,
     ``10 - 10i^2`` is 20). math-verify reads ``i`` as a plain symbol, so it judges these apart."""
-    if not _LONE_I_RE.search(a + b) or _BIG_EXP_RE.search(a + b):
-        return False  # no imaginary unit, or a power whose parse alone may take math-verify's whole timeout
-    pa, pb = _mv_parse(f"${a}$"), _mv_parse(f"${b}$")
-    if not pa or not pb:
+    if not _LONE_I_RE.search(a + b):
+        return False
+    pair = _two_expressions(a, b)
+    if pair is None:
         return False
     import sympy
 
-    ea, eb = pa[0], pb[0]
-    if not (isinstance(ea, sympy.Expr) and isinstance(eb, sympy.Expr)):
-        return False
+    ea, eb = pair
     syms = ea.free_symbols | eb.free_symbols
     if not syms or any(x.name != "i" for x in syms):
         return False
@@ -1150,7 +1160,6 @@ def _decided_unequal(gold: str, pred: str, g: str, p: str, bare: tuple[bool, boo
     return not _approx_equal(g, p, float_rounding) and not math_verify_equal(g, p, float_rounding=float_rounding)
 
 
-_TEXT_WRAP_RE = re.compile(r"\\(?:text|textbf|mathrm|mbox)\s*\{([^{}]*)\}")
 _CHOICE_GOLD_RE = re.compile(r"\(?([A-J])\)?")
 _CHOICE_PRED_RES = (
     re.compile(r"\(?([A-J])\)?(?:[.:)]\s.*|[.:)]?)", re.DOTALL),  # "C", "(C)", "C.", "C. x = 42"

@@ -92,7 +92,9 @@ from verifier.verdict import DIMENSIONS, Verdict
 # and repeating decimals; "Step 3:" labels are taken off the steps; "increase by 12000-4000 = 8000" is checked
 # 6: answers with powers too big to evaluate are compared as written (``2^{2010}+1`` = ``1+2^{2010}``), numbers
 # up to 100,000 bits are evaluated; an answer in a display below "The answer is" / an "Answer" heading is read
-# from it; "#### Final Answer" is a heading; a matrix with a unit falls back to math-verify
+# from it; "#### Final Answer" is a heading; <answer> tags, </think>, chat-end tokens and new turns; a matrix
+# with a unit, \pm lists, degrees in trig answers, numbers in words, random-point equality of expressions;
+# ratios, times and unknown functions are no calculations; a continuation may use a stated equation
 VERIFIER_VERSION = 6  # a plain number: the verify stage logs it as an MLflow metric
 
 # numbers a solution may use without a source: 0, 1, 2 (halves, doubles, pairs) and 1/2

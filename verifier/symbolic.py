@@ -685,8 +685,9 @@ def _explained(a: Node, b: Node, equations: list[_Link], seed: int) -> bool:
     question's ``A+M+C=12`` explains ``... - (A+M+C) - 1`` = ``... - 12 - 1``): checked at three random
     rational points, the ratio the same at each."""
     rng = random.Random(seed)
+    own = free_vars(a) | free_vars(b)
     for eq in equations[-MAX_EXPLAINING_EQUATIONS:]:
-        names = sorted(free_vars(a) | free_vars(b) | eq.vars)
+        names = sorted(own | eq.vars)
         ratios: list[Value] = []
         for _ in range(3):
             env = {v: Fraction(rng.randint(2, 97), rng.randint(1, 13)) for v in names}
