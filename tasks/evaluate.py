@@ -41,7 +41,7 @@ from tasks.evaluation.evalsets import few_shot_examples, flat_metrics, grade_set
 from tasks.generation.engine import chat_prompt, generate
 from training.modelref import read_model_ref
 
-VERSION = "4"  # bump when grading changes (4: verifier 6's answer extraction and equivalence)
+VERSION = "5"  # bump when grading changes (4: verifier 6's answer extraction and equivalence; 5: verifier 7's numbers)
 
 
 def run(cfg, inputs: Mapping[str, Path], out: Path, callbacks: Sequence[Any] = ()) -> dict[str, Any]:

@@ -45,7 +45,8 @@ class NotNumeric(EvalError):
 
 # ---------------------------------------------------------------- unicode digits
 _SYMBOLS = {"−": "-", "–": "-", "×": "*", "·": "*", "÷": "/", "⋅": "*", "∗": "*",
-            "\u00a0": " ", "\u2009": " ", "\u202f": " "}
+            "\u00a0": " ", "\u2009": " ", "\u202f": " ",
+            "¢": " ", "€": " ", "£": " ", "¥": " ", "₹": " "}  # currency signs, as "$" in prose
 _NON_ASCII_RE = re.compile(r"[^\x00-\x7f]")
 
 
@@ -80,7 +81,7 @@ class Tok(NamedTuple):
     approx: bool = False
 
 
-_NUM = r"(?:\d{1,3}(?:(?:,|\{,\}|,\\!)\d{3})+(?:\.\d+)?|\d+(?:\.\d+)?|\.\d+)"
+_NUM = r"(?:\d{1,3}(?:(?:,|\{,\}|,\\!| |\\,)\d{3}(?!\d))+(?:\.\d+)?|\d+(?:\.\d+)?|\.\d+)"  # 1,000 1 000 1\,000
 _TOKEN_RE = re.compile(
     r"(?P<ws>\s+|\\[,;:! ]|~|&|\\quad|\\qquad|\\(?:left|right|[bB]igg?[lr]?|displaystyle|boxed)(?![A-Za-z])|\\\$|\$)"
     r"|(?P<ann><<[^<>]{0,400}>>)"
@@ -114,11 +115,11 @@ FUNCTIONS = frozenset("\\" + f for f in (
     "sin cos tan cot sec csc arcsin arccos arctan sinh cosh tanh log ln lg exp lim max min gcd lcm det deg "
     "sum prod int mod bmod pmod operatorname floor ceil lfloor rfloor lceil rceil arg dim ker Pr").split())
 _WORD_OPS = {"times": "*", "plus": "+", "minus": "-", "x": "*", "X": "*"}
-UNIT_BRIDGE_MAX = 2
+UNIT_BRIDGE_MAX = 3
 
 
 def _num_tok(text: str, pct: bool) -> Tok:
-    clean = text.replace("{,}", "").replace("\\!", "").replace(",", "")
+    clean = text.replace("{,}", "").replace("\\!", "").replace("\\,", "").replace(",", "").replace(" ", "")
     digits = len(clean.replace(".", ""))
     if digits > MAX_LITERAL_DIGITS:
         return Tok("brk", text)
@@ -520,14 +521,28 @@ def _computed_before(out: list[Tok]) -> bool:
     return ops >= 1 and nums >= 2
 
 
-def _runs(toks: list[Tok]) -> list[tuple[list[Tok], str | None]]:
+def _lead(toks: list[Tok], j: int, words: int = 6) -> str:
+    """What leads into a run that starts at ``toks[j]``: ``"start"`` (the text's or a sentence's start),
+    ``"number"`` (a number or an operator ends within ``words`` words before, only words between) or ``""``."""
+    if j == 0 or (toks[j - 1].kind == "brk" and toks[j - 1].text in ".:!?;\n"):
+        return "start"
+    k, n_words = j - 1, 0
+    while k >= 0 and n_words < words and (toks[k].kind == "word" or toks[k].text in ("'", "\u2019")):
+        n_words += toks[k].kind == "word"  # "Andrew's": a word, not a break
+        k -= 1
+    return "number" if 0 <= k < j - 1 and toks[k].kind in ("num", "rp", "op") else ""
+
+
+def _runs(toks: list[Tok]) -> list[tuple[list[Tok], str | None, str]]:
     """Maximal stretches of math tokens; unit words between an operand and an operator are skipped.
 
-    Returns each run with the word directly before it (to spot ``half of 50 = 25``).
+    Returns each run with the word directly before it (to spot ``half of 50 = 25``) and what leads into
+    it (:func:`_lead`: ``10 cows on the boat - 6 = 4``).
     """
-    runs: list[tuple[list[Tok], str | None]] = []
+    runs: list[tuple[list[Tok], str | None, str]] = []
     cur: list[Tok] = []
     before: str | None = None
+    lead = ""
     last_word: str | None = None
     prev_word: str | None = None
     j = 0
@@ -537,6 +552,7 @@ def _runs(toks: list[Tok]) -> list[tuple[list[Tok], str | None]]:
         if t.kind in _MATH_KINDS:
             if not cur:  # "of" with the word before it: "half of 50" is not "a total of 3+4"
                 before = f"{prev_word} {last_word}" if last_word in ("of", "by") and prev_word else last_word
+                lead = _lead(toks, j)
             cur.append(t)
             j += 1
             continue
@@ -544,17 +560,18 @@ def _runs(toks: list[Tok]) -> list[tuple[list[Tok], str | None]]:
             k = j
             while k < n and k - j < UNIT_BRIDGE_MAX and toks[k].kind == "word":
                 k += 1
-            has_op = any(x.kind == "op" for x in cur)
+            side = cur[max((i for i, x in enumerate(cur) if x.kind == "eq"), default=-1) + 1:]
+            has_op = any(x.kind == "op" for x in side)  # "4-2=2 hours=120 minutes": a conversion, no bridge
             if k < n and k > j and (toks[k].kind == "op" or (toks[k].kind == "eq" and has_op)):
                 j = k  # "48 clips + 24 clips = 72" -> bridge the unit words
                 continue
         if cur:
-            runs.append((cur, before))
+            runs.append((cur, before, lead))
             cur = []
         prev_word, last_word = last_word, (t.text.lower() if t.kind == "word" else None)
         j += 1
     if cur:
-        runs.append((cur, before))
+        runs.append((cur, before, lead))
     return runs
 
 
@@ -798,6 +815,8 @@ def _looks_like_math(inside: str) -> bool:
     body = _FUNC_NAME_RE.sub(" ", _TEXT_CMD_RE.sub(" ", inside))
     if len(_PROSE_WORDS_RE.findall(body)) >= 2:
         return False  # "$5 for apples and $": currency signs around prose
+    if inside.rstrip()[-1:] in ("+", "-", "*", "/", "="):
+        return False  # "$36/$3": a span cannot end in an operator, so these are currency signs
     return (bool(inside.strip()) and not inside[-1:].isspace()) or bool(re.search(r"[\\^_{]", inside))
 
 
@@ -840,8 +859,8 @@ def split_math(text: str) -> tuple[tuple[str, bool], ...]:
             pos = opened_at = m.end()
         elif (env and m.group(1) == "end" and closer == f"\\end{{{env}}}") or (not env and d == closer):
             inside = text[opened_at:m.start()]
-            if d == "$" and not _looks_like_math(inside):
-                return ((text, False),)
+            if d == "$" and (not _looks_like_math(inside) or text[m.end():m.end() + 1].isdigit()):
+                return ((text, False),)  # "$5 and $3", "$12-$4": currency signs ($ right before a digit)
             pieces.append((inside, True))
             closer = None
             pos = m.end()
@@ -910,7 +929,8 @@ def latex_tokens(toks: list[Tok]) -> list[Tok]:
 _CONTRA_RE = re.compile(r"contradict|impossible|absurd|no (?:real |integer |positive )?solutions?|not possible|"
                         r"\bfalse\b|cannot|can't|\bnot (?:a solution|true|equal|work|valid)|doesn't work|"
                         r"does not work|would not|wouldn't|\\neq|\\ne\b|≠|"
-                        r"units? digit|ones digit|last (?:two )?digits?|remainder|modulo|\bmod\b|congruen",
+                        r"units? digit|ones digit|last (?:two )?digits?|remainder|modulo|\bmod\b|congruen|"
+                        r"\bwith (?:\d+|one|two|three) (?:\w+ )?(?:left|remaining)\b|\bleft ?over\b",
                         re.IGNORECASE)  # refutations, and digit/residue arithmetic written with "="
 
 
@@ -935,7 +955,7 @@ def extract_calculations(step: str) -> list[Calculation]:
     for seg, is_math in segments:
         seg_toks = toks if len(segments) == 1 and not is_math else tokenize(seg)
         seg_toks = _with_vars(_stripped(seg_toks), latex=is_math)
-        _chains(latex_tokens(seg_toks) if is_math else seg_toks, calcs, step_approx, precision)
+        _chains(latex_tokens(seg_toks) if is_math else seg_toks, calcs, step_approx, precision, prose=not is_math)
     if len(calcs) > n_ann and any(c.ok is False for c in calcs[n_ann:]) and _CONTRA_RE.search(step[:20000]):
         for c in calcs[n_ann:]:  # "we get -6 = 2, which is impossible": a refutation, not a slip
             if c.ok is False:
@@ -944,8 +964,15 @@ def extract_calculations(step: str) -> list[Calculation]:
     return calcs
 
 
-def _chains(toks: list[Tok], calcs: list[Calculation], step_approx: bool, precision: float | None) -> None:
-    for run, before in _runs(toks):
+def _chains(toks: list[Tok], calcs: list[Calculation], step_approx: bool, precision: float | None,
+            prose: bool = False) -> None:
+    """The ``a op b = c`` chains of ``toks`` into ``calcs``. In prose a run that does not start a sentence
+    keeps no left side when that side is a lone number that does not hold ("bowled a 120 + ... bowled an 85 = 318", "Remaining
+    10 = 62,300/10", "lessons 13,15,17&19 = 4 lessons": a label, a list or the tail of a sum told in
+    words) or when a word leads into it and it starts with a sign after a number or an operator a few
+    words back ("10 cows on the boat - 6 drowned = 4", "2 tapes * $9/tape + $25 = $43": the left
+    operand is among the words; "we get -3 + 5 = 2" is kept)."""
+    for run, before, lead in _runs(toks):
         cut = len(run) > MAX_RUN_TOKENS
         if cut:
             run = run[-MAX_RUN_TOKENS:]
@@ -962,12 +989,15 @@ def _chains(toks: list[Tok], calcs: list[Calculation], step_approx: bool, precis
             sides[0] = _trim(sides[0], left=True)
         if sides and sides[-1]:
             sides[-1] = _trim(sides[-1], left=False)
+        if prose and lead != "start" and len(sides) >= 2 and sides[0] and _told_in_words(
+                sides[0], sides[1], before is not None and lead == "number"):
+            sides[0] = []
         # split at sides that do not parse (a new chain starts after them)
         chain: list[list[Tok]] = []
         chain_vals: list[list[Value]] = []
         for s in sides + [[]]:
-            if s:
-                vs, failed = _eval_side(s)
+            if s:  # a literal with a leading zero is a time or a code ("0900 - 0130 = 0730 hours")
+                vs, failed = _eval_side(s) if not any(_leading_zero(t) for t in s) else ([], True)
                 if not failed:
                     chain.append(s)
                     chain_vals.append(vs)
@@ -978,6 +1008,22 @@ def _chains(toks: list[Tok], calcs: list[Calculation], step_approx: bool, precis
                 if c is not None and c.ok is not None:
                     calcs.append(c)
             chain, chain_vals = [], []
+
+
+def _leading_zero(t: Tok) -> bool:
+    return t.kind == "num" and t.text[:1] == "0" and t.text[1:2].isdigit()
+
+
+def _told_in_words(left: list[Tok], right: list[Tok], after_number: bool) -> bool:
+    """Whether a prose left side is only part of what the sentence computes: a sign first when words lead
+    into it after a number (``after_number``), or a lone number that the next side does not equal (see
+    :func:`_chains`)."""
+    if left[0].kind == "op" and left[0].text in "+-":
+        return after_number
+    if len(left) != 1 or left[0].kind != "num":
+        return False
+    vs, failed = _eval_side(right)
+    return not failed and bool(vs) and not any(values_match(left[0].value, v, _decimals(right)) for v in vs)
 
 
 _BY_OPS = frozenset(("divided", "divide", "divides", "dividing", "multiplied", "multiply", "multiplies",

@@ -76,7 +76,7 @@ from verifier.answers import (
 )
 from verifier.arith import Calculation, Value, extract_calculations, numbers_in, split_math, values_match
 from verifier.learned import StepScorer, load_scorer
-from verifier.semantic import Alignment, Embedder, alignment, word_numbers
+from verifier.semantic import STOPWORDS, Alignment, Embedder, alignment, word_numbers
 from verifier.semantic import similarity as lexical_similarity
 from verifier.steps import split_steps
 from verifier.symbolic import check_algebra
@@ -95,7 +95,11 @@ from verifier.verdict import DIMENSIONS, Verdict
 # from it; "#### Final Answer" is a heading; <answer> tags, </think>, chat-end tokens and new turns; a matrix
 # with a unit, \pm lists, degrees in trig answers, numbers in words, random-point equality of expressions;
 # ratios, times and unknown functions are no calculations; a continuation may use a stated equation
-VERIFIER_VERSION = 6  # a plain number: the verify stage logs it as an MLflow metric
+# 7: currency signs around an operator ("$36/$3", "¢275/¢25") are no math span; thousands grouped with spaces;
+# a prose left side told partly in words (a lone number that does not hold, a sign after words) is not read as
+# the whole left side; "hours = minutes" conversions and leading-zero times are no calculations; a value used
+# before a later step derives it as another quantity ("4 friends", then "3 + 1 = 4 donuts") is no ordering error
+VERIFIER_VERSION = 7  # a plain number: the verify stage logs it as an MLflow metric
 
 # numbers a solution may use without a source: 0, 1, 2 (halves, doubles, pairs) and 1/2
 ALWAYS_IMPLICIT = frozenset(Fraction(x) for x in (0, 1, 2, Fraction(1, 2)))
@@ -634,7 +638,8 @@ def _ordering(steps: list[str], calcs: list[list[Calculation]], given: set, impl
     derives it. Otherwise:
 
     - a later step derives it: *used before derived* (a step-ordering flag), even when an earlier
-      sentence already stated it ("the discount is $12 so he pays $80-$12", then "15% of $80 = $12");
+      sentence already stated it ("the discount is $12 so he pays $80-$12", then "15% of $80 = $12"),
+      unless the two steps name it as different things (:func:`_other_quantity`);
     - nothing derives it and ``ref_derived`` (the values a reference solution derives) holds it: a
       quantity that should have been derived but never is (returned as ``(step, value, "underived")``);
     - nothing derives it and no sentence stated it before (or twice in the same step: "February has
@@ -648,6 +653,38 @@ def _ordering(steps: list[str], calcs: list[list[Calculation]], given: set, impl
                                   f"step {i} uses {_fmt(v)} before step {j} derives it"))
     score = 0.0 if not flags else min(1.0, ORDERING_FIRST + ORDERING_EACH * (len(flags) - 1))
     return score, flags, unsupported
+
+
+_ANNOTATION_RE = re.compile(r"<<[^<>]{0,400}>>")
+_COUNT_NOUN_RE = re.compile(r"(=\s*\$?\s*)?(?<![\d.,])(\d[\d,]*(?:\.\d+)?)\s*([A-Za-z]{3,})")
+_NOT_NOUNS = STOPWORDS | {"times", "plus", "minus", "divided", "multiplied", "equals", "gives", "yields",
+                          "percent", "per", "cents", "dollars", "left", "remaining", "more", "less", "fewer"}
+
+
+def _nouns_after(step: str, v: Value, results: bool = False) -> set[str]:
+    """The words that follow ``v`` where the step writes it in prose ("4 friends", "<<3+1=4>>4 donuts");
+    with ``results``, those after a result (``= 5 hours``) when there are any."""
+    out, after_eq = set(), set()
+    for m in _COUNT_NOUN_RE.finditer(_ANNOTATION_RE.sub(" ", step)):
+        word = m.group(3).lower()
+        if word in _NOT_NOUNS:
+            continue
+        try:
+            if Fraction(m.group(2).replace(",", "")) == v:
+                out.add(word.rstrip("s"))
+                if m.group(1):
+                    after_eq.add(word.rstrip("s"))
+        except ValueError:
+            continue
+    return after_eq if results and after_eq else out
+
+
+def _other_quantity(used_in: str, derived_in: str, v: Value) -> bool:
+    """Whether the step that uses ``v`` and the later step that derives it name it as different things:
+    "Andrew is having 4 friends over ... 4 x 3 = 12", then "3 + 1 = 4 donuts for each friend" is a
+    coincidence of values, not a step out of order."""
+    used, derived = _nouns_after(used_in, v), _nouns_after(derived_in, v, results=True)
+    return bool(used) and bool(derived) and not used & derived
 
 
 def _first_derived(calcs: list[list[Calculation]]) -> dict[Value, int]:
@@ -698,7 +735,8 @@ def _misplaced_operands(steps: list[str], calcs: list[list[Calculation]], given:
                 if j == i:
                     continue  # a later calculation of the same step derives it
                 if j is not None and j > i:
-                    early.append((i, v, j))
+                    if not _other_quantity(steps[i], steps[j], v):
+                        early.append((i, v, j))
                 elif ref_derived is not None and v in ref_derived:
                     unsupported.append((i, v, "underived"))
                 elif v not in stated and v not in here and not _small_count(v):

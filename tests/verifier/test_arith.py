@@ -35,7 +35,28 @@ CALCS = [  # (step text, [(ok, result)])
     ("5 times 3 is 16, so she has 16 apples.", [(False, 16)]),
     ("She has 3 * 4 = 12, and 12 + 5 equals 18.", [(True, 12), (False, 18)]),
     ("The answer is 7.", []),  # no calculation before "is"
-    ("the fraction 4/15 is 4/15*$75=$<<4/15*75=20>>20", [(True, 20)]),  # "is" before an expression
+    # "is" before an expression; "$75=$" holds currency signs, so the prose chain is read beside the annotation
+    ("the fraction 4/15 is 4/15*$75=$<<4/15*75=20>>20", [(True, 20), (True, 20)]),
+    # currency signs, never math delimiters: a "$...$" span cannot end in an operator
+    ("he uses $36/$3 = <<36/3=12>>12 gallons a week.", [(True, 12), (True, 12)]),
+    ("so ¢275/¢25 = 11 quarters are needed", [(True, 11)]),
+    # thousands grouped with spaces; times with a leading zero are no quantities
+    ("Thus, 5 650 000 - 5 000 000 = 650 000 cars are left", [(True, 650000)]),
+    ("$1\\,000 + 2\\,000 = 3\\,000$", [(True, 3000)]),
+    ("He has to leave at 0900-0130 = 0730 hours", []),
+    # a unit conversion after a result is no calculation: "2 hours = 120 minutes"
+    ("Thus, he has 4-2=2 hours=120 minutes left", [(True, 2)]),
+    # a left side told partly in words: a label, a list, the tail of a sum
+    ("Gretchen bowled a 120 + Mitzi bowled a 113 + Beth bowled an 85 = 318 combined score.", []),
+    ("So he pays for lessons 13,15,17&19 = 4 lessons.", []),
+    ("Remaining 10 = 62,300/10 = $6230", [(True, 6230)]),
+    ("10 cows on the boat - 6 drowned = 4 cows made it", []),
+    ("Amanda spent 2 tapes * $9/tape + $25 = $43.", []),
+    # ... but a sign that starts the expression, and a claim that starts a sentence, are checked
+    ("we get -3 + 5 = 8", [(False, 8)]),
+    ("So the area is 12. 45 = 9 * 6", [(False, 54)]),
+    # integer division with its remainder said
+    ("100 stickers / 3 friends = 33 stickers for each friend, with 1 remaining.", []),
 ]
 
 

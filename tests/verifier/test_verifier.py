@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from conf.schema import VerifyConfig
@@ -197,6 +199,38 @@ def test_small_value_used_before_it_is_derived():
     assert any("uses 8 before step 1 derives it" in n for n in v.notes)
 
 
+Q_DONUTS = ("Andrew is having two of his friends over for a sleepover. For one friend, Brian, he asks his mother to "
+            "buy 3 donuts. He asks for his other friend, Samuel, to get the same. A day before the sleepover Andrew "
+            "ends up inviting two more friends and asks his mother to buy them the same amount of donuts. Just in "
+            "case, Andrew's mother wants to buy one more donut for each of Andrew's friends. Andrew's mother is going "
+            "to buy the same amount of donuts for Andrew as everybody else. How many donuts will Andrew's mother "
+            "need to buy?")
+REF_DONUTS = ("Andrew is having 4 friends over who will get 3 donuts each, 4 x 3 = <<4*3=12>>12 donuts total.\n"
+              "Andrew's mother wants to get 1 extra donut for each of Andrew's friends, 3 donuts + 1 extra = <<3+1=4>>4 "
+              "donuts for each of Andrew's friends.\n"
+              "Andrew's mother is buying 12 + 4 extra donuts for Andrew's friends = <<12+4=16>>16 total donuts.\n"
+              "Andrew's mother is also going to get 3 + 1 extra donut for Andrew = <<3+1=4>>4 donuts.\n"
+              "Andrew's mother will need to buy 16 donuts for Andrew's friends + 4 donuts for Andrew = <<16+4=20>>20 "
+              "total donuts.\n#### 20")
+Q_FUEL = ("Mr. Alvarez spends $36 on diesel fuel each week. If the cost of diesel fuel is $3 per gallon, how many "
+          "gallons of diesel fuel does Mr. Alvarez use in two weeks?")
+FUEL = "In a week, Mr. Alvarez uses $36/$3 = {w} gallons a week.\nSo in two weeks, he uses {w} x 2 = {t} gallons.\n#### {t}"
+
+
+def test_a_value_that_a_later_step_derives_as_another_quantity_is_no_ordering_error():
+    """"4 friends" in step 0 and "3 + 1 = 4 donuts" in step 1: the same number, two quantities."""
+    v = MathVerifier().score(Q_DONUTS, REF_DONUTS, "20")
+    assert v.correct and v.first_error_step is None and v.dims["step_ordering"] == 0.0, v.notes
+
+
+def test_currency_signs_around_a_division_are_no_math_span():
+    """"$36/$3 = 12" is 36 / 3 = 12, not a span "36/" and a claim "3 = 12"; a slip there is still caught."""
+    good = MathVerifier().score(Q_FUEL, FUEL.format(w=12, t=24), "24")
+    assert good.first_error_step is None and good.dims["symbolic_validity"] == 0.0, good.notes
+    bad = MathVerifier().score(Q_FUEL, FUEL.format(w=13, t=26), "24")
+    assert bad.first_error_step == 0 and any("36 / 3 = 13 is wrong" in n for n in bad.notes), bad.notes
+
+
 def test_value_stated_in_prose_then_derived_later_is_out_of_order():
     s = _steps(REF_BARRY)
     v = MathVerifier().score(Q_BARRY, [s[1], s[0], s[2]], "68")
@@ -283,3 +317,31 @@ def test_step_labels_are_no_numbers_of_the_solution(label):
     assert plain.first_error_step == 0, plain.notes
     assert (labelled.first_error_step, labelled.correct, labelled.dims) == (0, False, plain.dims), labelled.notes
     assert labelled.steps == JACKET
+
+
+def _probe_script():
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[2] / "scripts" / "false_flag_probe.py"
+    spec = importlib.util.spec_from_file_location("false_flag_probe", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_false_flag_probe_rewrites_a_reference_in_chat_styles_and_counts_flags(tmp_path, capsys):
+    """scripts/false_flag_probe.py: the four forms keep the reference's calculations and answer, and a correct
+    reference (here the donuts one, whose "4 friends" once read as a step out of order) gets no first error."""
+    probe = _probe_script()
+    f = probe.forms("He uses $36/$3 = $<<36/3=12>>12 a week.\nIn two weeks, 12 x 2 = <<12*2=24>>24 gallons.\n#### 24")
+    assert "<<" not in f["plain"] and f["plain"].endswith("The answer is 24.")
+    assert "**Step 2:**" in f["markdown"] and "12 \\times 2 = 24" in f["markdown"] and "\\boxed{24}" in f["markdown"]
+    assert "\\(12 \\times 2 = 24\\)" in f["inline"] and f["inline"].endswith("#### 24")
+    (tmp_path / "gsm8k").mkdir()
+    rows = [{"question": Q_DONUTS, "answer": REF_DONUTS}, {"question": Q_FUEL, "answer": FUEL.format(w=12, t=24)}]
+    (tmp_path / "gsm8k" / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert probe.main(["--data", str(tmp_path), "--n", "2"]) == 0
+    out = capsys.readouterr().out
+    for form in ("source", "plain", "markdown", "inline"):
+        assert f"| {form} | 2 | 0 (0.0%) | 0 |" in out, out
