@@ -430,6 +430,16 @@ def _plain_latex(s: str) -> str:
     return re.sub(r"(?<=[^.\s])\s*[.,]$", "", s.strip("`").strip())
 
 
+# a mixed number before a factor: 2\frac{1}{4}\pi is (2 + 1/4)\pi, as a whole answer 2\frac14 is 9/4
+_MIXED_FACTOR_RE = re.compile(r"(?<![\w.}^_\\])(\d{1,9})\s*\\frac\s*(\{\s*\d{1,9}\s*\}|\d)\s*(\{\s*\d{1,9}\s*\}|\d)"
+                              r"(?=\s*(?:\\pi|\\sqrt|[A-Za-z]))")
+
+
+def _mixed_factor(m: re.Match) -> str:
+    w, a, b = int(m.group(1)), int(m.group(2).strip("{} ")), int(m.group(3).strip("{} "))
+    return f"\\frac{{{w * b + a}}}{{{b}}}" if 0 < a < b else m.group(0)
+
+
 def _canon(ans: str) -> str:
     """A canonical LaTeX form for math-verify and for structure: relations as ``\\geq``/``\\leq``/``\\neq``,
     ``\\mathrm{i}`` as ``i``, ``\\dfrac`` as ``\\frac``, no ``\\left``/``\\right``/spacing commands, no
@@ -438,6 +448,7 @@ def _canon(ans: str) -> str:
     s = re.sub(r"\\[dt]frac", r"\\frac", s)
     s = re.sub(r"\\(?:left|right|big|Big|bigg|Bigg)(?![A-Za-z])|\\displaystyle|(?<!\\)\\[!,;: ]|~", " ", s)
     s = s.replace("\\$", "").replace("$", "")
+    s = _MIXED_FACTOR_RE.sub(_mixed_factor, s)
     s = _IMAG_RE.sub("i", s)
     s = _EULER_RE.sub("e", s)  # math-verify cannot read \mathrm{e}: 1 - \frac{1}{\mathrm{e}} was read as 1
     s = re.sub(r"\\langle(?![A-Za-z])", "(", re.sub(r"\\rangle(?![A-Za-z])", ")", s))  # a vector <1,2,3> as a tuple

@@ -911,6 +911,12 @@ def latex_tokens(toks: list[Tok]) -> list[Tok]:
             out.append(Tok("brk", "\\equiv"))  # "= " after a congruence means "is congruent to"
         elif t.kind == "cmd" and t.text in RELATION_CMDS:
             modular = modular or t.text in ("\\equiv", "\\pmod", "\\mod", "\\bmod")
+            if t.text in ("\\pmod", "\\mod", "\\bmod"):  # "74 = -1 \pmod{15}": the chain before is a congruence
+                k = len(out) - 1
+                while k >= 0 and out[k].kind != "brk":
+                    if out[k].kind == "eq":
+                        out[k] = Tok("brk", "\\equiv")
+                    k -= 1
             out.append(Tok("brk", t.text))
         elif t.kind == "brk" and t.text not in _SEPARATORS:
             out.append(Tok("cmd", t.text))

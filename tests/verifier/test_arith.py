@@ -55,6 +55,8 @@ CALCS = [  # (step text, [(ok, result)])
     # ... but a sign that starts the expression, and a claim that starts a sentence, are checked
     ("we get -3 + 5 = 8", [(False, 8)]),
     ("So the area is 12. 45 = 9 * 6", [(False, 54)]),
+    # a congruence written with "=" and \pmod after it
+    ("$74 = -1 \\pmod{15}$", []),
     # integer division with its remainder said
     ("100 stickers / 3 friends = 33 stickers for each friend, with 1 remaining.", []),
 ]
