@@ -99,7 +99,7 @@ from verifier.verdict import DIMENSIONS, Verdict
 # a prose left side told partly in words (a lone number that does not hold, a sign after words) is not read as
 # the whole left side; "hours = minutes" conversions and leading-zero times are no calculations; a value used
 # before a later step derives it as another quantity ("4 friends", then "3 + 1 = 4 donuts") is no ordering error;
-# "= ... \\pmod{n}" is a congruence; a mixed number before a factor (2\\frac{1}{4}\\pi) is read as one number;
+# "= ... \pmod{n}" is a congruence; a mixed number before a factor (2\frac{1}{4}\pi) is read as one number;
 # unit words between an operand and an operator are bridged up to three words (was two)
 VERIFIER_VERSION = 7  # a plain number: the verify stage logs it as an MLflow metric
 
