@@ -305,7 +305,15 @@ def normalize_answer(ans: str) -> str:
     return s
 
 
-_MIXED_RE = re.compile(r"\s*(-?)\s*(\d{1,9})\s*\\[dt]?frac\s*(\{\s*\d{1,9}\s*\}|\d)\s*(\{\s*\d{1,9}\s*\}|\d)\s*")
+# a whole part and a fraction: 1\frac12, 2 \frac{3}{4} (groups: whole, numerator, denominator; see _mixed_value)
+_MIXED = r"(\d{1,9})\s*\\[dt]?frac\s*(\{\s*\d{1,9}\s*\}|\d)\s*(\{\s*\d{1,9}\s*\}|\d)"
+_MIXED_RE = re.compile(rf"\s*(-?)\s*{_MIXED}\s*")
+
+
+def _mixed_value(whole: str, num: str, den: str) -> Fraction | None:
+    """The value of a mixed number from :data:`_MIXED`'s groups, or None when the fraction is not proper."""
+    a, b = int(num.strip("{} ")), int(den.strip("{} "))
+    return Fraction(int(whole)) + Fraction(a, b) if 0 < a < b else None
 
 
 _REPEATING_RE = re.compile(r"\s*(-?)\s*(\d{0,12})\.(\d{0,12})\\overline\s*\{\s*(\d{1,12})\s*\}\s*")
@@ -331,10 +339,9 @@ def parse_number(ans: str) -> tuple[Value, bool] | None:
         return (-v if sign else v), False
     mixed = _MIXED_RE.fullmatch(s)
     if mixed is not None:  # 1\frac12, 2 \frac{3}{4}: a whole part and a proper fraction
-        sign, w, a, b = mixed.group(1), int(mixed.group(2)), int(mixed.group(3).strip("{}")), int(mixed.group(4).strip("{}"))
-        if 0 < a < b:
-            v = Fraction(w) + Fraction(a, b)
-            return (-v if sign else v), False
+        v = _mixed_value(*mixed.group(2, 3, 4))
+        if v is not None:
+            return (-v if mixed.group(1) else v), False
     pct = bool(re.search(r"(?:\\%|%|\bpercent)\s*\.?\s*$", s))
     s = re.sub(r"^\s*(?:\\\$|\$|USD|Rs\.?|€|£)\s*", "", s)
     s = _UNIT_TAIL_RE.sub("", s).strip()
@@ -431,13 +438,12 @@ def _plain_latex(s: str) -> str:
 
 
 # a mixed number before a factor: 2\frac{1}{4}\pi is (2 + 1/4)\pi, as a whole answer 2\frac14 is 9/4
-_MIXED_FACTOR_RE = re.compile(r"(?<![\w.}^_\\])(\d{1,9})\s*\\frac\s*(\{\s*\d{1,9}\s*\}|\d)\s*(\{\s*\d{1,9}\s*\}|\d)"
-                              r"(?=\s*(?:\\pi|\\sqrt|[A-Za-z]))")
+_MIXED_FACTOR_RE = re.compile(rf"(?<![\w.}}^_\\]){_MIXED}(?=\s*(?:\\pi|\\sqrt|[A-Za-z]))")
 
 
 def _mixed_factor(m: re.Match) -> str:
-    w, a, b = int(m.group(1)), int(m.group(2).strip("{} ")), int(m.group(3).strip("{} "))
-    return f"\\frac{{{w * b + a}}}{{{b}}}" if 0 < a < b else m.group(0)
+    v, den = _mixed_value(*m.group(1, 2, 3)), int(m.group(3).strip("{} "))
+    return m.group(0) if v is None else f"\\frac{{{v * den}}}{{{den}}}"  # 2\frac{2}{4}: \frac{10}{4}
 
 
 def _canon(ans: str) -> str:

@@ -82,9 +82,10 @@ class Tok(NamedTuple):
 
 
 _NUM = r"(?:\d{1,3}(?:(?:,|\{,\}|,\\!| |\\,)\d{3}(?!\d))+(?:\.\d+)?|\d+(?:\.\d+)?|\.\d+)"  # 1,000 1 000 1\,000
+ANNOTATION = r"<<[^<>]{0,400}>>"  # a GSM8K calculator mark
 _TOKEN_RE = re.compile(
     r"(?P<ws>\s+|\\[,;:! ]|~|&|\\quad|\\qquad|\\(?:left|right|[bB]igg?[lr]?|displaystyle|boxed)(?![A-Za-z])|\\\$|\$)"
-    r"|(?P<ann><<[^<>]{0,400}>>)"
+    rf"|(?P<ann>{ANNOTATION})"
     r"|(?P<sub>(?:[A-Za-z]|\\[A-Za-z]+)_(?:\{[^{}]{0,40}\}|[A-Za-z0-9]))"
     r"|(?P<base>\d+_(?:\{\d{1,3}\}|\d))"
     r"|(?P<frac12>\\[dt]?frac\s*(?P<fa>\d)\s*(?P<fb>\d))"
@@ -892,6 +893,7 @@ RELATION_CMDS = frozenset(("\\le", "\\leq", "\\ge", "\\geq", "\\ne", "\\neq", "\
                            "\\mid", "\\nmid", "\\quad", "\\qquad", "\\text", "\\therefore", "\\because",
                            "\\Longleftrightarrow", "\\leftarrow", "\\Leftarrow", "\\subset", "\\cup",
                            "\\cap", "\\land", "\\lor", "\\wedge", "\\vee", "\\pm", "\\mp"))
+_MODULUS_CMDS = frozenset(("\\pmod", "\\mod", "\\bmod"))
 _SEPARATORS = frozenset(",;<>.?")  # not ":": "3:6 = 1:2" is a ratio
 _CONNECTIVES = re.compile(r"^\\\w+\s*\{\s*(?:and|or|so|then|if|thus|hence|since|where|when|for|but|i\.e\.|"
                           r"which|giving|gives|we get|because|as|with|or equivalently)?[\s,.;:]*\}$")
@@ -910,8 +912,8 @@ def latex_tokens(toks: list[Tok]) -> list[Tok]:
         if t.kind == "eq" and modular:
             out.append(Tok("brk", "\\equiv"))  # "= " after a congruence means "is congruent to"
         elif t.kind == "cmd" and t.text in RELATION_CMDS:
-            modular = modular or t.text in ("\\equiv", "\\pmod", "\\mod", "\\bmod")
-            if t.text in ("\\pmod", "\\mod", "\\bmod"):  # "74 = -1 \pmod{15}": the chain before is a congruence
+            modular = modular or t.text == "\\equiv" or t.text in _MODULUS_CMDS
+            if t.text in _MODULUS_CMDS:  # "74 = -1 \pmod{15}": the chain before is a congruence
                 k = len(out) - 1
                 while k >= 0 and out[k].kind != "brk":
                     if out[k].kind == "eq":
@@ -927,7 +929,7 @@ def latex_tokens(toks: list[Tok]) -> list[Tok]:
             out += [Tok("op", "*"), t]  # 2^{3}5^{3}: a product
         else:
             out.append(t)
-        if modular and t.kind == "cmd" and t.text in ("\\pmod", "\\mod", "\\bmod"):
+        if modular and t.kind == "cmd" and t.text in _MODULUS_CMDS:
             out.append(Tok("brk", ","))  # the modulus that follows is not a side
     return out
 

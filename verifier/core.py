@@ -74,7 +74,15 @@ from verifier.answers import (
     numbers_equal,
     parse_number,
 )
-from verifier.arith import Calculation, Value, extract_calculations, numbers_in, split_math, values_match
+from verifier.arith import (
+    ANNOTATION,
+    Calculation,
+    Value,
+    extract_calculations,
+    numbers_in,
+    split_math,
+    values_match,
+)
 from verifier.learned import StepScorer, load_scorer
 from verifier.semantic import STOPWORDS, Alignment, Embedder, alignment, word_numbers
 from verifier.semantic import similarity as lexical_similarity
@@ -657,7 +665,7 @@ def _ordering(steps: list[str], calcs: list[list[Calculation]], given: set, impl
     return score, flags, unsupported
 
 
-_ANNOTATION_RE = re.compile(r"<<[^<>]{0,400}>>")
+_ANNOTATION_RE = re.compile(ANNOTATION)
 _COUNT_NOUN_RE = re.compile(r"(=\s*\$?\s*)?(?<![\d.,])(\d[\d,]*(?:\.\d+)?)\s*([A-Za-z]{3,})")
 _NOT_NOUNS = STOPWORDS | {"times", "plus", "minus", "divided", "multiplied", "equals", "gives", "yields",
                           "percent", "per", "cents", "dollars", "left", "remaining", "more", "less", "fewer"}

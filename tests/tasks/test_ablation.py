@@ -510,20 +510,10 @@ def test_arm_displacement_averages_the_seeds_dpo_metrics(tmp_path):
     assert [(r.arm, r.seeds, r.logps_chosen_delta) for r in rows] == [("weighted-0.3", 2, -3.0)]
 
 
-def _stability_script():
-    import importlib.util
-
-    path = Path(__file__).resolve().parents[2] / "scripts" / "testbed_stability.py"
-    spec = importlib.util.spec_from_file_location("testbed_stability", path)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
-def test_stability_summary_separates_training_noise_from_the_data_seed():
+def test_stability_summary_separates_training_noise_from_the_data_seed(load_script):
     """scripts/testbed_stability.py --model-seeds: the spread over data seeds per model seed, the range within a
     data seed (the training's noise) and the range of the data seeds' means."""
-    t = _stability_script()
+    t = load_script("testbed_stability")
     assert t.cell_name(1234, None) == "1234" and t.cell_name(1234, 1) == "1234-m1"
     one = t.spread_summary({(1234, None): 65.3, (2, None): 72.1, (1, None): 73.3})
     assert one == ["SFT greedy: spread 8.0 points over 3 data seeds (min 65.3%, max 73.3%)"]

@@ -319,21 +319,10 @@ def test_step_labels_are_no_numbers_of_the_solution(label):
     assert labelled.steps == JACKET
 
 
-def _probe_script():
-    import importlib.util
-    from pathlib import Path
-
-    path = Path(__file__).resolve().parents[2] / "scripts" / "false_flag_probe.py"
-    spec = importlib.util.spec_from_file_location("false_flag_probe", path)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
-def test_false_flag_probe_rewrites_a_reference_in_chat_styles_and_counts_flags(tmp_path, capsys):
+def test_false_flag_probe_rewrites_a_reference_in_chat_styles_and_counts_flags(tmp_path, capsys, load_script):
     """scripts/false_flag_probe.py: the four forms keep the reference's calculations and answer, and a correct
     reference (here the donuts one, whose "4 friends" once read as a step out of order) gets no first error."""
-    probe = _probe_script()
+    probe = load_script("false_flag_probe")
     f = probe.forms("He uses $36/$3 = $<<36/3=12>>12 a week.\nIn two weeks, 12 x 2 = <<12*2=24>>24 gallons.\n#### 24")
     assert "<<" not in f["plain"] and f["plain"].endswith("The answer is 24.")
     assert "**Step 2:**" in f["markdown"] and "12 \\times 2 = 24" in f["markdown"] and "\\boxed{24}" in f["markdown"]
