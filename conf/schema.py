@@ -86,6 +86,12 @@ class SyntheticConfig(Section):
     """Seeded GSM8K-style word problems (see ``tasks/corpus/synthetic.py``)."""
 
     seed: int = 1234
+    pretrain_seed: int | None = Field(
+        None, description="Seed of the pretraining split alone (pretrain.txt, the corpus a from-scratch base is "
+        "built on); None = seed. Pinned, the base is the same model whatever `seed` is, and `seed` varies only "
+        "the SFT, pool, validation and test problems (the splits stay disjoint: a question's split is a "
+        "function of its text). The base stage's key follows the corpus, not the data stage, so a pinned base "
+        "is built once.")
     n_pretrain: int = Field(20000, ge=0, description="Problems rendered as plain text for base pretraining.")
     n_sft: int = Field(4000, ge=0)
     n_pool: int = Field(400, ge=0)

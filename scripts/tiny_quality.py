@@ -30,6 +30,7 @@ from tasks.corpus.loaders import format_solution  # noqa: E402
 from tasks.corpus.synthetic import (  # noqa: E402
     ERROR_KINDS,
     STRUCTURAL_KINDS,
+    corpus_seed,
     generate_splits,
     known_error,
     pretrain_documents,
@@ -106,7 +107,7 @@ def model_folder(args, cfg, splits, timed: Timer) -> Path:
     syn = cfg.data.synthetic
     path = Path(args.save or tempfile.mkdtemp(prefix="tiny-base-"))
     pretrain = [format_solution(p, cfg.data.solution_format) for p in splits["pretrain"]]
-    docs = pretrain_documents(pretrain, syn.instruction, seed=syn.seed)
+    docs = pretrain_documents(pretrain, syn.instruction, seed=corpus_seed(syn))
     m = timed("build base", lambda: build_tiny_model(docs, cfg.model.tiny, path, log=print))
     print({k: (round(v, 4) if isinstance(v, float) else v) for k, v in m.items()})
     return path

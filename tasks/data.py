@@ -39,13 +39,13 @@ def run_data(cfg: Config, out: Path) -> dict[str, Any]:
     metrics: dict[str, Any] = {}
     synthetic = None
     if needs_synthetic(data):
-        from tasks.corpus.synthetic import generate_splits, pretrain_documents
+        from tasks.corpus.synthetic import corpus_seed, generate_splits, pretrain_documents
         from training.tiny import DOC_SEPARATOR
 
         synthetic = generate_splits(data.synthetic)
         if data.synthetic.n_pretrain > 0:
             pretrain = [format_solution(p, data.solution_format) for p in synthetic["pretrain"]]
-            docs = pretrain_documents(pretrain, data.synthetic.instruction, seed=data.synthetic.seed)
+            docs = pretrain_documents(pretrain, data.synthetic.instruction, seed=corpus_seed(data.synthetic))
             tmp = out / (PRETRAIN_FILE + ".tmp")
             tmp.write_text(DOC_SEPARATOR.join(docs), encoding="utf-8")
             os.replace(tmp, out / PRETRAIN_FILE)

@@ -547,11 +547,21 @@ def generate_splits(cfg: SyntheticConfig, splits: Sequence[str] = SPLITS) -> dic
     """All requested splits at once (deterministic for a given config).
 
     Problems are drawn from one seeded stream; each goes to the split its question hashes to, until
-    every split has its count. Duplicated questions are dropped.
+    every split has its count. Duplicated questions are dropped. With ``cfg.pretrain_seed`` set (and not
+    ``cfg.seed``), the pretraining split comes from a stream of its own seed: the same corpus whatever
+    ``cfg.seed`` is.
     """
     unknown = set(splits) - set(SPLITS)
     if unknown:
         raise ValueError(f"unknown synthetic split(s) {sorted(unknown)}; expected {SPLITS}")
+    if corpus_seed(cfg) != cfg.seed and "pretrain" in splits:
+        # the pretraining split from its own stream; the others from cfg.seed's. Both streams bucket every
+        # question by its text (split_of), so a pretraining question never lands in another split.
+        rest = [name for name in splits if name != "pretrain"]
+        out = generate_splits(cfg, rest) if rest else {}
+        pinned = cfg.model_copy(update={"seed": corpus_seed(cfg), "pretrain_seed": None})
+        out["pretrain"] = generate_splits(pinned, ["pretrain"])["pretrain"]
+        return {name: out[name] for name in splits}
     want = {"test": cfg.n_test, "pool": cfg.n_pool, "sft": cfg.n_sft, "pretrain": cfg.n_pretrain}
     out: dict[str, list[Problem]] = {name: [] for name in SPLITS}
     seen: set[str] = set()
@@ -574,6 +584,11 @@ def generate_splits(cfg: SyntheticConfig, splits: Sequence[str] = SPLITS) -> dic
         if len(out[split]) >= want[split]:
             needed.discard(split)
     return {name: out[name] for name in splits}
+
+
+def corpus_seed(cfg: SyntheticConfig) -> int:
+    """The seed the pretraining split is drawn with: ``cfg.pretrain_seed``, else ``cfg.seed``."""
+    return cfg.seed if cfg.pretrain_seed is None else cfg.pretrain_seed
 
 
 def generate_split(cfg: SyntheticConfig, split: str) -> list[Problem]:

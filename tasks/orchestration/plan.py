@@ -51,8 +51,8 @@ def pipeline(cfg: Config, until: str | None = None) -> list[Node]:
         raise ValueError(f"until: unknown stage {until!r}; expected one of {', '.join(STAGES)}")
     nodes = [
         Node("data", "data"),
-        Node("base", "base", (("data", "data"),),
-             key_inputs=("data",) if cfg.model.build_from_scratch else ()),
+        # keyed by its corpus (stage_config), not by the data stage: a pinned corpus is built on once
+        Node("base", "base", (("data", "data"),), key_inputs=()),
         Node("sft", "sft", (("base", "base"), ("data", "data"))),
         Node("sample", "sample", (("model", "sft"), ("data", "data"))),
         Node("verify", "verify", (("sample", "sample"), ("data", "data"))),
@@ -84,7 +84,7 @@ def stage_config(cfg: Config, stage: str, strategy: str | None = None) -> dict[s
     evaluate = {k: v for k, v in d["evaluate"].items() if k != "models"}  # which models: flow-level
     by_stage: dict[str, dict[str, Any]] = {
         "data": {"data": d["data"]},
-        "base": {"model": d["model"]},
+        "base": {"model": d["model"], **({"corpus": pretrain_corpus(d)} if cfg.model.build_from_scratch else {})},
         # SFT prompts are built with the sampling instruction, so the model learns the prompt it samples with.
         "sft": {"sft": d["sft"], "model": precision, "instruction": d["sample"]["instruction"]},
         "sample": {"sample": d["sample"], "model": precision},
@@ -98,6 +98,17 @@ def stage_config(cfg: Config, stage: str, strategy: str | None = None) -> dict[s
     if stage not in by_stage:
         raise ValueError(f"unknown stage {stage!r}; expected one of {', '.join(STAGES)}")
     return by_stage[stage]
+
+
+def pretrain_corpus(d: dict[str, Any]) -> dict[str, Any]:
+    """What the data stage's ``pretrain.txt`` is a function of, from ``cfg.model_dump(mode="json")``: the
+    synthetic settings with the seed the corpus is drawn with (``data.synthetic.pretrain_seed``, else
+    ``data.synthetic.seed``), the solution format and the data stage's code version. A from-scratch base is
+    keyed by it instead of by the whole data stage, so data seeds that share a pinned corpus share the base."""
+    syn = d["data"]["synthetic"]
+    seed = syn["seed"] if syn["pretrain_seed"] is None else syn["pretrain_seed"]
+    return {"synthetic": {**syn, "seed": seed, "pretrain_seed": None},
+            "solution_format": d["data"]["solution_format"], "data_version": stage_version("data")}
 
 
 def node_config(cfg: Config, node: Node) -> Config:

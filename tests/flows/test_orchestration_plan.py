@@ -71,18 +71,47 @@ def test_version_bump_changes_key_and_default_version(fake_stages, monkeypatch):
     assert stages.stage_version("verify") == "1"
 
 
-def test_base_key_ignores_data_unless_built_from_scratch(fake_stages, tmp_path):
+def test_base_key_follows_the_pretraining_corpus_not_the_whole_data_stage(fake_stages, tmp_path):
+    """A from-scratch base is keyed by what pretrain.txt is a function of: the synthetic settings with the
+    corpus seed, the solution format and the data stage's version. Data settings that do not touch the
+    corpus (data.seed picks a limit's subset) and, with data.synthetic.pretrain_seed pinned, the data seed
+    itself leave it, so data seeds that share a pinned corpus share one base; a hub base ignores data."""
     scratch = cfg_with()
     nodes = dag.pipeline(scratch)
-    k1 = dag.plan_keys(scratch, nodes)["base"]
-    k2 = dag.plan_keys(cfg_with("data.seed=5"), nodes)["base"]
-    assert k1 != k2
+
+    def base(*overrides):
+        return dag.plan_keys(cfg_with(*overrides), nodes)["base"]
+
+    k = base()
+    assert base("data.seed=5") == k
+    for moves in ("data.synthetic.seed=5", "data.synthetic.n_pretrain=999", "data.synthetic.n_test=77",
+                  "data.solution_format=source", "data.synthetic.pretrain_seed=5", "model.tiny.max_steps=7"):
+        assert base(moves) != k, moves
+    pinned = base("data.synthetic.pretrain_seed=5")
+    assert base("data.synthetic.pretrain_seed=5", "data.synthetic.seed=6") == pinned
+    assert base("data.synthetic.seed=5") == pinned  # the same corpus whether pinned or not
+    assert dag.plan_keys(cfg_with("data.synthetic.seed=6"), nodes)["data"] != dag.plan_keys(scratch, nodes)["data"]
     model = tmp_path / "m"
     model.mkdir()
     hub = [f"model.name_or_path={model}", "model.build_from_scratch=false"]
     hub_nodes = dag.pipeline(cfg_with(*hub))
     assert (dag.plan_keys(cfg_with(*hub), hub_nodes)["base"]
-            == dag.plan_keys(cfg_with(*hub, "data.seed=5"), hub_nodes)["base"])
+            == dag.plan_keys(cfg_with(*hub, "data.seed=5", "data.synthetic.seed=5"), hub_nodes)["base"])
+
+
+def test_a_pinned_corpus_builds_the_base_once_across_data_seeds(fake_stages, root, base_overrides):
+    """Two data seeds on one pinned pretraining corpus: the second run builds its own data and SFT, and takes
+    the base from the cache."""
+    built: dict[str, Manifest] = {}
+    for seed in (11, 12):
+        cfg = cfg_with(*base_overrides, "data.synthetic.pretrain_seed=3", f"data.synthetic.seed={seed}")
+        done: dict[str, Manifest] = {}
+        for node in dag.pipeline(cfg, until="sft"):
+            done[node.name] = runner.execute_stage(cfg, node, {r: done[n] for r, n in node.inputs})
+        built[str(seed)] = done
+    assert [built["12"][n].cached for n in ("data", "base", "sft")] == [False, True, False]
+    assert built["12"]["base"].path == built["11"]["base"].path
+    assert built["12"]["data"].path != built["11"]["data"].path
 
 
 def test_execute_stage_keys_match_plan_and_reuse(fake_stages, root, base_overrides):

@@ -523,3 +523,28 @@ def test_stability_summary_separates_training_noise_from_the_data_seed(load_scri
     assert two[2] == "within a data seed (model seeds 0, 1): range 1234: 2.6, 2: 2.1 points"
     assert two[3] == "data seeds' means: 1234: 64.0%, 2: 71.0% (range 7.0 points)"  # seed 1 has one model only
     assert t.spread_summary({}) == ["no SFT model finished"]
+    assert t.spread_summary({(1, None): 60.0, (2, None): 61.0}, "pretrain")[0].endswith("over 2 pretrain seeds "
+                                                                                       "(min 60.0%, max 61.0%)")
+
+
+def test_stability_finds_each_seeds_models_by_their_keys(load_script, tmp_path):
+    """scripts/testbed_stability.py reads the base and SFT model a seed's config keys to, so seeds in one root
+    (--one-root) find their own SFT model and the base they share, whichever finished last."""
+    from conf import load_config
+    from tasks.orchestration import plan
+    from training.modelref import write_model_ref
+
+    t = load_script("testbed_stability")
+    config = "conf/ablation-tiny.yaml"
+    extra = {seed: ["data.synthetic.pretrain_seed=1234", f"data.synthetic.seed={seed}"] for seed in (1234, 2)}
+    for ov in extra.values():
+        cfg = load_config(config, ov)
+        for stage, key in plan.plan_keys(cfg, plan.pipeline(cfg, "sft")).items():
+            if stage != "data":
+                (tmp_path / stage / key / "model").mkdir(parents=True, exist_ok=True)
+                write_model_ref(tmp_path / stage / key, base=str(tmp_path / stage / key / "model"))
+    bases = {seed: t.model_dir(tmp_path, "base", config, ov) for seed, ov in extra.items()}
+    sfts = {seed: t.model_dir(tmp_path, "sft", config, ov) for seed, ov in extra.items()}
+    assert bases[1234] == bases[2] and sfts[1234] != sfts[2]
+    with pytest.raises(FileNotFoundError, match="no finished sft stage"):
+        t.model_dir(tmp_path, "sft", config, ["data.synthetic.seed=5"])

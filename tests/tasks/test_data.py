@@ -278,6 +278,28 @@ def test_run_data_writes_every_file(tmp_path, shared_data):
     assert not (out / "pretrain.txt.tmp").exists()
 
 
+def test_a_pinned_pretraining_seed_writes_the_same_corpus_for_every_data_seed(tmp_path):
+    """data.synthetic.pretrain_seed: pretrain.txt (problems and the separators drawn for them) is byte for byte
+    the pinned seed's own, while the SFT and test files follow data.synthetic.seed."""
+    from conf import config_from_dict
+
+    def files(seed: int, pretrain_seed: int | None) -> dict[str, bytes]:
+        cfg = config_from_dict({"model": {"build_from_scratch": True}, "data": {
+            "synthetic": {"seed": seed, "pretrain_seed": pretrain_seed, "n_pretrain": 40, "n_sft": 10, "n_pool": 0,
+                          "n_test": 10},
+            "sft": [{"name": "synthetic_sft", "format": "synthetic", "split": "sft"}], "pool": [],
+            "eval": [{"name": "synthetic_test", "format": "synthetic", "split": "test"}]}})
+        out = tmp_path / f"{seed}-{pretrain_seed}"
+        out.mkdir()
+        run_data(cfg, out)
+        return {f: (out / f).read_bytes() for f in ("pretrain.txt", "sft.jsonl", "eval/synthetic_test.jsonl")}
+
+    own, other, pinned = files(3, None), files(4, None), files(4, 3)
+    assert pinned["pretrain.txt"] == own["pretrain.txt"] != other["pretrain.txt"]
+    assert pinned["sft.jsonl"] == other["sft.jsonl"] != own["sft.jsonl"]
+    assert pinned["eval/synthetic_test.jsonl"] == other["eval/synthetic_test.jsonl"]
+
+
 def _pool_cfg(tmp_path, **validation):
     from conf import config_from_dict
 

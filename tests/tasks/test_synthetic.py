@@ -52,6 +52,21 @@ def test_generate_split_matches_generate_splits(splits):
         generate_split(SMALL, "train")
 
 
+def test_a_pinned_pretraining_seed_keeps_the_corpus_and_moves_the_rest(splits):
+    """data.synthetic.pretrain_seed: the pretraining split is the pinned seed's whatever the seed is; every
+    other split is the seed's own; the splits stay disjoint; pinning the seed itself changes nothing."""
+    assert generate_splits(SMALL.model_copy(update={"pretrain_seed": 7})) == splits
+    other = generate_splits(SMALL.model_copy(update={"seed": 8}))
+    pinned = generate_splits(SMALL.model_copy(update={"seed": 8, "pretrain_seed": 7}))
+    assert pinned["pretrain"] == splits["pretrain"]
+    assert all(pinned[name] == other[name] for name in ("test", "pool", "sft"))
+    assert pinned["test"] != splits["test"]
+    where = {p.question: name for name, problems in pinned.items() for p in problems}
+    assert len(where) == sum(len(v) for v in pinned.values())  # no question in two splits
+    assert generate_splits(SMALL.model_copy(update={"seed": 8, "pretrain_seed": 7}), ["test"]) == {"test": other["test"]}
+    assert generate_split(SMALL.model_copy(update={"seed": 8, "pretrain_seed": 7}), "pretrain") == splits["pretrain"]
+
+
 def test_splits_are_disjoint_and_follow_the_hash(splits):
     seen: dict[str, str] = {}
     for name, problems in splits.items():
