@@ -145,11 +145,46 @@ def _answer_candidates(text: str) -> tuple[tuple[str, str], ...]:
         out.append(("hash", _sentence_end(line) or line.strip()))
     out += [("heading", _block_answer(text[m.end():m.end() + 400])) for m in _HEADING_RE.finditer(text)]
     for m in _ANSWER_IS_RE.finditer(text):
-        ans = _sentence_end(text[m.end():m.end() + 300])
+        ans = _sentence_end(_after_text_marker(text, m.start(), m.end()))
         if ans and not ans.lower().startswith(("is ", "to ", "the question", "this ")):
             ans = boxed_answers(ans)[-1] if "\\boxed" in ans and boxed_answers(ans) else ans
             out.append(("answer_is", ans))
     return tuple((k, a) for k, a in out if a)
+
+
+_MARKER_GROUP_END_RE = re.compile(r"^\}\s*(?:(?:\\[ ,;:!]|\\q?quad|~)\s*)*")  # "} ", "}\ ", "}\quad "
+
+
+def _open_span(before: str) -> str | None:
+    """The closing delimiter of the math span open at the end of ``before`` (``$$``, ``$``, ``\\]``,
+    ``\\)``), or None outside math."""
+    before = before.replace("\\$", "")  # an escaped dollar is a price, not a delimiter
+    if before.count("$$") % 2:
+        return "$$"
+    if (before.count("$") - 2 * before.count("$$")) % 2:
+        return "$"
+    for open_, close in (("\\[", "\\]"), ("\\(", "\\)")):
+        if before.rfind(open_) > before.rfind(close):
+            return close
+    return None
+
+
+def _after_text_marker(text: str, start: int, end: int) -> str:
+    """The text after an answer marker (``text[start:end]``); for a marker written inside a text group
+    (``$$\\text{Answer: } 18$$``, ``\\textbf{Final Answer:}\\ \\frac12``, ``$\\text{Answer:}$ $18$``), without the
+    group's closing brace and the spacing after it, and up to the end of the math span the group sat in."""
+    tail = text[end:end + 300]
+    if not tail.startswith("}"):
+        return tail
+    tail = _MARKER_GROUP_END_RE.sub("", tail)
+    close = _open_span(text[max(0, start - 2000):start])
+    if close is None:  # outside math, or a price's "$" threw the count: a lone "$" ending the line closes the span
+        line = tail.split("\n", 1)[0].rstrip(" .")
+        return line[:-1] if re.search(r"(?<!\\)\$$", line) and line.replace("\\$", "").count("$") % 2 else tail
+    m = re.search(r"(?<!\\)" + re.escape(close), tail)
+    if m is None:
+        return tail
+    return tail[m.end():] if not tail[:m.start()].strip() else tail[:m.start()]
 
 
 def _block_answer(block: str) -> str:

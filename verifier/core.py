@@ -109,7 +109,9 @@ from verifier.verdict import DIMENSIONS, Verdict
 # before a later step derives it as another quantity ("4 friends", then "3 + 1 = 4 donuts") is no ordering error;
 # "= ... \pmod{n}" is a congruence; a mixed number before a factor (2\frac{1}{4}\pi) is read as one number;
 # unit words between an operand and an operator are bridged up to three words (was two)
-VERIFIER_VERSION = 7  # a plain number: the verify stage logs it as an MLflow metric
+# 8: an answer marker written inside a text group ("$$\text{Answer: } 18$$", "\textbf{Final Answer:} 18") gives
+# the answer without the group's closing brace and the display's closing delimiter (was "} 18$$")
+VERIFIER_VERSION = 8  # a plain number: the verify stage logs it as an MLflow metric
 
 # numbers a solution may use without a source: 0, 1, 2 (halves, doubles, pairs) and 1/2
 ALWAYS_IMPLICIT = frozenset(Fraction(x) for x in (0, 1, 2, Fraction(1, 2)))

@@ -90,6 +90,14 @@ def test_different(gold, pred):
     ("She makes 9 * 2 = 18 dollars.\nThe answer is 18.\n\nQuestion: A robe takes 2 bolts of blue fiber and half "
      "that much white fiber. How many bolts?\nAnswer: 2 + 1 = 3. The answer is 3.", "18"),
     ("Question: what is 2 + 2?\nAnswer: 4", "4"),
+    # the marker inside a text group: not the group's closing brace or the display's closing delimiter
+    ("So $3 \\times 6 = 18$ eggs.\n$$\\text{Answer: } 18$$", "18"),
+    ("$$\\textbf{Answer:}\\ \\frac{1}{2}$$", "\\frac{1}{2}"),
+    ("\\textbf{Final Answer:} 18", "18"),
+    ("$\\text{Answer:}$ $18$", "18"),
+    ("$\\text{Answer: }18$ and that is all.\nThanks", "18"),
+    ("It costs $5 each. $\\text{Answer: } 7$", "7"),
+    ("$\\text{Answer: } \\$18$", "\\$18"),
 ])
 def test_extract_answer(text, answer):
     assert extract_answer(text) == answer
