@@ -22,6 +22,7 @@ from typing import Any
 
 from conf import STAGES, Config
 from tasks.common.artifacts import stage_key
+from tasks.corpus.synthetic import corpus_seed
 from tasks.orchestration.stages import stage_version
 
 
@@ -84,7 +85,7 @@ def stage_config(cfg: Config, stage: str, strategy: str | None = None) -> dict[s
     evaluate = {k: v for k, v in d["evaluate"].items() if k != "models"}  # which models: flow-level
     by_stage: dict[str, dict[str, Any]] = {
         "data": {"data": d["data"]},
-        "base": {"model": d["model"], **({"corpus": pretrain_corpus(d)} if cfg.model.build_from_scratch else {})},
+        "base": {"model": d["model"], **({"corpus": pretrain_corpus(cfg)} if cfg.model.build_from_scratch else {})},
         # SFT prompts are built with the sampling instruction, so the model learns the prompt it samples with.
         "sft": {"sft": d["sft"], "model": precision, "instruction": d["sample"]["instruction"]},
         "sample": {"sample": d["sample"], "model": precision},
@@ -100,15 +101,15 @@ def stage_config(cfg: Config, stage: str, strategy: str | None = None) -> dict[s
     return by_stage[stage]
 
 
-def pretrain_corpus(d: dict[str, Any]) -> dict[str, Any]:
-    """What the data stage's ``pretrain.txt`` is a function of, from ``cfg.model_dump(mode="json")``: the
-    synthetic settings with the seed the corpus is drawn with (``data.synthetic.pretrain_seed``, else
-    ``data.synthetic.seed``), the solution format and the data stage's code version. A from-scratch base is
-    keyed by it instead of by the whole data stage, so data seeds that share a pinned corpus share the base."""
-    syn = d["data"]["synthetic"]
-    seed = syn["seed"] if syn["pretrain_seed"] is None else syn["pretrain_seed"]
-    return {"synthetic": {**syn, "seed": seed, "pretrain_seed": None},
-            "solution_format": d["data"]["solution_format"], "data_version": stage_version("data")}
+def pretrain_corpus(cfg: Config) -> dict[str, Any]:
+    """What the data stage's ``pretrain.txt`` is a function of: the synthetic settings with the seed the corpus
+    is drawn with (``data.synthetic.pretrain_seed``, else ``data.synthetic.seed``), the solution format and the
+    data stage's code version. A from-scratch base is keyed by it instead of by the whole data stage, so data
+    seeds that share a pinned corpus share the base."""
+    syn = cfg.data.synthetic
+    pinned = syn.model_copy(update={"seed": corpus_seed(syn), "pretrain_seed": None})
+    return {"synthetic": pinned.model_dump(mode="json"), "solution_format": cfg.data.solution_format,
+            "data_version": stage_version("data")}
 
 
 def node_config(cfg: Config, node: Node) -> Config:
