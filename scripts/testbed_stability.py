@@ -55,10 +55,9 @@ def overrides(extra: list[str]) -> list[str]:
     return [arg for o in extra for arg in ("-o", o)]
 
 
-def quality(config: str, seed: int, model: Path, n: int, k: int, log: Path, extra: list[str],
-            key: str = "data.synthetic.seed") -> dict[str, str]:
-    cmd = [sys.executable, str(ROOT / "scripts" / "tiny_quality.py"), "-c", config, *overrides(extra), "-o",
-           f"{key}={seed}", "--model", str(model), "--n", str(n), "--k", str(k), "--threads", "1"]
+def quality(config: str, model: Path, n: int, k: int, log: Path, extra: list[str]) -> dict[str, str]:
+    """tiny_quality.py on ``model`` with the profile and ``extra`` overrides (the seed's among them)."""
+    cmd = [sys.executable, str(ROOT / "scripts" / "tiny_quality.py"), "-c", config, *overrides(extra), "--model", str(model), "--n", str(n), "--k", str(k), "--threads", "1"]
     out = subprocess.run(cmd, env=ENV, cwd=ROOT, capture_output=True, text=True, check=True).stdout
     log.write_text(out)
     row = re.search(r"^all\s+(\d+)\s+([\d.]+%)\s+([\d.]+%)", out, re.M)
@@ -67,11 +66,11 @@ def quality(config: str, seed: int, model: Path, n: int, k: int, log: Path, extr
             "structural": types.group(2) if types else "-", "types": types.group(3) if types else "-"}
 
 
-def chain(config: str, seed: int, art: Path, log: Path, extra: list[str],
-          key: str = "data.synthetic.seed") -> subprocess.Popen:
-    """base -> SFT for one seed (``key`` = seed) through the flow (cached stages are reused), in the background."""
+def chain(config: str, art: Path, log: Path, extra: list[str]) -> subprocess.Popen:
+    """base -> SFT for one cell (``extra``: its overrides, the seed's among them) through the flow (cached stages
+    are reused), in the background."""
     return subprocess.Popen([str(ROOT / ".venv" / "bin" / "hnsdpo"), "run", "-c", config, *overrides(extra), "-o",
-                             f"{key}={seed}", "-o", f"orchestration.artifacts_root={art}",
+                             f"orchestration.artifacts_root={art}",
                              "--until", "sft"], env=ENV, cwd=ROOT, stdout=log.open("w"), stderr=subprocess.STDOUT)
 
 
@@ -139,10 +138,9 @@ def main() -> None:
         while pending and len(running) < args.jobs:
             cell = pending.pop(0)
             name = cell_name(*cell)
-            extra = args.override + ([] if cell[1] is None else [f"model.tiny.seed={cell[1]}"])
+            extra = [*args.override, f"{key}={cell[0]}", *([] if cell[1] is None else [f"model.tiny.seed={cell[1]}"])]
             art = args.root / ("art" if args.one_root else f"art-{name}")
-            running[cell] = (chain(args.config, cell[0], art, args.root / f"run-{name}.log", extra, key), time.time(),
-                             art, extra)
+            running[cell] = (chain(args.config, art, args.root / f"run-{name}.log", extra), time.time(), art, extra)
         time.sleep(5)
         for cell, (proc, t0, art, extra) in list(running.items()):
             if proc.poll() is None:
@@ -153,9 +151,8 @@ def main() -> None:
                 raise SystemExit(f"{name}: the flow failed ({args.root / f'run-{name}.log'})")
             wall = time.time() - t0
             for stage in ("base", "sft"):
-                q = quality(args.config, cell[0], model_dir(art, stage, args.config, [*extra, f"{key}={cell[0]}"]),
-                            args.n, args.k,
-                            args.root / f"q-{stage}-{name}.log", extra, key)
+                q = quality(args.config, model_dir(art, stage, args.config, extra), args.n, args.k,
+                            args.root / f"q-{stage}-{name}.log", extra)
                 rows.append((cell, stage, f"{wall / 60:.1f}", q))
                 print(name, stage, q, flush=True)
     rows.sort(key=lambda r: (cells.index(r[0]), r[1]))
