@@ -70,8 +70,29 @@ _ANSWER_IS_RE = re.compile(
     r"(?:equal[ \t]+to|:|=|is)?[ \t]*:?[ \t]*(?:\*\*)?[ \t]*(?=\S))"
 )
 _NUMBER_RE = re.compile(
-    r"-?\$?\s?(?:\d{1,3}(?:,\d{3})+(?:\.\d+)?|\d+,\d{1,2}(?![\d,])|\d+(?:\.\d+)?(?:/\d+(?:\.\d+)?)?|\.\d+)"
+    r"-?\$?\s?(?:\d+ \d+/\d+(?![\d./])"  # a mixed number, 1 1/2 (and 1½ once normalised)
+    r"|\d{1,3}(?:,\d{3})+(?:\.\d+)?|\d+,\d{1,2}(?![\d,])|\d+(?:\.\d+)?(?:/\d+(?:\.\d+)?)?|\.\d+)"
 )
+_MIXED_NUM_RE = re.compile(r"(-?)(\d+) (\d+)/(\d+)")
+_EXPONENT_RE = re.compile(r"\^\s*(?:\{[^{}]{0,20}\}|-?\d+)")
+
+
+def _numbers(text: str) -> list[str]:
+    """The numeric literals of a text, in order, as answers (``$1,200`` -> ``1,200``; ``1 1/2`` and ``1½`` ->
+    ``1 1/2``; an improper ``5 10/2`` is two numbers, the last ``10/2``). An exponent is no number of its own:
+    ``1,000.99m²`` ends in 1,000.99, not 2."""
+    out = []
+    for n in _NUMBER_RE.findall(_EXPONENT_RE.sub(" ", normalize_chars(text))):
+        m = _MIXED_NUM_RE.fullmatch(n.replace("$", "").strip())
+        if m is None:
+            out.append(n.replace("$", "").replace(" ", "").strip())
+        elif int(m[3]) < int(m[4]):
+            out.append(f"{m[1]}{m[2]} {m[3]}/{m[4]}")
+        else:
+            out += [m[1] + m[2], f"{m[3]}/{m[4]}"]
+    return out
+
+
 _WORD_RE = re.compile(r"(?<![\\A-Za-z])[A-Za-z]{2,}")
 
 
@@ -198,8 +219,8 @@ def _block_answer(block: str) -> str:
     closing = _closing_phrase(para)
     if closing is not None:
         return closing
-    nums = _NUMBER_RE.findall(para)
-    return nums[-1].replace("$", "").replace(" ", "").strip() if nums else first
+    nums = _numbers(para)
+    return nums[-1] if nums else first
 
 
 def looks_bare(text: str) -> bool:
@@ -304,10 +325,8 @@ def extract_answer(text: str) -> str | None:
     closing = _closing_phrase(text)
     if closing is not None:
         return closing
-    nums = _NUMBER_RE.findall(text[-5000:])
-    if nums:
-        return nums[-1].replace("$", "").replace(" ", "").strip()
-    return None
+    nums = _numbers(text[-5000:])
+    return nums[-1] if nums else None
 
 
 # ---------------------------------------------------------------- normalisation and numbers
@@ -1172,8 +1191,8 @@ def _box_set_equal(gold_answer: str, pred_text: str, float_rounding: int) -> boo
 
 
 def _last_number(text: str) -> str | None:
-    nums = _NUMBER_RE.findall(text[-2000:])
-    return nums[-1].replace("$", "").strip() if nums else None
+    nums = _numbers(text[-2000:])
+    return nums[-1] if nums else None
 
 
 _PRIME_RE = re.compile(r"(?<=[A-Za-z0-9)}])'+(?![A-Za-z])")

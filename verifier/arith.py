@@ -60,14 +60,34 @@ def _map_char(m: re.Match) -> str:
 
 
 _ROOT_RE = re.compile(r"√\s*(\d+(?:\.\d+)?)")
+_VULGAR = {ch: unicodedata.decomposition(ch).split()[1:] for ch in "¼½¾⅐⅑⅒⅓⅔⅕⅖⅗⅘⅙⅚⅛⅜⅝⅞"}
+_VULGAR = {ch: "".join(chr(int(c, 16)) for c in codes).replace("\u2044", "/") for ch, codes in _VULGAR.items()}
+_VULGAR_RE = re.compile(r"(\d+ ?)?([" + "".join(_VULGAR) + r"])")
+_SUPER = str.maketrans("⁰¹²³⁴⁵⁶⁷⁸⁹⁺⁻", "0123456789+-")
+_SUPER_RE = re.compile(r"[⁰¹²³⁴⁵⁶⁷⁸⁹⁺⁻]+")
+_SUB = str.maketrans("₀₁₂₃₄₅₆₇₈₉", "0123456789")
+_SUB_RE = re.compile(r"[₀₁₂₃₄₅₆₇₈₉]+")
+
+
+def _vulgar(m: re.Match) -> str:
+    """``1½`` and ``1 ½`` -> ``1 1/2`` (a mixed number, as written in ASCII); ``½`` alone -> ``(1/2)``, so that
+    ``10 ÷ ½`` stays 20."""
+    whole, frac = m.group(1), _VULGAR[m.group(2)]
+    return f"{whole.strip()} {frac}" if whole else f"({frac})"
 
 
 def normalize_chars(text: str) -> str:
-    """Map unicode decimal digits to ASCII, typographic operators to ASCII ones and ``√25`` to ``\\sqrt{25}``."""
+    """Map unicode decimal digits to ASCII, typographic operators to ASCII ones, ``√25`` to ``\\sqrt{25}``,
+    vulgar fractions (``½``, ``1¾``) to ASCII fractions and mixed numbers, superscripts (``5²``, ``10⁻³``) to
+    powers and subscript digits (``x₁``) to subscripts."""
     if text.isascii():
         return text
     if "√" in text:
         text = _ROOT_RE.sub(r"\\sqrt{\1}", text).replace("√", "\\sqrt ")
+    text = _VULGAR_RE.sub(_vulgar, text)
+    text = _SUPER_RE.sub(lambda m: "^{" + m.group(0).translate(_SUPER) + "}", text)
+    text = _SUB_RE.sub(lambda m: "_{" + m.group(0).translate(_SUB) + "}", text)
+    text = text.replace("\u2044", "/")  # the fraction slash: 3⁄4
     return _NON_ASCII_RE.sub(_map_char, text)
 
 
@@ -90,7 +110,7 @@ _TOKEN_RE = re.compile(
     r"|(?P<base>\d+_(?:\{\d{1,3}\}|\d))"
     r"|(?P<frac12>\\[dt]?frac\s*(?P<fa>\d)\s*(?P<fb>\d))"
     r"|(?P<ordinal>\d+(?:st|nd|rd|th)\b)"
-    r"|(?P<mixed>(?<![\d.,/*^])(?P<mw>\d+) (?P<mn>\d+)/(?P<md>\d+)(?![\d.]|\s*[*/^(]))"
+    r"|(?P<mixed>(?<![\d.,/*^])(?P<mw>\d+) (?P<mn>\d+)/(?P<md>\d+)(?![\d.]|\s*[/^(]))"
     rf"|(?P<number>(?P<num>{_NUM})(?P<pct>\s*\\?%)?)"
     r"|(?P<text>\\(?:text|mathrm|textbf|textrm|textsf|texttt|mbox|operatorname|mathbf|mathit|textit)\s*"
     r"\{[^{}]{0,80}\})"
@@ -493,9 +513,9 @@ def _with_vars(toks: list[Tok], latex: bool = False) -> list[Tok]:
                     and not (after is not None and after.kind in ("op", "lp", "eq")):
                 out.append(Tok("eq", t.text))  # "20 minus 8 is 12", "12 + 5 equals 17": a number after it
                 continue
-            if low == "of" and prev is not None and prev.kind == "num" and prev.pct and nxt is not None \
-                    and nxt.kind in ("num", "lp"):
-                out.append(Tok("op", "*"))
+            if low == "of" and prev is not None and (prev.kind == "num" and prev.pct or _fraction_last(out)) \
+                    and nxt is not None and nxt.kind in ("num", "lp"):
+                out.append(Tok("op", "*"))  # "20% of 50", "3/4 of 20", "(1/2) of 10": a product
                 continue
             if len(t.text) == 1 and t.text.isalpha() and not (
                     prev is not None and prev.kind in ("other", "brk") and prev.text in "'’"):  # that's: no variable
@@ -506,6 +526,20 @@ def _with_vars(toks: list[Tok], latex: bool = False) -> list[Tok]:
 
 
 _WORD_EQ = frozenset(("is", "equals", "makes", "gives", "yields"))
+
+
+def _fraction_last(out: list[Tok]) -> bool:
+    """Whether the tokens so far end in a fraction of two literals, ``3/4`` or ``(1/2)``, that starts them or
+    follows a word, a space-free break or an opening bracket (so ``12 + 3/4 of 20`` is not read)."""
+    tail = out[-5:]
+    if [t.kind for t in tail] == ["lp", "num", "op", "num", "rp"] and tail[2].text == "/":
+        head = out[:-5]
+    elif [t.kind for t in out[-3:]] == ["num", "op", "num"] and out[-2].text == "/":
+        head = out[:-3]
+    else:
+        return False
+    head = [t for t in head if t.kind != "ws"]
+    return not head or head[-1].kind not in ("num", "op", "rp", "eq")
 
 
 def _computed_before(out: list[Tok]) -> bool:

@@ -59,6 +59,20 @@ CALCS = [  # (step text, [(ok, result)])
     ("$74 = -1 \\pmod{15}$", []),
     # integer division with its remainder said
     ("100 stickers / 3 friends = 33 stickers for each friend, with 1 remaining.", []),
+    # a fraction of a quantity is a product; a mixed number before a product is one quantity
+    ("She eats 3/4 of 20 = 15 grapes.", [(True, 15)]),
+    ("She eats 3/4 of 20 = 16 grapes.", [(False, 16)]),
+    ("He runs 1 1/2 * 4 = 6 miles.", [(True, 6)]),
+    ("He runs 1 1/2 * 4 = 5 miles.", [(False, 5)]),
+    # unicode as chat models write it: vulgar fractions, superscripts, the fraction slash
+    ("He gives away ½ of 10 = 4 apples.", [(False, 4)]),
+    ("10 ÷ ½ = 20 pieces", [(True, 20)]),
+    ("2¼ × 4 = 9 kg", [(True, 9)]),
+    ("2 ¼ × 4 = 8 kg", [(False, 8)]),
+    ("The area is 5² = 25 square cm.", [(True, 25)]),
+    ("The volume is 3³ = 9.", [(False, 9)]),
+    ("10⁻² × 300 = 3", [(True, 3)]),
+    ("3⁄4 × 8 = 6", [(True, 6)]),
 ]
 
 
