@@ -41,8 +41,8 @@ from tasks.evaluation.evalsets import few_shot_examples, flat_metrics, grade_set
 from tasks.generation.engine import chat_prompt, generate
 from training.modelref import read_model_ref
 
-VERSION = "6"  # bump when grading changes (4: verifier 6's answer extraction and equivalence; 5: verifier 7's numbers;
-# 6: verifier 8's answer after a marker inside a text group)
+VERSION = "7"  # bump when grading changes (4: verifier 6's answer extraction and equivalence; 5: verifier 7's numbers;
+# 6: verifier 8's answer after a marker inside a text group; 7: verifier 9's unicode fractions and mixed numbers)
 
 
 def run(cfg, inputs: Mapping[str, Path], out: Path, callbacks: Sequence[Any] = ()) -> dict[str, Any]:

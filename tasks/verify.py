@@ -44,7 +44,7 @@ from tasks.verification.verdicts import (
 )
 from verifier.verdict import Verdict
 
-VERSION = "8"  # bump when this module or the verifier changes what verdicts.jsonl holds
+VERSION = "9"  # bump when this module or the verifier changes what verdicts.jsonl holds
 
 
 def run(cfg, inputs: Mapping[str, Path], out: Path, callbacks: Sequence[Any] = ()) -> dict[str, Any]:

@@ -139,7 +139,8 @@ _WORD_OPS = {"times": "*", "plus": "+", "minus": "-", "x": "*", "X": "*"}
 UNIT_BRIDGE_MAX = 3
 
 
-def _num_tok(text: str, pct: bool) -> Tok:
+@lru_cache(maxsize=8192)
+def _num_tok(text: str, pct: bool) -> Tok:  # a Tok is immutable: literals repeat across steps and solutions
     clean = text.replace("{,}", "").replace("\\!", "").replace("\\,", "").replace(",", "").replace(" ", "")
     digits = len(clean.replace(".", ""))
     if digits > MAX_LITERAL_DIGITS:

@@ -43,6 +43,7 @@ from dataclasses import dataclass, field
 from fractions import Fraction
 
 from verifier.arith import (
+    ANNOTATION,
     FUNCTIONS,
     Calculation,
     EvalError,
@@ -57,6 +58,7 @@ from verifier.arith import (
     _sqrt,
     _with_vars,
     latex_tokens,
+    normalize_chars,
     split_math,
     tokenize,
     values_match,
@@ -574,6 +576,44 @@ def _chains_of(seg: str) -> list[tuple[list[list[Tok]], bool]]:
     return chains
 
 
+_PLAIN_BREAK = re.compile(r"[A-Za-z]{2,}|[,;:!?\n]|\.(?!\d)")
+_ANNOTATION_RE = re.compile(ANNOTATION)
+_PLAIN_VAR = re.compile(r"\d[A-Za-z](?![A-Za-z])|(?<![A-Za-z])[A-Za-z]\s*[\^*/+\-=)]|[\^*/+\-=(]\s*[A-Za-z](?![A-Za-z])")
+_PLAIN_NOT = re.compile(r"\d\s+[A-Za-z]|[A-Za-z]\s+\d|\d\s*[xX]\s*\d|[<>]=?|==|=\s*$|^\s*=")
+
+
+def _math_segments(text: str) -> tuple[tuple[str, bool], ...]:
+    """``text`` as (segment, is_math) pieces: its LaTeX math spans (:func:`verifier.arith.split_math`), or, in a
+    text without LaTeX or dollar signs, its plain algebra (``x+2x=30``, ``4(3+2x)=12+8x``, ``3x = 30``): a
+    stretch between words and clause punctuation (GSM8K annotations dropped) that has an ``=`` and a one-letter variable
+    next to a number or an operator. Letters spaced from numbers (``0.2 x 50``, ``a 3``) are prose, not
+    algebra: ``x`` may be a times sign and ``a`` an article."""
+    segments = split_math(text)
+    if any(m for _, m in segments) or "$" in text or "\\" in text:
+        return segments
+    text = _ANNOTATION_RE.sub("", normalize_chars(text))  # x=<<26=26>>26: the result is what is said
+    out: list[tuple[str, bool]] = []
+    pos = 0
+    for b in itertools.chain(_PLAIN_BREAK.finditer(text), (None,)):
+        end = b.start() if b is not None else len(text)
+        chunk = text[pos:end]
+        if "=" in chunk and _PLAIN_VAR.search(chunk) and not _PLAIN_NOT.search(chunk):
+            lead = len(chunk) - len(chunk.lstrip())
+            out += [(chunk[:lead], False), (chunk.strip(), True)]
+        else:
+            out.append((chunk, False))
+        if b is not None:
+            out.append((b.group(0), False))
+            pos = b.end()
+    merged: list[tuple[str, bool]] = []
+    for seg, is_math in out:
+        if merged and not is_math and not merged[-1][1]:
+            merged[-1] = (merged[-1][0] + seg, False)
+        elif seg or is_math:
+            merged.append((seg, is_math))
+    return tuple((seg, m) for seg, m in merged if m or seg.strip()) or ((text, False),)
+
+
 def _calc(link_text: str, sides: list[str], ok: bool, error: str = "") -> Calculation:
     return Calculation(text=link_text, sides=sides, values=[None] * len(sides), ok=ok, result=None,
                        error=error, algebraic=True)
@@ -595,7 +635,7 @@ def check_algebra(steps: list[str], check: Callable[[], None] | None = None,
         return out  # matrices and vectors: products do not commute, the letters are not numbers
     state = _State()
     if question and "=" in question and len(question) <= 20000:
-        for seg, is_math in split_math(question):
+        for seg, is_math in _math_segments(question):
             if is_math and "=" in seg and len(seg) <= MAX_SEGMENT_CHARS:
                 for chain, _ in _chains_of(seg):
                     _check_chain(chain, -1, state, None, True, True)
@@ -604,7 +644,7 @@ def check_algebra(steps: list[str], check: Callable[[], None] | None = None,
             _check_continuation(steps[i - 1], step, i, out, state.equations)
         if "=" not in step or not re.search(r"[A-Za-z](?:_\{?\w+\}?)?\s*[=+\-^)}]|[=+\-^({]\s*[A-Za-z]|\\pi|\\frac", step):
             continue
-        segments = split_math(step) if len(step) <= 20000 else ()
+        segments = _math_segments(step) if len(step) <= 20000 else ()
         if not any(m for _, m in segments):
             continue
         prose = " ".join(t for t, m in segments if not m)

@@ -199,6 +199,35 @@ def test_math_style_solutions(question, solution, gold, flagged):
         assert {d for d, x in v.dims.items() if x > 0 and d != "answer_correctness"} == set(), v.notes
 
 
+# ---------------------------------------------------------------- algebra in plain text (no LaTeX)
+Q_GAMES = "Frankie and Carla played 30 games. Carla won twice as many as Frankie. How many games did Carla win?"
+LET_X = "Let x be the number of games that Frankie won.\nThen Carla won 2*x games.\n"
+
+
+@pytest.mark.parametrize(("question", "solution", "gold", "flagged_step"), [
+    (Q_GAMES, LET_X + "The sum is x+2*x=30 games.\nSo 3*x=30.\nThen x=<<10=10>>10 games.\nCarla won 2x=20 games.\n"
+     "#### 20", "20", None),
+    (Q_GAMES, LET_X + "The sum is x+2*x=30 games.\nSo 4*x=30.\nThen x=7.5 games.\nCarla won 2x=15 games.\n#### 15",
+     "20", 3),  # 3x, not 4x
+    ("Solve 2x + 3 = 11.", "Subtract 3: 2x = 8.\nDivide by 2: x = 5.\nThe answer is 5", "4", 1),
+    ("Solve 2x + 3 = 11.", "Subtract 3: 2x = 8.\nDivide by 2: x = 4.\nThe answer is 4", "4", None),
+    ("Expand (x+1)^2.", "We have (x+1)^2 = x^2 + x + 1.\nThe answer is x^2+x+1", "x^2+2x+1", 0),
+    ("Expand (x+1)^2.", "We have (x+1)² = x² + 2x + 1.\nThe answer is x²+2x+1", "x^2+2x+1", None),
+    # a reference's own slip: 150 = 10 + 4c does not give 4c = 150
+    ("Jen has 10 more ducks than four times the number of chickens. If Jen has 150 ducks, how many chickens?",
+     "Let the number of chickens be c.\nWe can write 150 =10+4c.\nSo, 4c = 150.\nAnd, there are c = <<35=35>>35 "
+     "chickens.\n#### 35", "35", 3),
+    # letters spaced from numbers are prose: "x" a times sign, "a" an article
+    ("She earns $0.2 a minute for 50 minutes. How much?", "She earns 0.2 x 50 = 10 dollars.\n#### 10", "10", None),
+])
+def test_algebra_in_plain_text(question, solution, gold, flagged_step):
+    v = MathVerifier().score(question, solution, gold)
+    assert v.status == "ok", v.notes
+    assert (v.dims["symbolic_validity"] > 0) is (flagged_step is not None), v.notes
+    if flagged_step is not None:
+        assert v.first_error_step == flagged_step, v.notes
+
+
 HOSTILE = {
     "power tower": "$2^{2^{2^{100}}} = x^2 + 1 = (x+1)^2$",
     "huge variable power": "$(x+1)^{100000} = x^{100000} + 1$",
@@ -207,6 +236,10 @@ HOSTILE = {
     "long line": "$" + "+".join(["x"] * 30000) + " = 30000x$ " + "a" * 40000,
     "many chains": " ".join(f"$(x+{k})^2 = x^2+{2 * k}x+{k * k}$" for k in range(3000)),
     "wide polynomial": "$" + "".join(f"(x_{k}+1)" for k in range(60)) + " = 1$",
+    "plain long line": "+".join(["x"] * 30000) + " = 30000x " + "a" * 40000,
+    "plain deep brackets": "(" * 5000 + "x" + ")" * 5000 + " = x",
+    "plain many chains": ". ".join(f"(x+{k})^2 = x^2+{2 * k}x+{k * k}" for k in range(3000)),
+    "plain huge power": "(x+1)^100000 = x^100000 + 1",
 }
 
 
