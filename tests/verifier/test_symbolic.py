@@ -219,6 +219,10 @@ LET_X = "Let x be the number of games that Frankie won.\nThen Carla won 2*x game
      "chickens.\n#### 35", "35", 3),
     # letters spaced from numbers are prose: "x" a times sign, "a" an article
     ("She earns $0.2 a minute for 50 minutes. How much?", "She earns 0.2 x 50 = 10 dollars.\n#### 10", "10", None),
+    # units glued to numbers are no variables to solve for: 1m = 100cm and 1m = 1000mm do not contradict
+    ("A rope is 2 m long. How many mm is that?", "Since 1m = 100cm and 1cm = 10mm, we get 1m = 1000mm.\n"
+     "So 2m = 2000mm.\n#### 2000", "2000", None),
+    ("A trip takes 2.5 hours. How many minutes?", "1h = 60min, so 2.5h = 150min.\n#### 150", "150", None),
 ])
 def test_algebra_in_plain_text(question, solution, gold, flagged_step):
     v = MathVerifier().score(question, solution, gold)
