@@ -42,6 +42,15 @@ def test_overrides_parse_yaml_values() -> None:
     assert cfg.sample.engine == "hf"
 
 
+@pytest.mark.parametrize("profile", ["tiny.yaml", "ablation-tiny.yaml"])
+def test_cpu_profiles_run_where_make_setup_builds_no_vllm(profile) -> None:
+    """`make demo` and `make ablation` run on any CPU: `make setup` skips .venv-vllm without AVX-512, so the CPU
+    profiles let the stages pick their engine (sampling: auto; evaluation: HF) instead of naming vLLM."""
+    cfg = load_config(ROOT / "conf" / profile)
+    assert cfg.sample.engine == "auto"
+    assert cfg.evaluate.engine != "vllm"
+
+
 def test_config_is_frozen() -> None:
     cfg = load_config(ROOT / "conf/tiny.yaml")
     with pytest.raises(ValidationError, match="frozen"):
