@@ -60,8 +60,8 @@ def _map_char(m: re.Match) -> str:
 
 
 _ROOT_RE = re.compile(r"√\s*(\d+(?:\.\d+)?)")
-_VULGAR = {ch: unicodedata.decomposition(ch).split()[1:] for ch in "¼½¾⅐⅑⅒⅓⅔⅕⅖⅗⅘⅙⅚⅛⅜⅝⅞"}
-_VULGAR = {ch: "".join(chr(int(c, 16)) for c in codes).replace("\u2044", "/") for ch, codes in _VULGAR.items()}
+_VULGAR = {ch: "".join(chr(int(c, 16)) for c in unicodedata.decomposition(ch).split()[1:]).replace("\u2044", "/")
+           for ch in "¼½¾⅐⅑⅒⅓⅔⅕⅖⅗⅘⅙⅚⅛⅜⅝⅞"}  # ½ -> 1/2: the <fraction> decomposition, its slash made ASCII
 _VULGAR_RE = re.compile(r"(\d+ ?)?([" + "".join(_VULGAR) + r"])")
 _SUPER = str.maketrans("⁰¹²³⁴⁵⁶⁷⁸⁹⁺⁻", "0123456789+-")
 _SUPER_RE = re.compile(r"[⁰¹²³⁴⁵⁶⁷⁸⁹⁺⁻]+")
@@ -532,15 +532,13 @@ _WORD_EQ = frozenset(("is", "equals", "makes", "gives", "yields"))
 def _fraction_last(out: list[Tok]) -> bool:
     """Whether the tokens so far end in a fraction of two literals, ``3/4`` or ``(1/2)``, that starts them or
     follows a word, a space-free break or an opening bracket (so ``12 + 3/4 of 20`` is not read)."""
-    tail = out[-5:]
-    if [t.kind for t in tail] == ["lp", "num", "op", "num", "rp"] and tail[2].text == "/":
-        head = out[:-5]
+    if [t.kind for t in out[-5:]] == ["lp", "num", "op", "num", "rp"] and out[-3].text == "/":
+        n = 5
     elif [t.kind for t in out[-3:]] == ["num", "op", "num"] and out[-2].text == "/":
-        head = out[:-3]
+        n = 3
     else:
         return False
-    head = [t for t in head if t.kind != "ws"]
-    return not head or head[-1].kind not in ("num", "op", "rp", "eq")
+    return len(out) == n or out[-n - 1].kind not in ("num", "op", "rp", "eq")  # tokenize keeps no whitespace
 
 
 def _computed_before(out: list[Tok]) -> bool:
