@@ -125,6 +125,8 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=2000, help="test problems scored (the profile's whole test split)")
     ap.add_argument("--k", type=int, default=0, help="samples per problem for the mixed share (0: greedy only)")
     ap.add_argument("--jobs", type=int, default=1, help="seeds trained at once (each at the profile's threads)")
+    ap.add_argument("--stages", nargs="+", choices=["base", "sft"], default=["base", "sft"],
+                    help="which models to score (sft alone halves the scoring time)")
     ap.add_argument("-o", "--override", action="append", default=[], metavar="KEY=VALUE",
                     help="a profile override for every seed, e.g. -o sft.max_steps=600 (repeatable)")
     args = ap.parse_args()
@@ -150,7 +152,7 @@ def main() -> None:
             if proc.returncode:
                 raise SystemExit(f"{name}: the flow failed ({args.root / f'run-{name}.log'})")
             wall = time.time() - t0
-            for stage in ("base", "sft"):
+            for stage in args.stages:
                 q = quality(args.config, model_dir(art, stage, args.config, extra), args.n, args.k,
                             args.root / f"q-{stage}-{name}.log", extra)
                 rows.append((cell, stage, f"{wall / 60:.1f}", q))

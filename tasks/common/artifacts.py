@@ -70,6 +70,40 @@ def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
+FULL_HASH_LIMIT = 64 << 20  # files above this are fingerprinted by size and three sampled megabytes
+
+
+def _file_fingerprint(p: Path) -> str:
+    size = p.stat().st_size
+    if size <= FULL_HASH_LIMIT:
+        return sha256_file(p)
+    h = hashlib.sha256(str(size).encode())
+    with p.open("rb") as f:
+        for offset in (0, size // 2, size - (1 << 20)):
+            f.seek(offset)
+            h.update(f.read(1 << 20))
+    return "sampled:" + h.hexdigest()
+
+
+def folder_fingerprint(folder: str | Path) -> str:
+    """Content fingerprint of a local model folder (or file): every file's relative path and sha256, hashed.
+
+    It keys the stages that read a local model (``model.name_or_path`` a path), so replacing the weights at the
+    same path invalidates the cache. Files over 64 MB (a real model's shards) are fingerprinted by their size
+    and three sampled megabytes, so planning a multi-GB model reads a few megabytes per shard (no mtime
+    shortcut: a copy or a checkout changes mtimes, not contents). Hidden files (``.git``, ``.cache``) are
+    skipped."""
+    root = Path(folder).expanduser().resolve()
+    files = [root] if root.is_file() else sorted(
+        p for p in root.rglob("*") if p.is_file()
+        and not any(part.startswith(".") for part in p.relative_to(root).parts))
+    entries = []
+    for p in files:
+        rel = p.name if p == root else p.relative_to(root).as_posix()
+        entries.append((rel, _file_fingerprint(p)))
+    return config_hash(entries)
+
+
 def _rows(path: Path) -> int | None:
     if path.suffix == ".jsonl":
         with path.open("rb") as f:

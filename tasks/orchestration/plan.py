@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from conf import STAGES, Config
-from tasks.common.artifacts import stage_key
+from tasks.common.artifacts import folder_fingerprint, stage_key
 from tasks.corpus.synthetic import corpus_seed
 from tasks.orchestration.stages import stage_version
 
@@ -85,7 +85,8 @@ def stage_config(cfg: Config, stage: str, strategy: str | None = None) -> dict[s
     evaluate = {k: v for k, v in d["evaluate"].items() if k != "models"}  # which models: flow-level
     by_stage: dict[str, dict[str, Any]] = {
         "data": {"data": d["data"]},
-        "base": {"model": d["model"], **({"corpus": pretrain_corpus(cfg)} if cfg.model.build_from_scratch else {})},
+        "base": {"model": d["model"], **({"corpus": pretrain_corpus(cfg)} if cfg.model.build_from_scratch
+                                         else local_model(cfg))},
         # SFT prompts are built with the sampling instruction, so the model learns the prompt it samples with.
         "sft": {"sft": d["sft"], "model": precision, "instruction": d["sample"]["instruction"]},
         "sample": {"sample": d["sample"], "model": precision},
@@ -99,6 +100,17 @@ def stage_config(cfg: Config, stage: str, strategy: str | None = None) -> dict[s
     if stage not in by_stage:
         raise ValueError(f"unknown stage {stage!r}; expected one of {', '.join(STAGES)}")
     return by_stage[stage]
+
+
+def local_model(cfg: Config) -> dict[str, Any]:
+    """A base loaded from a local folder is keyed by its files' contents too, not only by its path: new
+    weights at the same path (a re-shipped testbed base, a re-exported checkpoint) make a new base stage and
+    everything downstream of it (:func:`tasks.common.artifacts.folder_fingerprint`). Hub ids are keyed by
+    id and ``model.revision``."""
+    ref = cfg.model.name_or_path
+    if ref and Path(ref).expanduser().exists():
+        return {"local_files": folder_fingerprint(ref)}
+    return {}
 
 
 def pretrain_corpus(cfg: Config) -> dict[str, Any]:

@@ -99,6 +99,50 @@ def test_base_key_follows_the_pretraining_corpus_not_the_whole_data_stage(fake_s
             == dag.plan_keys(cfg_with(*hub, "data.seed=5", "data.synthetic.seed=5"), hub_nodes)["base"])
 
 
+def test_a_local_base_is_keyed_by_its_files_not_only_its_path(tmp_path):
+    """New weights at the same path (a re-shipped testbed base) make a new base key, and so a new SFT, sample,
+    ... chain; the same bytes at the same path keep the key; a renamed file moves it. Hidden folders (a
+    .git or .cache beside the weights) do not count."""
+    model = tmp_path / "base"
+    model.mkdir()
+    (model / "config.json").write_text('{"hidden_size": 8}')
+    (model / "model.safetensors").write_bytes(b"\x00" * 64)
+    over = [f"model.name_or_path={model}", "model.build_from_scratch=false"]
+    nodes = dag.pipeline(cfg_with(*over))
+
+    def keys():
+        return dag.plan_keys(cfg_with(*over), nodes)
+
+    first = keys()
+    assert keys() == first
+    (model / ".cache").mkdir()
+    (model / ".cache" / "lock").write_text("x")
+    assert keys() == first
+    (model / "model.safetensors").write_bytes(b"\x01" + b"\x00" * 63)
+    second = keys()
+    assert second["base"] != first["base"] and second["sft"] != first["sft"]
+    assert second["data"] == first["data"]
+    (model / "model.safetensors").rename(model / "weights.safetensors")
+    assert keys()["base"] not in (first["base"], second["base"])
+
+
+def test_folder_fingerprint_samples_large_files(tmp_path, monkeypatch):
+    """Files above the full-hash limit are fingerprinted by size and sampled megabytes: a change in a sampled
+    region or in the size moves the fingerprint."""
+    from tasks.common import artifacts
+
+    monkeypatch.setattr(artifacts, "FULL_HASH_LIMIT", 1 << 20)
+    big = tmp_path / "m" / "shard.bin"
+    big.parent.mkdir()
+    big.write_bytes(b"a" * (4 << 20))
+    a = artifacts.folder_fingerprint(big.parent)
+    big.write_bytes(b"b" + b"a" * ((4 << 20) - 1))
+    b = artifacts.folder_fingerprint(big.parent)
+    big.write_bytes(b"b" + b"a" * (4 << 20))
+    c = artifacts.folder_fingerprint(big.parent)
+    assert len({a, b, c}) == 3
+
+
 def test_a_pinned_corpus_builds_the_base_once_across_data_seeds(fake_stages, root, base_overrides):
     """Two data seeds on one pinned pretraining corpus: the second run builds its own data and SFT, and takes
     the base from the cache."""

@@ -1,0 +1,82 @@
+"""The testbed's shipped base (assets/ablation-tiny-base): the weights the ablation starts from on every machine.
+
+The base is trained once (scripts/build_tiny_base.py) because a from-scratch base depends on the CPU's
+floating-point kernels (docs/method.md, "The testbed's base is a file"). These tests hold the file to its
+provenance and to the profile that loads it."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from conf import load_config
+from conf.loader import config_hash
+from tasks.common.artifacts import describe_files
+from tasks.orchestration.plan import pretrain_corpus
+
+ROOT = Path(__file__).resolve().parents[2]
+PROFILE = ROOT / "conf" / "ablation-tiny.yaml"
+
+
+@pytest.fixture(scope="module")
+def cfg():
+    return load_config(PROFILE)
+
+
+@pytest.fixture(scope="module")
+def base(cfg) -> Path:
+    assert not cfg.model.build_from_scratch
+    path = (ROOT / cfg.model.name_or_path).resolve()
+    assert path.is_dir(), path
+    return path
+
+
+@pytest.fixture(scope="module")
+def provenance(base) -> dict:
+    return json.loads((base / "provenance.json").read_text())
+
+
+def test_the_files_are_the_ones_the_provenance_describes(base, provenance):
+    """Every shipped file's sha256 is recorded: a re-trained or edited base cannot pass for this one."""
+    files = {name: d["sha256"] for name, d in describe_files(base).items()
+             if name not in ("provenance.json", "README.md")}
+    assert files == provenance["files"]
+
+
+def test_the_profile_describes_the_recipe_the_base_was_trained_with(cfg, provenance):
+    """conf/ablation-tiny.yaml keeps the recipe under model.tiny and the corpus under data.synthetic: with
+    build_from_scratch switched on it would train this very base (same recipe, same corpus settings, same
+    solution format), so `scripts/build_tiny_base.py -o model.build_from_scratch=true` rebuilds it."""
+    scratch = load_config(PROFILE, ["model.build_from_scratch=true"])
+    assert provenance["recipe"] == scratch.model.tiny.model_dump(mode="json")
+    corpus = pretrain_corpus(scratch)
+    assert provenance["corpus"]["synthetic"] == corpus["synthetic"]
+    assert provenance["corpus"]["solution_format"] == corpus["solution_format"] == cfg.data.solution_format
+    assert provenance["corpus_key"] == config_hash(provenance["corpus"])
+    assert 0 < provenance["step"] <= provenance["recipe"]["max_steps"]
+
+
+def test_the_base_answers_in_the_format_the_instruction_asks_for(cfg, base, provenance):
+    """Greedy on pool problems rendered exactly as the SFT and sample stages render them: the base was
+    pretrained on the profile's solution format, so its outputs end in the \\boxed{} the instruction asks for."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from tasks.corpus.synthetic import generate_splits
+    from training.prompts import chat_prompt, prompt_token_ids
+
+    tok = AutoTokenizer.from_pretrained(base)
+    model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32)
+    assert sum(p.numel() for p in model.parameters()) == provenance["params"]
+    problems = generate_splits(cfg.data.synthetic.model_copy(update={"n_pool": 3}), ["pool"])["pool"]
+    boxed = 0
+    for p in problems:
+        ids = torch.tensor([prompt_token_ids(tok, chat_prompt(tok, p.question, cfg.sample.instruction))])
+        with torch.no_grad():
+            out = model.generate(ids, max_new_tokens=160, do_sample=False, pad_token_id=tok.pad_token_id)
+        completion = tok.decode(out[0, ids.shape[1]:], skip_special_tokens=True)
+        boxed += "\\boxed{" in completion
+    assert "\\boxed{}" in cfg.sample.instruction and cfg.data.solution_format == "boxed"
+    assert boxed == len(problems)
