@@ -5,8 +5,9 @@ seeds and cache keys gave an SFT model of 65.3% on one machine and 88.4% on anot
 A testbed that must land in an accuracy band on every machine therefore starts from weights that are trained
 once and shipped (``assets/``), not from a recipe. This script trains the profile's base exactly as the base
 stage does (same corpus, tokenizer, recipe, seed and thread count: :func:`training.tiny.build_tiny_model`'s
-steps), and additionally saves the weights at ``--snapshots`` steps, so one run yields several candidates.
-Saving does not change the training (the callback only reads the weights).
+steps: it calls :func:`training.tiny.build_tiny_model`), and additionally saves the weights at ``--snapshots``
+steps, so one run yields several candidates. Saving does not change the training (the callback only reads the
+weights; a test holds the final weights equal to the base stage's).
 
     .venv/bin/python scripts/build_tiny_base.py -c conf/ablation-tiny.yaml \
         -o model.build_from_scratch=true --snapshots 2000 3000 4000 5000 --out /tmp/base
@@ -66,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
     from tasks.common.artifacts import describe_files
     from tasks.data import run_data
     from tasks.orchestration.plan import pretrain_corpus
-    from training.tiny import build_model, pack_blocks, pretrain, split_documents, train_tokenizer
+    from training.tiny import build_tiny_model, split_documents
 
     cfg = load_config(args.config, args.override)
     if not cfg.model.build_from_scratch:
@@ -82,49 +83,38 @@ def main(argv: list[str] | None = None) -> int:
         data_dir.mkdir(exist_ok=True)
         run_data(cfg, data_dir)
     docs = split_documents((data_dir / "pretrain.txt").read_text(encoding="utf-8"))
-
-    torch.manual_seed(tcfg.seed)
-    tok = train_tokenizer(docs, tcfg.vocab_size)
-    blocks, labels = pack_blocks(tok, docs, tcfg.block_size, assistant_only=tcfg.loss_on == "assistant")
-    model = build_model(tok, tcfg)
-    if tcfg.threads:
-        torch.set_num_threads(tcfg.threads)
-    base_info = {
+    info = {
         "profile": args.config, "overrides": args.override, "recipe": tcfg.model_dump(mode="json"),
-        "corpus": pretrain_corpus(cfg), "corpus_key": config_hash(pretrain_corpus(cfg)),
-        "documents": len(docs), "blocks": len(blocks), "params": sum(p.numel() for p in model.parameters()),
-        "commit": commit(), "cpu": cpu_name(), "threads": torch.get_num_threads(), "torch": torch.__version__,
-        "script": "scripts/build_tiny_base.py",
+        "corpus": pretrain_corpus(cfg), "corpus_key": config_hash(pretrain_corpus(cfg)), "documents": len(docs),
+        "commit": commit(), "cpu": cpu_name(), "threads": tcfg.threads or torch.get_num_threads(),
+        "torch": torch.__version__, "script": "scripts/build_tiny_base.py",
     }
     t0 = time.time()
     recent: list[float] = []
 
-    def save(name: str, step: int) -> None:
-        folder = args.out / name
+    def write(folder: Path, step: int, extra: dict | None = None) -> None:
+        row = {**info, **(extra or {}), "step": step, "seconds": round(time.time() - t0, 1),
+               "loss_last_100": sum(recent[-100:]) / max(1, len(recent[-100:])),
+               "files": {name: d["sha256"] for name, d in describe_files(folder).items()
+                         if name != "provenance.json"}}
+        (folder / "provenance.json").write_text(json.dumps(row, indent=2) + "\n")
+        print(f"saved {folder} at step {step} ({row['seconds']:.0f} s, loss {row['loss_last_100']:.4f})", flush=True)
+
+    def snapshot(step: int, model, tok) -> None:
+        folder = args.out / f"step-{step}"
         model.save_pretrained(folder)
         tok.save_pretrained(folder)
-        info = {**base_info, "step": step, "seconds": round(time.time() - t0, 1),
-                "loss_last_100": sum(recent[-100:]) / max(1, len(recent[-100:])),
-                "files": {name: d["sha256"] for name, d in describe_files(folder).items()
-                          if name != "provenance.json"}}
-        (folder / "provenance.json").write_text(json.dumps(info, indent=2) + "\n")
-        print(f"saved {folder} at step {step} ({info['seconds']:.0f} s, loss {info['loss_last_100']:.4f})",
-              flush=True)
-
-    wanted = set(args.snapshots)
+        write(folder, step, {"params": sum(p.numel() for p in model.parameters())})
 
     def progress(step: int, loss: float) -> None:
         recent.append(loss)
-        if step in wanted:
-            model.eval()
-            save(f"step-{step}", step)
-            model.train()
-        elif step % 500 == 0:
+        if step % 500 == 0:
             print(f"step {step}/{tcfg.max_steps} loss {sum(recent[-100:]) / len(recent[-100:]):.4f} "
                   f"{time.time() - t0:.0f} s", flush=True)
 
-    pretrain(model, blocks, tcfg, progress=progress)
-    save("final", tcfg.max_steps)
+    metrics = build_tiny_model(docs, tcfg, args.out / "final", progress=progress,
+                               snapshot_steps=args.snapshots, snapshot=snapshot)
+    write(args.out / "final", tcfg.max_steps, {"params": metrics["params"], "blocks": metrics["blocks"]})
     return 0
 
 

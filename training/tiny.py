@@ -23,7 +23,7 @@ from __future__ import annotations
 import bisect
 import math
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -246,11 +246,15 @@ def _ema_update(ema: dict[str, Any] | None, model, decay: float) -> dict[str, An
 def build_tiny_model(documents: Sequence[str], cfg: TinyModelConfig, out: str | Path,
                      log: Callable[[dict[str, Any]], None] | None = None,
                      checkpoint: str | Path | None = None,
-                     progress: Callable[[int, float], None] | None = None) -> dict[str, Any]:
+                     progress: Callable[[int, float], None] | None = None,
+                     snapshot_steps: Collection[int] = (),
+                     snapshot: Callable[[int, Any, Any], None] | None = None) -> dict[str, Any]:
     """Train tokenizer and model on ``documents`` and ``save_pretrained`` both into ``out``.
 
     ``checkpoint``: a file to resume pretraining from (and save to); ``progress``: called after every
-    step with (step, loss); see :func:`pretrain`.
+    step with (step, loss); see :func:`pretrain`. ``snapshot(step, model, tokenizer)`` is called (in eval
+    mode) after each step in ``snapshot_steps``, to keep intermediate models (scripts/build_tiny_base.py);
+    it must only read the model, and the training is the same with or without it.
 
     Returns metrics: params, blocks, steps, first/final loss, seconds (wall) and cpu_seconds.
     """
@@ -269,8 +273,19 @@ def build_tiny_model(documents: Sequence[str], cfg: TinyModelConfig, out: str | 
     threads = torch.get_num_threads()
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
+    wanted = set(snapshot_steps)
+
+    def on_step(step: int, loss: float) -> None:
+        if progress is not None:
+            progress(step, loss)
+        if snapshot is not None and step in wanted:
+            model.eval()
+            snapshot(step, model, tok)
+            model.train()
+
     try:
-        metrics = pretrain(model, blocks, cfg, log=log, checkpoint=checkpoint, labels=labels, progress=progress)
+        metrics = pretrain(model, blocks, cfg, log=log, checkpoint=checkpoint, labels=labels,
+                           progress=on_step if (snapshot is not None and wanted) else progress)
     finally:
         torch.set_num_threads(threads)
     out = Path(out)

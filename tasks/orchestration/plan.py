@@ -85,8 +85,9 @@ def stage_config(cfg: Config, stage: str, strategy: str | None = None) -> dict[s
     evaluate = {k: v for k, v in d["evaluate"].items() if k != "models"}  # which models: flow-level
     by_stage: dict[str, dict[str, Any]] = {
         "data": {"data": d["data"]},
-        "base": {"model": d["model"], **({"corpus": pretrain_corpus(cfg)} if cfg.model.build_from_scratch
-                                         else local_model(cfg))},
+        # model.tiny is the from-scratch recipe: a loaded base is not keyed by it
+        "base": ({"model": d["model"], "corpus": pretrain_corpus(cfg)} if cfg.model.build_from_scratch else
+                 {"model": {k: v for k, v in d["model"].items() if k != "tiny"}, **local_model(cfg)}),
         # SFT prompts are built with the sampling instruction, so the model learns the prompt it samples with.
         "sft": {"sft": d["sft"], "model": precision, "instruction": d["sample"]["instruction"]},
         "sample": {"sample": d["sample"], "model": precision},

@@ -118,6 +118,7 @@ def test_a_local_base_is_keyed_by_its_files_not_only_its_path(tmp_path):
     (model / ".cache").mkdir()
     (model / ".cache" / "lock").write_text("x")
     assert keys() == first
+    assert dag.plan_keys(cfg_with(*over, "model.tiny.max_steps=7"), nodes) == first  # the recipe is not used
     (model / "model.safetensors").write_bytes(b"\x01" + b"\x00" * 63)
     second = keys()
     assert second["base"] != first["base"] and second["sft"] != first["sft"]

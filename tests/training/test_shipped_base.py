@@ -7,6 +7,7 @@ provenance and to the profile that loads it."""
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import pytest
@@ -80,3 +81,46 @@ def test_the_base_answers_in_the_format_the_instruction_asks_for(cfg, base, prov
         boxed += "\\boxed{" in completion
     assert "\\boxed{}" in cfg.sample.instruction and cfg.data.solution_format == "boxed"
     assert boxed == len(problems)
+
+
+SMALL_PROFILE = [
+    "model.tiny.vocab_size=400", "model.tiny.hidden_size=64", "model.tiny.num_layers=1", "model.tiny.num_heads=1",
+    "model.tiny.num_kv_heads=1", "model.tiny.intermediate_size=128", "model.tiny.max_position_embeddings=256",
+    "model.tiny.block_size=256", "model.tiny.max_steps=6", "model.tiny.warmup_steps=1", "model.tiny.threads=1",
+    "data.synthetic.n_pretrain=60", "data.synthetic.n_sft=8", "data.synthetic.n_pool=8", "data.synthetic.n_test=8",
+    "data.validation.n=2",
+]
+
+
+def test_build_tiny_base_trains_what_the_base_stage_trains(tmp_path, load_script):
+    """scripts/build_tiny_base.py repeats the base stage's steps with snapshots on the side: its final weights
+    equal the base stage's on the same pretrain.txt, bit for bit; a snapshot is an earlier, loadable model; the
+    provenance names every file's hash, the corpus key and the step."""
+    from safetensors.torch import load_file
+
+    from tasks.base import run_base
+
+    script = load_script("build_tiny_base")
+    profile = str(ROOT / "conf" / "tiny.yaml")
+    over = [a for o in SMALL_PROFILE for a in ("-o", o)]
+    out = tmp_path / "snap"
+    assert script.main(["-c", profile, *over, "--snapshots", "3", "--out", str(out)]) == 0
+    cfg = load_config(profile, SMALL_PROFILE)
+    stage = tmp_path / "stage"
+    stage.mkdir()
+    run_base(cfg, out / "data", stage)
+    a, b = load_file(out / "final" / "model.safetensors"), load_file(stage / "model" / "model.safetensors")
+    assert a.keys() == b.keys() and all(a[k].equal(b[k]) for k in a)
+    early = load_file(out / "step-3" / "model.safetensors")
+    assert any(not early[k].equal(a[k]) for k in a)
+    final = json.loads((out / "final" / "provenance.json").read_text())
+    assert final["recipe"]["loss_on"] == "assistant" and math.isfinite(final["loss_last_100"])
+    prov = json.loads((out / "step-3" / "provenance.json").read_text())
+    assert prov["step"] == 3 and prov["recipe"]["max_steps"] == 6
+    assert prov["corpus_key"] == config_hash(pretrain_corpus(cfg))
+    assert prov["files"] == {n: d["sha256"] for n, d in describe_files(out / "step-3").items()
+                             if n != "provenance.json"}
+    with pytest.raises(SystemExit):  # a snapshot past the end is refused before any training
+        script.main(["-c", profile, *over, "--snapshots", "6", "--out", str(tmp_path / "bad")])
+    with pytest.raises(SystemExit):  # a profile that loads its base has no recipe to run unless asked
+        script.main(["-c", str(PROFILE), "--out", str(tmp_path / "bad")])
