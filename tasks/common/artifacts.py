@@ -91,11 +91,11 @@ def folder_fingerprint(folder: str | Path) -> str:
     It keys the stages that read a local model (``model.name_or_path`` a path), so replacing the weights at the
     same path invalidates the cache. Files over 64 MB (a real model's shards) are fingerprinted by their size
     and three sampled megabytes, so planning a multi-GB model reads a few megabytes per shard (no mtime
-    shortcut: a copy or a checkout changes mtimes, not contents). Hidden files (``.git``, ``.cache``) are
-    skipped."""
+    shortcut: a copy or a checkout changes mtimes, not contents). Hidden files (``.git``, ``.cache``) and
+    Markdown (a model card: nothing loads it) are skipped."""
     root = Path(folder).expanduser().resolve()
     files = [root] if root.is_file() else sorted(
-        p for p in root.rglob("*") if p.is_file()
+        p for p in root.rglob("*") if p.is_file() and p.suffix.lower() != ".md"
         and not any(part.startswith(".") for part in p.relative_to(root).parts))
     entries = []
     for p in files:

@@ -102,7 +102,7 @@ def test_base_key_follows_the_pretraining_corpus_not_the_whole_data_stage(fake_s
 def test_a_local_base_is_keyed_by_its_files_not_only_its_path(tmp_path):
     """New weights at the same path (a re-shipped testbed base) make a new base key, and so a new SFT, sample,
     ... chain; the same bytes at the same path keep the key; a renamed file moves it. Hidden folders (a
-    .git or .cache beside the weights) do not count."""
+    .git or .cache beside the weights) and a Markdown model card do not count."""
     model = tmp_path / "base"
     model.mkdir()
     (model / "config.json").write_text('{"hidden_size": 8}')
@@ -117,6 +117,7 @@ def test_a_local_base_is_keyed_by_its_files_not_only_its_path(tmp_path):
     assert keys() == first
     (model / ".cache").mkdir()
     (model / ".cache" / "lock").write_text("x")
+    (model / "README.md").write_text("# a model card")
     assert keys() == first
     assert dag.plan_keys(cfg_with(*over, "model.tiny.max_steps=7"), nodes) == first  # the recipe is not used
     (model / "model.safetensors").write_bytes(b"\x01" + b"\x00" * 63)
