@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -33,23 +32,12 @@ sys.path.insert(0, str(ROOT))
 
 def cpu_name() -> str:
     try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                flags = Path("/proc/cpuinfo").read_text()
-                return line.split(":", 1)[1].strip() + (" (AVX-512)" if "avx512f" in flags else " (no AVX-512)")
+        text = Path("/proc/cpuinfo").read_text(errors="replace")
     except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def commit() -> str:
-    try:
-        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True)
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT,
-                               capture_output=True, text=True).stdout.strip()
-        return out.stdout.strip() + ("-dirty" if dirty else "")
-    except OSError:
-        return "unknown"
+        return platform.processor() or platform.machine()
+    name = next((line.split(":", 1)[1].strip() for line in text.splitlines() if line.startswith("model name")),
+                platform.processor() or platform.machine())
+    return name + (" (AVX-512)" if "avx512f" in text else " (no AVX-512)")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -65,6 +53,7 @@ def main(argv: list[str] | None = None) -> int:
     from conf import load_config
     from conf.loader import config_hash
     from tasks.common.artifacts import describe_files
+    from tasks.common.provenance import git_commit
     from tasks.data import run_data
     from tasks.orchestration.plan import pretrain_corpus
     from training.tiny import build_tiny_model, split_documents
@@ -86,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
     info = {
         "profile": args.config, "overrides": args.override, "recipe": tcfg.model_dump(mode="json"),
         "corpus": pretrain_corpus(cfg), "corpus_key": config_hash(pretrain_corpus(cfg)), "documents": len(docs),
-        "commit": commit(), "cpu": cpu_name(), "threads": tcfg.threads or torch.get_num_threads(),
+        "commit": git_commit(ROOT, short=True, dirty=True), "cpu": cpu_name(), "threads": tcfg.threads or torch.get_num_threads(),
         "torch": torch.__version__, "script": "scripts/build_tiny_base.py",
     }
     t0 = time.time()

@@ -284,8 +284,7 @@ def build_tiny_model(documents: Sequence[str], cfg: TinyModelConfig, out: str | 
             model.train()
 
     try:
-        metrics = pretrain(model, blocks, cfg, log=log, checkpoint=checkpoint, labels=labels,
-                           progress=on_step if (snapshot is not None and wanted) else progress)
+        metrics = pretrain(model, blocks, cfg, log=log, checkpoint=checkpoint, labels=labels, progress=on_step)
     finally:
         torch.set_num_threads(threads)
     out = Path(out)
