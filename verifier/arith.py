@@ -17,6 +17,7 @@ Example::
 
 from __future__ import annotations
 
+import decimal
 import math
 import re
 import unicodedata
@@ -220,6 +221,15 @@ def _tokenize(text: str) -> list[Tok]:
 
 
 # ---------------------------------------------------------------- bounded arithmetic
+def to_float(v: Value) -> float:
+    """``float(v)``, or an infinity of its sign for an exact value beyond the float range (exact results reach
+    :data:`MAX_RESULT_BITS` bits, floats about 1,024)."""
+    try:
+        return float(v)
+    except OverflowError:
+        return math.inf if v > 0 else -math.inf
+
+
 def _check(v: Value) -> Value:
     if isinstance(v, Fraction):
         if v.numerator.bit_length() > MAX_RESULT_BITS or v.denominator.bit_length() > MAX_RESULT_BITS:
@@ -260,10 +270,12 @@ def _pow(a: Value, b: Value) -> Value:
             return _check(float(a) ** e)
         except (OverflowError, ZeroDivisionError) as exc:
             raise EvalError("power overflow") from exc
-    fb = float(b)
+    fb = to_float(b)
     if abs(fb) > MAX_EXPONENT:
         raise EvalError("exponent too large")
-    fa = float(a)
+    fa = to_float(a)
+    if math.isinf(fa):
+        raise EvalError("power overflow")
     if fa < 0:
         raise EvalError("fractional power of a negative number")
     if fa == 0 and fb < 0:
@@ -678,7 +690,13 @@ def values_match(lhs: Value, rhs: Value, shown_decimals: int = 0, lhs_decimals: 
     """
     if isinstance(lhs, Fraction) and isinstance(rhs, Fraction) and lhs == rhs:
         return True
-    a, b = float(lhs), float(rhs)
+    try:
+        a, b = float(lhs), float(rhs)
+    except OverflowError:  # beyond the float range (3^{2002}): relative to the size, in exact arithmetic
+        if not (isinstance(lhs, Fraction) and isinstance(rhs, Fraction)):
+            return False  # a float is never that large
+        size = max(abs(lhs), abs(rhs))
+        return abs(lhs - rhs) <= size * (Fraction(1, 100) if approx else Fraction(1, 10**9))
     tol = 1e-9 * max(1.0, abs(a), abs(b))
     if shown_decimals:
         tol = max(tol, 0.5 * 10.0**-shown_decimals * ROUNDING_SLACK)
@@ -714,7 +732,9 @@ def rounding_error(side: list[Tok], value: Value) -> float:
         w = _try(moved)
         if w is None or isinstance(w, EvalError):
             continue
-        err += abs(float(w) - float(value))
+        d = abs(to_float(w) - to_float(value))
+        if math.isfinite(d):
+            err += d
     return err
 
 
@@ -798,9 +818,18 @@ def _fmt(v: Value) -> str:
     if isinstance(v, Fraction):
         if v.denominator == 1:
             return str(v.numerator)
-        f = float(v)
+        f = to_float(v)
+        if math.isinf(f):
+            return fmt_huge(v)
         return f"{v.numerator}/{v.denominator}" if abs(f) < 1e-4 or len(str(v)) < 8 else f"{f:.6g}"
     return f"{v:.6g}"
+
+
+def fmt_huge(v: Fraction) -> str:
+    """A value beyond the float range in six significant digits (``1.23457E+955``)."""
+    with decimal.localcontext() as ctx:
+        ctx.prec = 8
+        return format(decimal.Decimal(v.numerator) / decimal.Decimal(v.denominator), ".6g")
 
 
 def _operands(toks: list[Tok]) -> list[Fraction]:

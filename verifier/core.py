@@ -53,6 +53,7 @@ Example::
 
 from __future__ import annotations
 
+import math
 import re
 import signal
 import threading
@@ -79,8 +80,10 @@ from verifier.arith import (
     Calculation,
     Value,
     extract_calculations,
+    fmt_huge,
     numbers_in,
     split_math,
+    to_float,
     values_match,
 )
 from verifier.learned import StepScorer, load_scorer
@@ -805,7 +808,7 @@ def _final_vs_derived(steps, calcs, final_num, cents: bool, rounding: bool) -> t
     def ok(v: Value) -> bool:  # equal, the percent read as a number, rounded (when the text says so: "to
         # the nearest integer", "rounds to"), or dollars as cents (a question asking for cents)
         return (values_match(fv, v) or (fpct and values_match(fv * 100, v))
-                or (rounding and _is_int(fv) and not _is_int(v) and abs(float(v) - float(fv)) <= 0.5)
+                or (rounding and _is_int(fv) and not _is_int(v) and abs(to_float(v) - to_float(fv)) <= 0.5)
                 or (cents and values_match(fv, v * 100)))
 
     last_i, last_v = derived[-1]
@@ -1090,6 +1093,8 @@ def _fmt(v: Value) -> str:
     if isinstance(v, Fraction):
         if v.denominator == 1:
             return str(v.numerator)
-        f = float(v)
+        f = to_float(v)
+        if math.isinf(f):
+            return fmt_huge(v)
         return f"{f:.6g}" if abs(f) >= 1e-4 else f"{v.numerator}/{v.denominator}"
     return f"{v:.6g}"

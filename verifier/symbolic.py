@@ -60,6 +60,7 @@ from verifier.arith import (
     latex_tokens,
     normalize_chars,
     split_math,
+    to_float,
     tokenize,
     values_match,
 )
@@ -454,13 +455,19 @@ def _unexpanded(n: Node) -> bool:
 def _close(a: Value, b: Value) -> bool:
     if isinstance(a, Fraction) and isinstance(b, Fraction):
         return a == b
-    return abs(float(a) - float(b)) <= 1e-9 * max(1.0, abs(float(a)), abs(float(b)))
+    fa, fb = to_float(a), to_float(b)
+    if math.isinf(fa) or math.isinf(fb):
+        return False
+    return abs(fa - fb) <= 1e-9 * max(1.0, abs(fa), abs(fb))
 
 
 def _far(a: Value, b: Value) -> bool:
     if isinstance(a, Fraction) and isinstance(b, Fraction):
         return a != b
-    return abs(float(a) - float(b)) > 1e-6 * max(1.0, abs(float(a)), abs(float(b)))
+    fa, fb = to_float(a), to_float(b)
+    if math.isinf(fa) or math.isinf(fb):
+        return True
+    return abs(fa - fb) > 1e-6 * max(1.0, abs(fa), abs(fb))
 
 
 def identical(left: Node, right: Node, seed: int) -> bool | None:
@@ -925,7 +932,7 @@ def _residual(eq: _Link, env: dict[str, Value]) -> tuple[Value, Value] | None:
 
 def _fmt(v: Value, decimals: int = 0) -> str:
     if decimals:
-        return f"{float(v):.{decimals}f}"
+        return f"{to_float(v):.{decimals}f}"
     if isinstance(v, Fraction):
         return str(v.numerator) if v.denominator == 1 else f"{v.numerator}/{v.denominator}"
     return f"{v:.6g}"

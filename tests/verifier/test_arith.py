@@ -142,3 +142,18 @@ def test_ratios_times_and_named_functions_are_no_calculations():
     assert extract_calculations("That gives $cis\\left(4\\pi\\right) = cis\\left(0\\right) = 1$.") == []
     assert extract_calculations("$sgn(-3) = -1$") == []
     assert [c.ok for c in extract_calculations("$2(3+4) = 15$")] == [False]
+
+
+def test_exact_values_beyond_the_float_range_are_compared_not_crashed():
+    """Exact results reach 4,000 bits and a float ~1,024: comparing them must not raise OverflowError."""
+    from verifier.arith import to_float, values_match
+
+    big = Fraction(3) ** 2002
+    # relative to the size, as for floats: big + 1 is big to 1e-9, 1.001 * big is not (but is "about" it)
+    assert values_match(big, big) and values_match(big, big + 1) and not values_match(big, big * Fraction(1001, 1000))
+    assert values_match(big, big * Fraction(1001, 1000), approx=True)
+    assert not values_match(big, 1.5) and not values_match(1.5, big)
+    assert to_float(big) == float("inf") and to_float(-big) == float("-inf")
+    by_step = [[c.ok for c in extract_calculations(s)] for s in (
+        "$4^{1002}=4\\cdot4^{1001}$", "$2^{1100} = 1.5$", "$3^{1500}/3^{1499} = 3$")]
+    assert by_step == [[True], [False], [True]]

@@ -36,6 +36,10 @@ FUZZ_EXPECTED = {
     "division by zero": ("ok", False),
     "null bytes": ("ok", False),
     "lone surrogate-ish": ("ok", True),
+    "beyond float, exact": ("ok", False),
+    "beyond float, against a decimal": ("ok", False),
+    "beyond float, rounded": ("ok", False),
+    "beyond float, assigned": ("ok", False),
 }
 FUZZ = {
     "power tower": "9**9**9",
@@ -58,6 +62,11 @@ FUZZ = {
     "division by zero": "1/0 = 5. #### 1/0",
     "null bytes": "\x00\x01\x02 = 3 #### \x00",
     "lone surrogate-ish": "\udcff 3 + 4 = 7",
+    # exact values up to 4,000 bits, beyond a float's ~1,024 (a MATH train reference once got an error verdict)
+    "beyond float, exact": "$(3^{1001}+4^{1002})^2-(3^{1001}-4^{1002})^2 = 4\\cdot3^{1001}\\cdot4^{1002}$. So $k=\\boxed{16}$.",
+    "beyond float, against a decimal": "$3^{2002} \\cdot 0.5 = 1.2$ and $2^{1500}/3^{700} = 5$ and $2^{1100} = 1.5$",
+    "beyond float, rounded": "$2^{1200} \\approx 1.7$, to the nearest integer $3^{2002}/2 = 8$. The answer is 8.",
+    "beyond float, assigned": "$x = 3^{2000}$, so $x + 0.5 = 2$ and $\\sqrt{3^{2002}} = 3^{1001}$. #### 3^{2000}",
 }
 
 
