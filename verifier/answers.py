@@ -157,8 +157,13 @@ def answer_candidates(text: str) -> list[tuple[str, str]]:
     return list(_answer_candidates(text))
 
 
+_MARKER_HINT_RE = re.compile(r"\\(?:boxed|fbox|framebox)\b|####|answer", re.IGNORECASE)  # every marker holds one
+
+
 @lru_cache(maxsize=256)
 def _answer_candidates(text: str) -> tuple[tuple[str, str], ...]:
+    if not _MARKER_HINT_RE.search(text):  # most steps: no marker at all, so none of the five searches below
+        return ()
     out: list[tuple[str, str]] = [("boxed", b) for b in boxed_answers(text)]
     out += [("tag", _block_answer(m.group(1))) for m in _ANSWER_TAG_RE.finditer(text)]
     for m in _HASH_RE.finditer(text):

@@ -106,6 +106,8 @@ _NUM = r"(?:\d{1,3}(?:(?:,|\{,\}|,\\!| |\\,)\d{3}(?!\d))+(?:\.\d+)?|\d+(?:\.\d+)
 ANNOTATION = r"<<[^<>]{0,400}>>"  # a GSM8K calculator mark
 _TOKEN_RE = re.compile(
     r"(?P<ws>\s+|\\[,;:! ]|~|&|\\quad|\\qquad|\\(?:left|right|[bB]igg?[lr]?|displaystyle|boxed)(?![A-Za-z])|\\\$|\$)"
+    # words are most tokens, so they are tried second; a letter before "_" starts a subscript (below)
+    r"|(?P<word>(?![A-Za-z]_)[A-Za-z]+(?:/[A-Za-z]+)*)"
     rf"|(?P<ann>{ANNOTATION})"
     r"|(?P<sub>(?:[A-Za-z]|\\[A-Za-z]+)_(?:\{[^{}]{0,40}\}|[A-Za-z0-9]))"
     r"|(?P<base>\d+_(?:\{\d{1,3}\}|\d))"
@@ -122,7 +124,6 @@ _TOKEN_RE = re.compile(
     r"|(?P<lp>[(\[])|(?P<rp>[)\]])|(?P<lb>\{)|(?P<rb>\})"
     r"|(?P<fact>!)"
     r"|(?P<ratio>(?<=\d):(?=\d))"  # 2:5, 3:15: a ratio or a time, never a break between two calculations
-    r"|(?P<word>[A-Za-z]+(?:/[A-Za-z]+)*)"
     r"|(?P<other>.)",
     re.DOTALL,
 )
@@ -176,10 +177,16 @@ _SIMPLE_KIND = {"word": "word", "text": "word", "ordinal": "word", "op": "op", "
                 "base": "cmd", "ratio": "cmd"}  # base: 1011_2, a numeral in another base
 
 
+# (kind, text) -> its Tok, shared: a Tok is immutable, and words and operators repeat across steps and solutions
+_SIMPLE_TOKS: dict[tuple[str, str], Tok] = {}
+MAX_SIMPLE_TOKS = 50_000
+
+
 def _tokenize(text: str) -> list[Tok]:
     text = normalize_chars(text)
     out: list[Tok] = []
     simple_kind = _SIMPLE_KIND.get
+    simple_tok = _SIMPLE_TOKS.get
     for m in _TOKEN_RE.finditer(text):
         kind = m.lastgroup
         if kind == "ws":
@@ -187,7 +194,12 @@ def _tokenize(text: str) -> list[Tok]:
         s = m.group(0)
         simple = simple_kind(kind)
         if simple is not None:
-            out.append(Tok(simple, s))
+            tok = simple_tok((simple, s))
+            if tok is None:
+                tok = Tok(simple, s)
+                if len(s) <= 24 and len(_SIMPLE_TOKS) < MAX_SIMPLE_TOKS:  # not annotations or long text groups
+                    _SIMPLE_TOKS[simple, s] = tok
+            out.append(tok)
         elif kind == "number":
             out.append(_num_tok(m.group("num"), bool(m.group("pct"))))
         elif kind == "mixed":
@@ -468,6 +480,9 @@ class _Parser:
 
 
 def evaluate_tokens(toks: list[Tok], pct_plain: bool = False, mixed: bool = False) -> Value:
+    if len(toks) == 1 and toks[0].kind == "num":  # a lone literal (most sides): what the parser would return
+        t = toks[0]
+        return t.value * 100 if t.pct and pct_plain else t.value
     return _Parser(toks, pct_plain, mixed).parse()
 
 
@@ -506,39 +521,45 @@ def _with_vars(toks: list[Tok], latex: bool = False) -> list[Tok]:
     where ``3 x`` is a product). In LaTeX math a short word such as ``xy`` is a product of variables."""
     out: list[Tok] = []
     for j, t in enumerate(toks):
-        if t.kind == "word" and latex and t.text.isalpha() and len(t.text) <= 3 and not t.text.startswith("\\"):
+        if t.kind != "word":
+            out.append(t)
+            continue
+        if latex and t.text.isalpha() and len(t.text) <= 3 and not t.text.startswith("\\"):
             if t.text.islower():
                 out += [Tok("var", ch) for ch in t.text]
             else:
                 out.append(Tok("var", t.text))  # AB, ABC: a segment or a triangle, one symbol
             continue
-        if t.kind == "word":
-            low = t.text.lower()
-            prev = toks[j - 1] if j else None
-            nxt = toks[j + 1] if j + 1 < len(toks) else None
-            between = (prev is not None and prev.kind in ("num", "rp") and nxt is not None
-                       and nxt.kind in ("num", "lp"))
-            if low in _WORD_OPS and between:
-                out.append(Tok("op", _WORD_OPS[low]))
-                continue
-            after = toks[j + 2] if j + 2 < len(toks) else None
-            if not latex and low in _WORD_EQ and nxt is not None and nxt.kind == "num" and _computed_before(out) \
-                    and not (after is not None and after.kind in ("op", "lp", "eq")):
-                out.append(Tok("eq", t.text))  # "20 minus 8 is 12", "12 + 5 equals 17": a number after it
-                continue
-            if low == "of" and prev is not None and (prev.kind == "num" and prev.pct or _fraction_last(out)) \
-                    and nxt is not None and nxt.kind in ("num", "lp"):
-                out.append(Tok("op", "*"))  # "20% of 50", "3/4 of 20", "(1/2) of 10": a product
-                continue
-            if len(t.text) == 1 and t.text.isalpha() and not (
-                    prev is not None and prev.kind in ("other", "brk") and prev.text in "'’"):  # that's: no variable
-                out.append(Tok("var", t.text))
-                continue
+        low = t.text.lower()
+        if len(low) > 1 and low not in _WORD_SPECIAL:  # an ordinary word: none of the readings below applies
+            out.append(t)
+            continue
+        prev = toks[j - 1] if j else None
+        nxt = toks[j + 1] if j + 1 < len(toks) else None
+        between = (prev is not None and prev.kind in ("num", "rp") and nxt is not None
+                   and nxt.kind in ("num", "lp"))
+        if low in _WORD_OPS and between:
+            out.append(Tok("op", _WORD_OPS[low]))
+            continue
+        after = toks[j + 2] if j + 2 < len(toks) else None
+        if not latex and low in _WORD_EQ and nxt is not None and nxt.kind == "num" and _computed_before(out) \
+                and not (after is not None and after.kind in ("op", "lp", "eq")):
+            out.append(Tok("eq", t.text))  # "20 minus 8 is 12", "12 + 5 equals 17": a number after it
+            continue
+        if low == "of" and prev is not None and (prev.kind == "num" and prev.pct or _fraction_last(out)) \
+                and nxt is not None and nxt.kind in ("num", "lp"):
+            out.append(Tok("op", "*"))  # "20% of 50", "3/4 of 20", "(1/2) of 10": a product
+            continue
+        if len(t.text) == 1 and t.text.isalpha() and not (
+                prev is not None and prev.kind in ("other", "brk") and prev.text in "'’"):  # that's: no variable
+            out.append(Tok("var", t.text))
+            continue
         out.append(t)
     return out
 
 
 _WORD_EQ = frozenset(("is", "equals", "makes", "gives", "yields"))
+_WORD_SPECIAL = _WORD_EQ | {w.lower() for w in _WORD_OPS} | {"of"}  # the words _with_vars may read as math
 
 
 def _fraction_last(out: list[Tok]) -> bool:
@@ -642,10 +663,12 @@ def _try(toks: list[Tok], pct_plain: bool = False, mixed: bool = False) -> Value
         return exc if isinstance(exc, EvalError) else EvalError(str(exc))
 
 
-def _trim(side: list[Tok], left: bool) -> list[Tok]:
-    """Longest suffix (left side) or prefix (right side) that parses: ``Step 1. 3+4`` -> ``3+4``."""
-    if not isinstance(_try(side), EvalError):
-        return side
+def _trim(side: list[Tok], left: bool) -> tuple[list[Tok], Value | None]:
+    """Longest suffix (left side) or prefix (right side) that parses: ``Step 1. 3+4`` -> ``3+4``; with its
+    value (None: not numeric, or nothing parses and the side is ``[]``)."""
+    v = _try(side)
+    if not isinstance(v, EvalError):
+        return side, v
     n = len(side)
     rng = range(1, n) if left else range(n - 1, 0, -1)
     for k in rng:
@@ -657,9 +680,10 @@ def _trim(side: list[Tok], left: bool) -> list[Tok]:
             cut_ok = side[k].kind == "num" or (k == n - 1 and side[k].kind in ("rp", "rb"))
         if not cut_ok:
             continue
-        if not isinstance(_try(part), EvalError):
-            return part
-    return []
+        v = _try(part)
+        if not isinstance(v, EvalError):
+            return part, v
+    return [], None
 
 
 def _text(toks: list[Tok]) -> str:
@@ -760,10 +784,14 @@ def stated_rounding(text: str) -> tuple[bool, float | None]:
     return True, _PRECISION_WORDS.get(word)
 
 
-def _eval_side(side: list[Tok]) -> tuple[list[Value], bool]:
-    """Values of a side (two readings when it holds a percent) and whether it failed to parse."""
+_UNSET = object()
+
+
+def _eval_side(side: list[Tok], first=_UNSET) -> tuple[list[Value], bool]:
+    """Values of a side (two readings when it holds a percent) and whether it failed to parse; ``first``: the
+    side's plain reading when the caller has it already (:func:`_trim`)."""
     vals = []
-    v = _try(side)
+    v = _try(side) if first is _UNSET else first
     if isinstance(v, EvalError):
         return [], True
     if v is not None:
@@ -851,10 +879,10 @@ def _make_calc(sides: list[list[Tok]], approx: bool, annotation: bool,
     if len(sides[first]) == 1 if first >= 0 else False:
         ops = []  # "x = 55 = 55", "<<55=55>>": a restatement, not a use
     alt = vals[last][-1] if last >= 0 and len(vals[last]) > 1 else None
+    texts = [_text(s) for s in sides]
     return Calculation(
-        text=" = ".join(_text(s) for s in sides).replace(" = ", "=") if annotation
-        else " = ".join(_text(s) for s in sides),
-        sides=[_text(s) for s in sides], values=values, ok=ok, result=result, operands=ops,
+        text=" = ".join(texts).replace(" = ", "=") if annotation else " = ".join(texts),
+        sides=texts, values=values, ok=ok, result=result, operands=ops,
         error=reason, annotation=annotation, alt=alt,
     )
 
@@ -1055,19 +1083,21 @@ def _chains(toks: list[Tok], calcs: list[Calculation], step_approx: bool, precis
         approx = approx or step_approx
         if _modifies(before, sides[0] if sides else []) and sides:
             sides[0] = []  # "half of 50 = 25": the left operand is not the whole expression
+        parsed: dict[int, Value | None] = {}  # side index -> its plain reading, from _trim
         if sides and sides[0]:
-            sides[0] = _trim(sides[0], left=True)
+            sides[0], parsed[0] = _trim(sides[0], left=True)
         if sides and sides[-1]:
-            sides[-1] = _trim(sides[-1], left=False)
+            sides[-1], parsed[len(sides) - 1] = _trim(sides[-1], left=False)
         if prose and lead != "start" and len(sides) >= 2 and sides[0] and _told_in_words(
                 sides[0], sides[1], before is not None and lead == "number"):
             sides[0] = []
         # split at sides that do not parse (a new chain starts after them)
         chain: list[list[Tok]] = []
         chain_vals: list[list[Value]] = []
-        for s in sides + [[]]:
+        for k, s in enumerate(sides + [[]]):
             if s:  # a literal with a leading zero is a time or a code ("0900 - 0130 = 0730 hours")
-                vs, failed = _eval_side(s) if not any(_leading_zero(t) for t in s) else ([], True)
+                vs, failed = _eval_side(s, parsed.get(k, _UNSET)) if not any(_leading_zero(t) for t in s) \
+                    else ([], True)
                 if not failed:
                     chain.append(s)
                     chain_vals.append(vs)

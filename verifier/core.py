@@ -146,19 +146,21 @@ for _words, _vals in _UNITS:
     for _w in _words.split():
         UNIT_CONSTANTS[_w] = UNIT_CONSTANTS.get(_w, frozenset()) | frozenset(Fraction(v) for v in _vals)
 _WORDS_RE = re.compile(r"[a-z]+")
+# each unit word's constants and ALWAYS_IMPLICIT's (key ""), with their reciprocals: computed once
+_WITH_RECIPROCALS: dict[str, frozenset[Fraction]] = {
+    w: vals | frozenset(1 / v for v in vals if v) for w, vals in [("", ALWAYS_IMPLICIT), *UNIT_CONSTANTS.items()]}
 
 
 def implicit_constants(text: str) -> set[Fraction]:
     """Numbers ``text`` licenses without stating them: 0, 1, 2, 1/2, and unit conversion factors whose unit
     it names ("hours" -> 60, "dozen" -> 12, "%" -> 100), with their reciprocals."""
-    out = set(ALWAYS_IMPLICIT)
+    out = set(_WITH_RECIPROCALS[""])
     for w in set(_WORDS_RE.findall(text.lower())) & UNIT_CONSTANTS.keys():
-        out |= UNIT_CONSTANTS[w]
+        out |= _WITH_RECIPROCALS[w]
     if "%" in text:
-        out |= UNIT_CONSTANTS["percent"]
+        out |= _WITH_RECIPROCALS["percent"]
     if "$" in text:
-        out |= UNIT_CONSTANTS["dollar"]
-    out.update([1 / v for v in out if v])
+        out |= _WITH_RECIPROCALS["dollar"]
     return out
 
 
@@ -716,11 +718,17 @@ def _first_derived(calcs: list[list[Calculation]]) -> dict[Value, int]:
 def _licensed(given: set, implicit: set | None) -> tuple[ValueSet, ValueSet]:
     """(the values the question gives, also as ``1 ± p``, ``x100`` and ``/100``; those plus ``implicit``)."""
     implicit = implicit if implicit is not None else set(ALWAYS_IMPLICIT)
-    given = set(given)
-    given |= {1 + g for g in given if isinstance(g, Fraction) and 0 < g < 1}  # "50% more": 1.5
-    given |= {1 - g for g in given if isinstance(g, Fraction) and 0 < g < 1}
-    given_set = ValueSet(list(given) + [v * 100 for v in given if isinstance(v, Fraction)]
-                         + [v / 100 for v in given if isinstance(v, Fraction)])
+    given_set = ValueSet()
+    exact = given_set.exact  # (numerator, denominator) pairs in lowest terms, built without Fraction arithmetic
+    for g in given:
+        if not isinstance(g, Fraction):
+            given_set.add(g)
+            continue
+        n, d = g.numerator, g.denominator
+        # g, and for 0 < g < 1 also 1 + g ("50% more": 1.5) and 1 - g; each also x100 and /100
+        for a in ((n, d + n, d - n) if 0 < n < d else (n,)):  # gcd(d +- n, d) = gcd(n, d) = 1
+            k, m = math.gcd(a * 100, d), math.gcd(a, d * 100)
+            exact.update(((a, d), (a * 100 // k, d // k), (a // m, d * 100 // m)))
     base = ValueSet(implicit)
     base.exact |= given_set.exact
     base.approx += given_set.approx

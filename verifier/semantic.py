@@ -125,8 +125,11 @@ class Alignment:
     mismatch: float = 0.0  # the quantity/word mismatch part of ``score`` (off-topic steps excluded)
 
 
+_IS_MATH_RE = re.compile(r"\d|[=+*/^]|\\[a-z]+|\$")
+
+
 def _is_math(step: str) -> bool:
-    return bool(re.search(r"\d|[=+*/^]|\\[a-z]+|\$", step))
+    return bool(_IS_MATH_RE.search(step))
 
 
 _ASY_RE = re.compile(r"\[asy\].*?(?:\[/asy\]|$)", re.DOTALL)
@@ -148,7 +151,8 @@ def alignment(question: str, steps: list[str], embed_sim: float | None = None) -
         if coverage < 0.6:
             notes.append(f"uses {len(q_nums & s_nums)} of the question's {len(q_nums)} quantities")
     q_words = set(content_words(question))
-    s_words = set(content_words(text))
+    step_words = [set(content_words(s)) for s in steps]  # neither regex matches across the steps' "\n"
+    s_words = set().union(*step_words)
     lexical = len(q_words & s_words) / len(q_words) if q_words else 1.0
     if embed_sim is not None:
         lex_term = max(0.0, min(1.0, 1.0 - (embed_sim - 0.1) / 0.3))
@@ -159,10 +163,10 @@ def alignment(question: str, steps: list[str], embed_sim: float | None = None) -
         if lex_term > 0.5:
             notes.append(f"shares {len(q_words & s_words)} of {len(q_words)} question words")
     off_topic = []
-    vocab = q_words | set(content_words(" ".join(s for s in steps if _is_math(s))))
-    for i, s in enumerate(steps):
-        words = set(content_words(s))
-        if len(words) >= 4 and not _is_math(s) and not (words & vocab):
+    is_math = [_is_math(s) for s in steps]
+    vocab = q_words.union(*(w for w, m in zip(step_words, is_math, strict=True) if m))
+    for i, words in enumerate(step_words):
+        if len(words) >= 4 and not is_math[i] and not (words & vocab):
             off_topic.append(i)
     if off_topic:
         notes.append(f"step(s) {off_topic} unrelated to the question")
