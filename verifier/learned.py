@@ -66,14 +66,11 @@ DENSE = (
 )
 
 
+_NUM_TOKENS = tuple(f"<n{min(k, 6)}>" for k in range(7))  # a number folded to its digit count
+
+
 def _tokens(step: str) -> list[str]:
-    out = []
-    for t in _TOKEN_RE.findall(step[:4000]):
-        if t[0].isdigit():
-            out.append(f"<n{min(len(t), 6)}>")
-        else:
-            out.append(t.lower())
-    return out
+    return [_NUM_TOKENS[min(len(t), 6)] if t[0].isdigit() else t.lower() for t in _TOKEN_RE.findall(step[:4000])]
 
 
 @lru_cache(maxsize=8192)
@@ -88,7 +85,8 @@ def hashed_indices(step: str) -> list[int]:
     gram's UTF-8 bytes modulo :data:`N_HASH`, a bigram's CRC continued from its first token's."""
     crcs = [_token_crcs(t) for t in _tokens(step)]
     out = {c % N_HASH for c, _, _ in crcs}
-    out.update(zlib.crc32(b[2], a[1]) % N_HASH for a, b in zip(crcs, crcs[1:], strict=False))
+    crc = zlib.crc32
+    out.update([crc(b[2], a[1]) % N_HASH for a, b in zip(crcs, crcs[1:], strict=False)])
     return sorted(out)
 
 
@@ -210,9 +208,7 @@ class StepScorer:
         for x, m, s, w in zip(dense, self.mean, self.scale, self.dense_coef, strict=True):
             z += w * (x - m) / s
         hc = self.hash_coef
-        for j in hashed:
-            z += hc[j]
-        return z
+        return sum([hc[j] for j in hashed], z)  # the same left-to-right additions as a loop
 
     def prob(self, dense: Sequence[float], hashed: Sequence[int]) -> float:
         z = max(-40.0, min(40.0, self.logit(dense, hashed)))
