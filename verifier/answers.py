@@ -335,8 +335,10 @@ def extract_answer(text: str) -> str | None:
 
 
 # ---------------------------------------------------------------- normalisation and numbers
+# each repetition is atomic ("(?>"): "\s+[A-Za-z][A-Za-z .]*" can split a run of words many ways, and a
+# prose tail that fails at "$" (an "answer is" sentence) backtracked for seconds
 _UNIT_TAIL_RE = re.compile(
-    r"(?:\s*\\(?:text|mathrm|mbox|textbf|operatorname)\s*\{[^{}]*\}|\s*\^\s*\{?\\circ\}?|°|\s*\\%|%"
+    r"(?>\s*\\(?:text|mathrm|mbox|textbf|operatorname)\s*\{[^{}]*\}|\s*\^\s*\{?\\circ\}?|°|\s*\\%|%"
     r"|\s+[A-Za-z][A-Za-z .]*|(?<=\d)(?!pi(?![A-Za-z]))[A-Za-z]{2,}|\s*\^\{?[23]\}?|\.)+$"
 )
 
