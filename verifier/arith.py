@@ -483,7 +483,36 @@ def evaluate_tokens(toks: list[Tok], pct_plain: bool = False, mixed: bool = Fals
     if len(toks) == 1 and toks[0].kind == "num":  # a lone literal (most sides): what the parser would return
         t = toks[0]
         return t.value * 100 if t.pct and pct_plain else t.value
-    return _Parser(toks, pct_plain, mixed).parse()
+    flat = _flat_value(toks, pct_plain)
+    return _Parser(toks, pct_plain, mixed).parse() if flat is None else flat
+
+
+def _flat_value(toks: list[Tok], pct_plain: bool) -> Value | None:
+    """``a op b op c ...`` with literals and ``+ - * /`` only (most GSM8K calculations): the parser's value,
+    with the same operations in the same order, without its recursion; None for any other shape."""
+    n = len(toks)
+    if n < 3 or not n % 2:
+        return None
+    for k in range(n):
+        t = toks[k]
+        if t.kind != ("op" if k % 2 else "num") or (k % 2 and t.text not in _FLAT_OPS):
+            return None
+    vals = [t.value * 100 if t.pct and pct_plain else t.value for t in toks[::2]]
+    total: Value | None = None
+    sign, cur = "+", vals[0]
+    for k in range(1, len(vals)):
+        op = toks[2 * k - 1].text
+        if op == "*":
+            cur = _mul(cur, vals[k])
+        elif op == "/":
+            cur = _div(cur, vals[k])
+        else:  # a term ends: added to the sum as the parser's expr() does, then the next term starts
+            total = cur if total is None else _add(total, cur if sign == "+" else -cur)
+            sign, cur = op, vals[k]
+    return cur if total is None else _add(total, cur if sign == "+" else -cur)
+
+
+_FLAT_OPS = frozenset("+-*/")
 
 
 def evaluate(text: str) -> Value:

@@ -60,6 +60,7 @@ from multiprocessing.connection import Connection
 from typing import NamedTuple
 
 from pebble import ProcessExpired, ProcessPool
+from pebble.common import CONSTS as PEBBLE_CONSTS
 
 from verifier.verdict import Verdict
 
@@ -74,6 +75,9 @@ POLL_S = 0.5  # how often the parent checks that the pool is alive while no resu
 MAX_START_FAILURES = 3
 MAX_CHUNK = 16  # items per task at most (docs/verifier.md: ~10% more GSM8K solutions/s on 2 workers than 1)
 INIT_DELAY_ENV = "VERIFIER_WORKER_INIT_DELAY_S"
+# pebble's manager threads sleep this long between checks (its default is 0.1 s), and ``pool.join()`` waits for
+# the sleeping one: a 1,000-item GSM8K batch (~1 s) lost 0-100 ms there at the end
+PEBBLE_POLL_S = 0.01
 WARM_UP = ("What is 3 + 4?", "3 + 4 = 7.\nThe answer is $\\boxed{7}$.", "\\frac{14}{2}")
 
 Outcome = tuple[str, object]  # ("ok", verdict dict) or ("timeout" | "error", note)
@@ -208,8 +212,26 @@ def _one_pool(jobs: dict[int, dict], config_json: str, n_workers: int, limits: L
               chunk_size: int | None = None):
     """Yields ``(position, outcome)`` from one pebble pool; returns (the positions it left undone because it
     broke or started nothing in ``STARTUP_LIMIT_S``, why, whether it finished any item)."""
-    pool = ProcessPool(max_workers=n_workers, initializer=_init_worker, initargs=(config_json,),
-                       context=mp.get_context("fork"))
+    with _pebble_polls(PEBBLE_POLL_S):
+        pool = ProcessPool(max_workers=n_workers, initializer=_init_worker, initargs=(config_json,),
+                           context=mp.get_context("fork"))
+        return (yield from _drain_pool(pool, jobs, n_workers, limits, chunk_size))
+
+
+@contextmanager
+def _pebble_polls(seconds: float):
+    """pebble's poll interval at most ``seconds`` while a pool of ours lives (a process-wide setting)."""
+    old = PEBBLE_CONSTS.sleep_unit
+    PEBBLE_CONSTS.sleep_unit = min(old, seconds)
+    try:
+        yield
+    finally:
+        PEBBLE_CONSTS.sleep_unit = old
+
+
+def _drain_pool(pool: ProcessPool, jobs: dict[int, dict], n_workers: int, limits: Limits,
+                chunk_size: int | None = None):
+    """The body of :func:`_one_pool` once its pool exists."""
     futures: dict[Future, list[int]] = {}
 
     def submit(positions: list[int]) -> None:
