@@ -64,6 +64,7 @@ from collections.abc import Mapping, Sequence
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from fractions import Fraction
+from functools import lru_cache
 
 from conf.schema import VerifyConfig
 from verifier.answers import (
@@ -213,6 +214,13 @@ _QFRAC_RE = re.compile(r"(?<![\d.])(\d{1,4})\s*/\s*(\d{1,4})(?![\d.])")
 def question_fractions(question: str) -> set[Fraction]:
     """Fractions a question writes as ``a/b`` ("1/4 pound" -> 1/4), which the tokenizer reads as two numbers."""
     return {Fraction(int(a), int(b)) for a, b in _QFRAC_RE.findall(question[:20000]) if int(b)}
+
+
+@lru_cache(maxsize=256)
+def question_values(question: str) -> frozenset:
+    """The values a question gives: its literals, quantities in words and written fractions (cached: the K
+    samples of a problem share the question)."""
+    return frozenset(numbers_in(question)).union(word_numbers(question), question_fractions(question))
 
 
 class BudgetExceeded(BaseException):
@@ -500,7 +508,7 @@ class MathVerifier:
         steps = [_unlabel(s) for s in steps]
         text = "\n".join(steps)
         calcs = _calculations(steps, question, budget)
-        given = set(numbers_in(question)) | word_numbers(question) | question_fractions(question)
+        given = question_values(question)
         derived = _reference_derived(reference[:limit], given) if isinstance(reference, str) else []
         ref_derived = ValueSet(derived) if derived else None
         symbolic, flags = _symbolic(calcs)
