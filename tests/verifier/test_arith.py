@@ -157,3 +157,41 @@ def test_exact_values_beyond_the_float_range_are_compared_not_crashed():
     by_step = [[c.ok for c in extract_calculations(s)] for s in (
         "$4^{1002}=4\\cdot4^{1001}$", "$2^{1100} = 1.5$", "$3^{1500}/3^{1499} = 3$")]
     assert by_step == [[True], [False], [True]]
+
+
+def test_flat_expressions_take_the_parsers_value_and_errors():
+    """The fast path for ``a op b op c`` (literals, + - * /) must agree with the recursive parser exactly:
+    the same value and type, or the same error, also for percent literals read plainly."""
+    import random
+
+    from verifier.arith import _flat_value, _Parser, tokenize
+
+    rng = random.Random(13)
+    literals = ["0", "1", "2", "3.5", "12", "0.25", "50%", "7", "1000000000000", "9" * 40, "1/2", "0.1"]
+    seen = 0
+    for _ in range(3000):
+        n = rng.randint(2, 6)
+        text = " ".join(rng.choice(literals) + " " + rng.choice("+-*/") for _ in range(n - 1)) + " " + rng.choice(literals)
+        toks = tokenize(text)
+        for pct_plain in (False, True):
+            def run(f):
+                try:
+                    v = f()
+                    return type(v).__name__, v
+                except EvalError as exc:
+                    return "EvalError", str(exc)
+            fast = run(lambda: _flat_value(toks, pct_plain))  # noqa: B023 - called at once
+            if fast[1] is None:
+                continue
+            seen += 1
+            assert fast == run(lambda: _Parser(toks, pct_plain).parse()), text  # noqa: B023
+    assert seen > 5000
+    assert _flat_value(tokenize("2 * (3 + 4)"), False) is None and _flat_value(tokenize("2^3 + 1"), False) is None
+
+
+def test_words_subscripts_and_unit_ratios_tokenize_as_before():
+    from verifier.arith import tokenize
+
+    kinds = [(t.kind, t.text) for t in tokenize("ab_1 + x_1 = 3 cm/s and b_{n+1}")]
+    assert kinds == [("word", "ab"), ("brk", "_"), ("num", "1"), ("op", "+"), ("var", "x_1"), ("eq", "="),
+                     ("num", "3"), ("word", "cm/s"), ("word", "and"), ("var", "b_{n+1}")]

@@ -275,3 +275,13 @@ def test_a_chunk_whose_worker_is_killed_is_rescored_item_by_item(monkeypatch):
     assert "worker killed" in out[1].notes[0]
     assert out[5].notes == ["worker died (exit code 9)"]
     assert out[7].notes == ["RuntimeError: boom"]
+
+
+def test_pebble_polls_fast_only_while_a_pool_of_ours_lives():
+    """pool.join() waits for pebble's sleeping manager thread: 10 ms polls inside, pebble's own setting after."""
+    from verifier.batch import PEBBLE_CONSTS, PEBBLE_POLL_S, _pebble_polls
+
+    before = PEBBLE_CONSTS.sleep_unit
+    with _pebble_polls(PEBBLE_POLL_S):
+        assert PEBBLE_CONSTS.sleep_unit == min(before, PEBBLE_POLL_S)
+    assert PEBBLE_CONSTS.sleep_unit == before
