@@ -480,18 +480,16 @@ class _Parser:
 
 
 def evaluate_tokens(toks: list[Tok], pct_plain: bool = False, mixed: bool = False) -> Value:
-    if len(toks) == 1 and toks[0].kind == "num":  # a lone literal (most sides): what the parser would return
-        t = toks[0]
-        return t.value * 100 if t.pct and pct_plain else t.value
     flat = _flat_value(toks, pct_plain)
     return _Parser(toks, pct_plain, mixed).parse() if flat is None else flat
 
 
 def _flat_value(toks: list[Tok], pct_plain: bool) -> Value | None:
-    """``a op b op c ...`` with literals and ``+ - * /`` only (most GSM8K calculations): the parser's value,
-    with the same operations in the same order, without its recursion; None for any other shape."""
+    """A lone literal or ``a op b op c ...`` with literals and ``+ - * /`` only (most sides of GSM8K
+    calculations): the parser's value, with the same operations in the same order, without its recursion;
+    None for any other shape."""
     n = len(toks)
-    if n < 3 or not n % 2:
+    if not n % 2:
         return None
     for k in range(n):
         t = toks[k]

@@ -194,13 +194,25 @@ def _pool_outcomes(jobs: dict[int, dict], config_json: str, n_workers: int,
     """``(position, outcome)`` for every job, as they finish; a pool that breaks is replaced for the rest."""
     _preload()
     failures, why = 0, ""
-    while jobs and failures < MAX_START_FAILURES:
-        left, why, started = yield from _one_pool(jobs, config_json, n_workers, limits, chunk_size)
-        failures = 0 if started else failures + 1
-        jobs = {p: jobs[p] for p in left}
+    with _pebble_polls(PEBBLE_POLL_S):
+        while jobs and failures < MAX_START_FAILURES:
+            left, why, started = yield from _one_pool(jobs, config_json, n_workers, limits, chunk_size)
+            failures = 0 if started else failures + 1
+            jobs = {p: jobs[p] for p in left}
     note = f"could not start a verifier worker ({why or 'unknown reason'})"
     for pos in jobs:
         yield pos, ("error", note)
+
+
+@contextmanager
+def _pebble_polls(seconds: float):
+    """pebble's poll interval at most ``seconds`` while pools of ours live (a process-wide setting)."""
+    old = PEBBLE_CONSTS.sleep_unit
+    PEBBLE_CONSTS.sleep_unit = min(old, seconds)
+    try:
+        yield
+    finally:
+        PEBBLE_CONSTS.sleep_unit = old
 
 
 def auto_chunk_size(n_jobs: int, n_workers: int) -> int:
@@ -212,26 +224,8 @@ def _one_pool(jobs: dict[int, dict], config_json: str, n_workers: int, limits: L
               chunk_size: int | None = None):
     """Yields ``(position, outcome)`` from one pebble pool; returns (the positions it left undone because it
     broke or started nothing in ``STARTUP_LIMIT_S``, why, whether it finished any item)."""
-    with _pebble_polls(PEBBLE_POLL_S):
-        pool = ProcessPool(max_workers=n_workers, initializer=_init_worker, initargs=(config_json,),
-                           context=mp.get_context("fork"))
-        return (yield from _drain_pool(pool, jobs, n_workers, limits, chunk_size))
-
-
-@contextmanager
-def _pebble_polls(seconds: float):
-    """pebble's poll interval at most ``seconds`` while a pool of ours lives (a process-wide setting)."""
-    old = PEBBLE_CONSTS.sleep_unit
-    PEBBLE_CONSTS.sleep_unit = min(old, seconds)
-    try:
-        yield
-    finally:
-        PEBBLE_CONSTS.sleep_unit = old
-
-
-def _drain_pool(pool: ProcessPool, jobs: dict[int, dict], n_workers: int, limits: Limits,
-                chunk_size: int | None = None):
-    """The body of :func:`_one_pool` once its pool exists."""
+    pool = ProcessPool(max_workers=n_workers, initializer=_init_worker, initargs=(config_json,),
+                       context=mp.get_context("fork"))
     futures: dict[Future, list[int]] = {}
 
     def submit(positions: list[int]) -> None:
