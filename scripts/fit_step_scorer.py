@@ -1,4 +1,4 @@
-"""Fit the learned step scorer (``verifier/models/step_scorer-v3.json``) on PRM800K phase-1 TRAIN.
+"""Fit the learned step scorer (``verifier/models/<SCORER_VERSION>.json``, now step_scorer-v4) on PRM800K phase-1 TRAIN.
 
 Data: ``<data>/prm800k/phase1_train_plus.stepwise.jsonl.gz`` (900 MATH *train* problems; phase1_test is
 MATH-500 and is never read here) and ``<data>/math/train.jsonl`` (gold answers, matched on the problem text
@@ -18,7 +18,7 @@ on it and on a sample of GSM8K train references. Deterministic
 (``--seed``). Usage::
 
     HF_HUB_OFFLINE=1 .venv/bin/python scripts/fit_step_scorer.py [--data ../shared/data] [--workers 2]
-        [--limit N] [--cache /tmp/step_features.json.gz] [--out verifier/models/step_scorer-v3.json]
+        [--limit N] [--cache /tmp/step_features.json.gz] [--out verifier/models/step_scorer-v4.json]
 """
 
 from __future__ import annotations
@@ -253,7 +253,7 @@ def choose_threshold(rows, chain_list, oof, strong, ref_p, ref_sym, max_ref_flag
 
 
 def scorer_json(a, model, mean, scale, y, C, auc, t, acc, f1, ff, ff_gsm, sym_ff) -> dict:
-    """The contents of the model file (``step_scorer-v3.json``)."""
+    """The contents of the model file (``<SCORER_VERSION>.json``)."""
     coef = model.coef_[0]
     return {
         "version": VERSION, "kind": "logistic_regression",

@@ -69,6 +69,13 @@ _ANSWER_IS_RE = re.compile(
     r"|(?:[ \t]+(?:to[ \t]+(?:the|this)[ \t]+(?:question|problem)[ \t]+)?is)?[ \t]*"
     r"(?:equal[ \t]+to|:|=|is)?[ \t]*:?[ \t]*(?:\*\*)?[ \t]*(?=\S))"
 )
+# words that start a clause, not an answer: after "answer" with no "is", ":" or "=", such a word means the
+# sentence goes on about the answer ("check our answer by ...", "the answer because ...")
+_PROSE_START_RE = re.compile(r"(?i)(?:by|because|since|for|from|in|into|of|on|with|without|we|you|i|it|that|"
+                             r"which|when|if|and|or|but|so|as|at|using|after|before|again|now|here|there|"
+                             r"first|again|choices?|options?|should|would|could|will|must|can|may|might|"
+                             r"seems?|looks?|makes?|has|have|had|was|were|are|be|been|not|yet|still|"
+                             r"directly|correctly|carefully|quickly)\b")
 _NUMBER_RE = re.compile(
     r"-?\$?\s?(?:\d+ \d+/\d+(?![\d./])"  # a mixed number, 1 1/2 (and 1½ once normalised)
     r"|\d{1,3}(?:,\d{3})+(?:\.\d+)?|\d+,\d{1,2}(?![\d,])|\d+(?:\.\d+)?(?:/\d+(?:\.\d+)?)?|\.\d+)"
@@ -172,6 +179,8 @@ def _answer_candidates(text: str) -> tuple[tuple[str, str], ...]:
     out += [("heading", _block_answer(text[m.end():m.end() + 400])) for m in _HEADING_RE.finditer(text)]
     for m in _ANSWER_IS_RE.finditer(text):
         ans = _sentence_end(_after_text_marker(text, m.start(), m.end()))
+        if ans and not m.group(0)[6:].strip(" \t*") and _PROSE_START_RE.match(ans):
+            continue  # "verify our answer by listing ...", "that's our answer because ...": no answer follows
         if ans and not ans.lower().startswith(("is ", "to ", "the question", "this ")):
             ans = boxed_answers(ans)[-1] if "\\boxed" in ans and boxed_answers(ans) else ans
             out.append(("answer_is", ans))

@@ -118,7 +118,8 @@ from verifier.verdict import DIMENSIONS, Verdict
 # 9: algebra in plain text, unicode numbers, a fraction "of" a quantity, mixed numbers before "*"
 # 10: exact values beyond the float range (3^{2002}) are compared, not an error verdict; the unit-tail regex no
 # longer backtracks for seconds on prose after "answer" (was a timeout verdict); otherwise the same verdicts, faster
-VERIFIER_VERSION = 10  # a plain number: the verify stage logs it as an MLflow metric
+# 11: step_scorer-v4, whose features add whether a step writes the gold answer's value (mentions_gold)
+VERIFIER_VERSION = 11  # a plain number: the verify stage logs it as an MLflow metric
 
 # numbers a solution may use without a source: 0, 1, 2 (halves, doubles, pairs) and 1/2
 ALWAYS_IMPLICIT = frozenset(Fraction(x) for x in (0, 1, 2, Fraction(1, 2)))
@@ -502,8 +503,10 @@ class MathVerifier:
 
     # ------------------------------------------------------------ analysis
     def analyze(self, question: str, solution: str | list[str], gold: str, reference: str | None = None,
-                budget: _Budget | None = None, use_embedding: bool = True) -> Analysis:
-        """All checks on one solution (no time limit unless ``budget`` is given)."""
+                budget: _Budget | None = None, use_embedding: bool = True, partial: bool = False) -> Analysis:
+        """All checks on one solution (no time limit unless ``budget`` is given). ``partial``: the steps are
+        the start of a solution (PRM800K's rated prefixes): without an explicit answer it is not graded (not
+        a wrong answer, and no first error by itself); the gold answer still informs the step scores."""
         limit = self.config.max_text_chars
         question = question[:limit] if isinstance(question, str) else ""
         gold = gold if isinstance(gold, str) else ""
@@ -524,7 +527,8 @@ class MathVerifier:
         if budget:
             budget.check()
         gold_answer = extract_answer(gold)
-        correct = bool(steps) and gold_answer is not None and answers_equal(gold, text)
+        graded = gold_answer is not None and (not partial or bool(cands))  # a prefix with no answer: ungraded
+        correct = bool(steps) and graded and answers_equal(gold, text)
         if gold_answer is None:
             notes.append("gold answer missing or empty: correctness cannot be judged")
         logical, found = _consistency(steps, calcs, cands, final_num, unsupported, **_reading(question, text, steps))
@@ -538,13 +542,13 @@ class MathVerifier:
         dims = {"semantic_alignment": align.score, "structural_integrity": structural, "step_ordering": ordering,
                 "logical_consistency": logical, "symbolic_validity": symbolic,
                 "answer_correctness": 0.0 if correct else 1.0}
-        if not correct and gold_answer is not None:
+        if not correct and graded:
             notes.append(f"final answer {final!r} does not match gold {gold_answer!r}"[:240])
         a = Analysis(steps=steps, calcs=calcs, dims={k: round(float(v), 6) for k, v in dims.items()},
                      flags=flags, notes=notes, correct=correct, final_answer=final)
         self._learned(a, question, gold if gold_answer is not None else "",
-                      {final: correct} if final is not None and gold_answer is not None else None, budget)
-        a.first_error_step, note = _first_error(a, gold, reference, final_num, given)
+                      {final: correct} if final is not None and graded else None, budget)
+        a.first_error_step, note = _first_error(a, "" if partial else gold, reference, final_num, given)
         a.notes += [note] if note else []
         if not steps or (final is None and not any(calcs)):
             a.status = "unparsed"

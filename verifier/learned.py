@@ -12,11 +12,12 @@ Features of step ``i`` (:func:`step_features`), computed from the symbolic chann
   vs last derived value, structure, off-topic), numbers in the step and numbers new to the solution,
   LaTeX, ``=`` signs, whether the step states a final answer and whether it matches the gold answer,
   position (``log1p(i)``, first step), length, hedging words ("wait", "I think", "mistake", ...), word
-  overlap with the question and with the earlier steps;
+  overlap with the question and with the earlier steps, and whether the step writes the gold answer's value
+  anywhere (:func:`mentions_gold`: a solution that reaches the gold value along the way is usually on track);
 - hashed word unigrams and bigrams of the step (numbers folded to their digit count, LaTeX commands and
   operators kept), :data:`N_HASH` buckets by ``zlib.crc32`` (stable across processes and machines).
 
-The model file (``verifier/models/step_scorer-v3.json``) is plain JSON: the feature spec (names, hash
+The model file (``verifier/models/step_scorer-v4.json``) is plain JSON: the feature spec (names, hash
 size, version), the standardisation of the dense features, the coefficients, the intercept and the
 decision threshold chosen on train. It is read with :func:`json.load` only (no pickle), and checked
 against the feature spec of this module before use.
@@ -30,6 +31,7 @@ import re
 import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
+from fractions import Fraction
 from functools import lru_cache
 from pathlib import Path
 
@@ -44,10 +46,10 @@ from verifier.answers import (
 from verifier.arith import Calculation, split_math
 from verifier.semantic import cached_numbers
 
-FEATURE_VERSION = 1
+FEATURE_VERSION = 2  # 2: + mentions_gold
 N_HASH = 1 << 14
 MODEL_DIR = Path(__file__).resolve().parent / "models"
-SCORER_VERSION = "step_scorer-v3"  # the shipped model; scripts/fit_step_scorer.py writes it under this name
+SCORER_VERSION = "step_scorer-v4"  # the shipped model; scripts/fit_step_scorer.py writes it under this name
 DEFAULT_MODEL = MODEL_DIR / f"{SCORER_VERSION}.json"
 
 HEDGES = ("wait", "i think", "mistake", "actually", "oops", "hmm", "not sure", "maybe", "guess", "wrong",
@@ -63,6 +65,7 @@ DENSE = (
     "max_flag_severity", "n_numbers", "n_new_numbers", "has_latex", "n_equals", "states_answer",
     "answer_wrong", "answer_right", "position", "is_first", "n_chars", "n_words", "n_hedges",
     "question_overlap", "prefix_overlap", "n_prefix_chars", "n_question_chars", "has_question_mark",
+    "mentions_gold",
 )
 
 
@@ -88,6 +91,63 @@ def hashed_indices(step: str) -> list[int]:
     crc = zlib.crc32
     out.update([crc(b[2], a[1]) % N_HASH for a, b in zip(crcs, crcs[1:], strict=False)])
     return sorted(out)
+
+
+_MATH_NOISE_RE = re.compile(r"\\left|\\right|\\[,!;:> ]|(?<=\\)[dt](?=frac)|\$|(?<=\d),(?=\d{3}(?!\d))")
+_SPACE_AROUND_RE = re.compile(r" (?=[^\w ])|(?<=[^\w ]) ")
+_GOLD_CAP = 60  # a longer gold answer (an expression, a list) is too specific to be written the same way
+# not inside a longer value: a digit, name, decimal point, subscript, power, sign or operator before; a name,
+# command, power, argument, factorial, operator or more decimals after; not a numerator or a denominator
+_BEFORE = r"(?<![\w.^_/+*-])(?<!frac\{)(?<!\}\{)(?<!sqrt\{)(?<!\^\{)(?<!_\{)"
+_BEFORE_SYMBOL = r"(?<![\d.^_/+*-])"  # a gold that starts with a symbol (\\sqrt, a tuple): prose may touch it
+_AFTER = r"(?![\w\\^_{(/!+*-])(?!\.\d)(?!\}\{)"
+_AFTER_SYMBOL = r"(?![\d\\^_{(/!+*-])(?!\}\{)"  # a gold that ends with a symbol (``}``, ``)``): prose may touch it
+
+
+@lru_cache(maxsize=4096)
+def _norm_math(text: str) -> str:
+    """Text with ``$``, ``\\left``/``\\right``, thin spaces, ``\\dfrac``/``\\tfrac`` and thousands commas
+    removed, and no space next to a symbol, so that one value is written one way (``\\dfrac{3}{4}`` and
+    ``\\frac{3}{4}``, ``1,000`` and ``1000``, ``(2, 3)`` and ``(2,3)``); words keep one space between them."""
+    if "\\" in text or "$" in text or "," in text:
+        text = _MATH_NOISE_RE.sub("", text)
+    text = " ".join(text.split())
+    return _SPACE_AROUND_RE.sub("", text) if " " in text else text
+
+
+_ALNUM_RUN_RE = re.compile(r"[A-Za-z0-9]+")
+
+
+@lru_cache(maxsize=1024)
+def _gold_probe(gold: str) -> tuple[re.Pattern | None, Fraction | None, str]:
+    """How to find ``gold`` in a step: a pattern for its normalised text as a whole value (``12`` is not in
+    ``120``, ``x_{12}``, ``12.5``, ``-12`` or ``\\frac{12}{5}``), and its value when it is a positive
+    non-integer number (a decimal ``0.75`` in the step is the gold ``\\frac{3}{4}``), and a piece of text that
+    every step writing it holds (the last three characters of its last run of letters or digits: ``000`` of
+    ``1000``, which ``1,000`` holds too)."""
+    g = _norm_math(extract_answer(gold) or gold).rstrip(".")
+    if not g or len(g) > _GOLD_CAP:
+        return None, None, ""
+    num = parse_number(gold)
+    value = num[0] if num and not num[1] and isinstance(num[0], Fraction) and num[0] > 0 and \
+        num[0].denominator != 1 else None
+    before = _BEFORE if g[0].isalnum() or g[0] in "-." else _BEFORE_SYMBOL
+    after = _AFTER if g[-1].isalnum() else _AFTER_SYMBOL
+    runs = _ALNUM_RUN_RE.findall(g)
+    return re.compile(before + re.escape(g) + after), value, runs[-1][-3:] if runs else ""
+
+
+def mentions_gold(gold: str, step: str) -> bool:
+    """The step writes the gold answer (as a whole value, not as a piece of a longer one), stated as a final
+    answer or not: a solution that reaches the gold value along the way is usually on track."""
+    if not gold:
+        return False
+    pat, value, needle = _gold_probe(gold)
+    if pat is None:
+        return False
+    if needle in step and pat.search(_norm_math(step[:4000])):
+        return True
+    return value is not None and any(x == value for x in cached_numbers(step))
 
 
 def _cheap_equal(gold: str, ans: str | None) -> bool:
@@ -162,6 +222,7 @@ def step_features(question: str, steps: Sequence[str], calcs: Sequence[Sequence[
                 len(words & q_words) / len(words) if words else 0.0,
                 len(words & seen_words) / len(words) if words else 0.0,
                 math.log1p(prefix_chars), math.log1p(len(question)), float("?" in step),
+                float(mentions_gold(gold, step)),
             ]
             out.append((dense, hashed_indices(step)))
         seen_nums.update(nums)
@@ -241,4 +302,4 @@ def load_scorer(spec: str | None) -> tuple[StepScorer | None, str | None]:
 
 
 __all__ = ["DEFAULT_MODEL", "DENSE", "SCORER_VERSION", "FEATURE_VERSION", "N_HASH", "StepScorer", "hashed_indices", "load_scorer",
-           "step_features"]
+           "mentions_gold", "step_features"]

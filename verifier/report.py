@@ -136,7 +136,9 @@ def _key(text: str) -> str:
 def prm800k_eval(data_root: Path, verifier: MathVerifier, limit: int | None, seed: int,
                  with_reference: bool = False) -> dict:
     """Step AUROC and first-error agreement on PRM800K phase-1 test (each rated row: its chosen prefix + the
-    candidate), with the MATH-500 gold answer and, when ``with_reference``, its reference solution."""
+    candidate), with the MATH-500 gold answer (given for every row, as the verify stage has it for every
+    sample; an unfinished prefix is ``partial``: not graded as a wrong answer) and, when ``with_reference``, its reference
+    solution."""
     path = data_root / "prm800k" / "phase1_test.stepwise.jsonl"
     rows = [r for r in _read_jsonl(path) if r.get("rating") in (-1, 0, 1)]
     golds, refs = {}, {}
@@ -157,7 +159,7 @@ def prm800k_eval(data_root: Path, verifier: MathVerifier, limit: int | None, see
         gold = golds.get(_key(r["instruction"]), "")
         has_answer = bool(answer_candidates(steps[-1]))
         try:
-            a = verifier.analyze(r["instruction"], steps, gold if has_answer else "", refs.get(_key(r["instruction"])))
+            a = verifier.analyze(r["instruction"], steps, gold, refs.get(_key(r["instruction"])), partial=not has_answer)
         except Exception:  # noqa: BLE001 - score() would return an error verdict: count it, score 0
             n_failed += 1
             a = None

@@ -98,6 +98,13 @@ def test_different(gold, pred):
     ("$\\text{Answer: }18$ and that is all.\nThanks", "18"),
     ("It costs $5 each. $\\text{Answer: } 7$", "7"),
     ("$\\text{Answer: } \\$18$", "\\$18"),
+    # "answer" in a sentence that goes on about it: no "is", ":" or "=", and a clause follows, not an answer
+    ("The answer is 11. Let's check our answer by substituting it back.", "11"),
+    ("So there are 11 values. Let's verify our answer by listing all the values.", "11"),
+    ("Yes, and that's our answer because we were asked for one squig.", None),
+    ("I bet we can find the answer by completing the square.", None),
+    ("Final answer 18", "18"),
+    ("So the answer $5$.", "5"),
 ])
 def test_extract_answer(text, answer):
     assert extract_answer(text) == answer

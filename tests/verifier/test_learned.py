@@ -16,6 +16,7 @@ from verifier.learned import (
     StepScorer,
     hashed_indices,
     load_scorer,
+    mentions_gold,
 )
 
 Q = "Natalia sold 48 clips in April and half as many in May. How many clips did she sell in all?"
@@ -36,6 +37,38 @@ def test_hashing_is_stable_and_bounded():
     a = hashed_indices("Wait, 3 + 4 = 8? I made a mistake.")
     assert a == hashed_indices("Wait, 3 + 4 = 8? I made a mistake.")
     assert a and all(0 <= i < N_HASH for i in a) and a == sorted(set(a))
+
+
+# (gold, step, whether the step writes the gold value): as a whole value only, in any of its usual spellings
+MENTIONS = [
+    ("12", "We get $x = 12$.", True), ("12", "so 12 apples", True), ("12", "so 120 apples", False),
+    ("12", "$x_{12}$ is next", False), ("12", "12.5 of them", False), ("12", "That makes 12.", True),
+    ("-5", "x = -5", True), ("-5", "x = 5", False), ("5", "x = -5", False), ("5", "$7 - 5 = 2$", False),
+    ("2", "$7 - 5 = 2$", True), ("5", r"$\boxed{5}$", True), ("5", r"$\frac{5}{2}$", False),
+    ("2", r"$\frac{5}{2}$", False), ("5", "$x^5$", False), ("5", "$5!$", False), ("5", r"$5\sqrt{2}$", False),
+    (r"\sqrt{2}", r"$5\sqrt{2}$", False), (r"\sqrt{2}", r"so it is \sqrt{2}.", True),
+    (r"2\sqrt{2}", r"$x = 2 \sqrt{2}$", True), (r"\frac{3}{4}", r"that is $\dfrac{3}{4}$ of it", True),
+    (r"\frac{3}{4}", "0.75 of it", True), (r"\frac{3}{4}", r"$\frac{3}{4}^2$", False),
+    ("1000", "1,000 dollars", True), ("1000", "1,000.5 dollars", False), ("(2,3)", "the point $(2, 3)$", True),
+    ("x^2+1", "$x^2 + 1$", True), (r"\text{(C)}", r"answer \text{(C)}", True), ("", "12", False),
+    ("#### 72", "72 clips", True),
+]
+
+
+@pytest.mark.parametrize(("gold", "step", "want"), MENTIONS)
+def test_mentions_gold_as_a_whole_value(gold, step, want):
+    assert mentions_gold(gold, step) is want
+
+
+def test_shipped_model_trusts_a_step_that_reaches_the_gold_value():
+    if not DEFAULT_MODEL.exists():
+        pytest.skip("no shipped step scorer")
+    v = MathVerifier(VerifyConfig(embedding_model=None))
+    q = "Find the positive value of $x$ such that $x^2 = 144$."
+    steps = ["We take the square root of both sides.", "So $x = 12$, since $x$ is positive."]
+    on_track = v.analyze(q, steps, "12").step_probs[-1]
+    assert on_track < v.analyze(q, steps, "13").step_probs[-1]
+    assert on_track < v.analyze(q, steps, "").step_probs[-1]
 
 
 def test_load_scorer_disabled_missing_and_invalid(tmp_path):

@@ -253,10 +253,14 @@ def test_dropped_step_without_reference_flags_a_sourceless_operand():
     s = _steps(REF_BOOKS)
     v = MathVerifier().score(Q_BOOKS, [s[0], s[2], s[3]], "29")  # 64 is neither given nor derived
     assert v.dims["logical_consistency"] >= 0.3 and v.correct and v.first_error_step is None, v.notes
-    # with a wrong final answer the weak flag is where the error is located
+    # with a wrong final answer and no stronger evidence (a wrong calculation, a learned rejection) the weak
+    # flag is where the error is located; with the learned channel on, its rejection of a step counts as
+    # stronger evidence (docs/verifier.md, "First erroneous step"), so this rule is checked without it
     wrong = [s[0], s[2], s[3].replace("29", "31")]
-    w = MathVerifier().score(Q_BOOKS, wrong, "29")
+    w = MathVerifier(VerifyConfig(step_scorer=None, embedding_model=None)).score(Q_BOOKS, wrong, "29")
     assert not w.correct and w.first_error_step == 1, (wrong, w.notes)
+    learned = MathVerifier(VerifyConfig(embedding_model=None)).score(Q_BOOKS, wrong, "29")
+    assert not learned.correct and learned.first_error_step in (1, 2), learned.notes
 
 
 CLEAN = [
@@ -334,3 +338,19 @@ def test_false_flag_probe_rewrites_a_reference_in_chat_styles_and_counts_flags(t
     out = capsys.readouterr().out
     for form in ("source", "plain", "markdown", "inline"):
         assert f"| {form} | 2 | 0 (0.0%) | 0 |" in out, out
+
+
+def test_a_partial_solution_is_not_graded_as_a_wrong_answer():
+    """PRM800K's rated rows are prefixes: with ``partial`` a missing final answer names no first error by
+    itself, while the gold answer still reaches the step scores; a finished solution with no answer does."""
+    v = MathVerifier(VerifyConfig(embedding_model=None))
+    q = "What is $3 \\cdot 4 + 5$?"
+    prefix = ["First we multiply: $3 \\cdot 4 = 12$."]
+    part = v.analyze(q, prefix, "17", partial=True)
+    assert not part.correct and part.first_error_step is None, part.notes
+    assert v.analyze(q, prefix, "17").first_error_step == 0  # as a finished solution it states no answer
+    # the gold answer informs the learned channel on a prefix too: reaching 17 is a step on track
+    on_track = v.analyze(q, [*prefix, "Then $12 + 5 = 17$."], "17", partial=True).step_probs[-1]
+    assert on_track < v.analyze(q, [*prefix, "Then $12 + 5 = 17$."], "", partial=True).step_probs[-1]
+    # a wrong calculation in a prefix is still its first error
+    assert v.analyze(q, ["First $3 \\cdot 4 = 13$."], "17", partial=True).first_error_step == 0
