@@ -98,10 +98,11 @@ _SPACE_AROUND_RE = re.compile(r" (?=[^\w ])|(?<=[^\w ]) ")
 _GOLD_CAP = 60  # a longer gold answer (an expression, a list) is too specific to be written the same way
 # not inside a longer value: a digit, name, decimal point, subscript, power, sign or operator before; a name,
 # command, power, argument, factorial, operator or more decimals after; not a numerator or a denominator
-_BEFORE = r"(?<![\w.^_/+*-])(?<!frac\{)(?<!\}\{)(?<!sqrt\{)(?<!\^\{)(?<!_\{)"
-_BEFORE_SYMBOL = r"(?<![\d.^_/+*-])"  # a gold that starts with a symbol (\\sqrt, a tuple): prose may touch it
-_AFTER = r"(?![\w\\^_{(/!+*-])(?!\.\d)(?!\}\{)"
-_AFTER_SYMBOL = r"(?![\d\\^_{(/!+*-])(?!\}\{)"  # a gold that ends with a symbol (``}``, ``)``): prose may touch it
+# (zero-width patterns, matched at the gold's start and end: compiled once, not once per gold answer)
+_BEFORE = re.compile(r"(?<![\w.^_/+*-])(?<!frac\{)(?<!\}\{)(?<!sqrt\{)(?<!\^\{)(?<!_\{)")
+_BEFORE_SYMBOL = re.compile(r"(?<![\d.^_/+*-])")  # a gold that starts with a symbol (\\sqrt, a tuple): prose may touch it
+_AFTER = re.compile(r"(?![\w\\^_{(/!+*-])(?!\.\d)(?!\}\{)")
+_AFTER_SYMBOL = re.compile(r"(?![\d\\^_{(/!+*-])(?!\}\{)")  # a gold that ends with a symbol (``}``, ``)``)
 
 
 @lru_cache(maxsize=4096)
@@ -119,22 +120,23 @@ _ALNUM_RUN_RE = re.compile(r"[A-Za-z0-9]+")
 
 
 @lru_cache(maxsize=1024)
-def _gold_probe(gold: str) -> tuple[re.Pattern | None, Fraction | None, str]:
-    """How to find ``gold`` in a step: a pattern for its normalised text as a whole value (``12`` is not in
-    ``120``, ``x_{12}``, ``12.5``, ``-12`` or ``\\frac{12}{5}``), and its value when it is a positive
+def _gold_probe(gold: str) -> tuple[str, re.Pattern, re.Pattern, Fraction | None, str] | None:
+    """How to find ``gold`` in a step: its normalised text and the patterns that must hold at its start and
+    end for a whole value (``12`` is not in ``120``, ``x_{12}``, ``12.5``, ``-12`` or ``\\frac{12}{5}``),
+    its value when it is a positive
     non-integer number (a decimal ``0.75`` in the step is the gold ``\\frac{3}{4}``), and a piece of text that
     every step writing it holds (the last three characters of its last run of letters or digits: ``000`` of
     ``1000``, which ``1,000`` holds too)."""
     g = _norm_math(extract_answer(gold) or gold).rstrip(".")
     if not g or len(g) > _GOLD_CAP:
-        return None, None, ""
+        return None
     num = parse_number(gold)
     value = num[0] if num and not num[1] and isinstance(num[0], Fraction) and num[0] > 0 and \
         num[0].denominator != 1 else None
     before = _BEFORE if g[0].isalnum() or g[0] in "-." else _BEFORE_SYMBOL
     after = _AFTER if g[-1].isalnum() else _AFTER_SYMBOL
     runs = _ALNUM_RUN_RE.findall(g)
-    return re.compile(before + re.escape(g) + after), value, runs[-1][-3:] if runs else ""
+    return g, before, after, value, runs[-1][-3:] if runs else ""
 
 
 def mentions_gold(gold: str, step: str) -> bool:
@@ -142,11 +144,17 @@ def mentions_gold(gold: str, step: str) -> bool:
     answer or not: a solution that reaches the gold value along the way is usually on track."""
     if not gold:
         return False
-    pat, value, needle = _gold_probe(gold)
-    if pat is None:
+    probe = _gold_probe(gold)
+    if probe is None:
         return False
-    if needle in step and pat.search(_norm_math(step[:4000])):
-        return True
+    g, before, after, value, needle = probe
+    if needle in step:
+        text = _norm_math(step[:4000])
+        i = text.find(g)
+        while i >= 0:
+            if before.match(text, i) and after.match(text, i + len(g)):
+                return True
+            i = text.find(g, i + 1)
     return value is not None and any(x == value for x in cached_numbers(step))
 
 
