@@ -119,7 +119,8 @@ from verifier.verdict import DIMENSIONS, Verdict
 # 10: exact values beyond the float range (3^{2002}) are compared, not an error verdict; the unit-tail regex no
 # longer backtracks for seconds on prose after "answer" (was a timeout verdict); otherwise the same verdicts, faster
 # 11: step_scorer-v4, whose features add whether a step writes the gold answer's value (mentions_gold)
-VERIFIER_VERSION = 11  # a plain number: the verify stage logs it as an MLflow metric
+# 12: step_scorer-v5, whose features add the step index in buckets (1, 2, 3-4, 5-7, 8-12, 13-20, 21+)
+VERIFIER_VERSION = 12  # a plain number: the verify stage logs it as an MLflow metric
 
 # numbers a solution may use without a source: 0, 1, 2 (halves, doubles, pairs) and 1/2
 ALWAYS_IMPLICIT = frozenset(Fraction(x) for x in (0, 1, 2, Fraction(1, 2)))

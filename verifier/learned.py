@@ -11,13 +11,14 @@ Features of step ``i`` (:func:`step_features`), computed from the symbolic chann
   the verifier's flags on the step (operand used before derived, operand with no source, final answer
   vs last derived value, structure, off-topic), numbers in the step and numbers new to the solution,
   LaTeX, ``=`` signs, whether the step states a final answer and whether it matches the gold answer,
-  position (``log1p(i)``, first step), length, hedging words ("wait", "I think", "mistake", ...), word
-  overlap with the question and with the earlier steps, and whether the step writes the gold answer's value
-  anywhere (:func:`mentions_gold`: a solution that reaches the gold value along the way is usually on track);
+  position (``log1p(i)``, first step, and buckets of the index: 1, 2, 3-4, 5-7, 8-12, 13-20, 21+), length,
+  hedging words ("wait", "I think", "mistake", ...), word overlap with the question and with the earlier
+  steps, and whether the step writes the gold answer's value anywhere (:func:`mentions_gold`: a solution
+  that reaches the gold value along the way is usually on track);
 - hashed word unigrams and bigrams of the step (numbers folded to their digit count, LaTeX commands and
   operators kept), :data:`N_HASH` buckets by ``zlib.crc32`` (stable across processes and machines).
 
-The model file (``verifier/models/step_scorer-v4.json``) is plain JSON: the feature spec (names, hash
+The model file (``verifier/models/step_scorer-v5.json``) is plain JSON: the feature spec (names, hash
 size, version), the standardisation of the dense features, the coefficients, the intercept and the
 decision threshold chosen on train. It is read with :func:`json.load` only (no pickle), and checked
 against the feature spec of this module before use.
@@ -46,10 +47,10 @@ from verifier.answers import (
 from verifier.arith import Calculation, split_math
 from verifier.semantic import cached_numbers
 
-FEATURE_VERSION = 2  # 2: + mentions_gold
+FEATURE_VERSION = 3  # 2: + mentions_gold; 3: + position buckets
 N_HASH = 1 << 14
 MODEL_DIR = Path(__file__).resolve().parent / "models"
-SCORER_VERSION = "step_scorer-v4"  # the shipped model; scripts/fit_step_scorer.py writes it under this name
+SCORER_VERSION = "step_scorer-v5"  # the shipped model; scripts/fit_step_scorer.py writes it under this name
 DEFAULT_MODEL = MODEL_DIR / f"{SCORER_VERSION}.json"
 
 HEDGES = ("wait", "i think", "mistake", "actually", "oops", "hmm", "not sure", "maybe", "guess", "wrong",
@@ -65,8 +66,10 @@ DENSE = (
     "max_flag_severity", "n_numbers", "n_new_numbers", "has_latex", "n_equals", "states_answer",
     "answer_wrong", "answer_right", "position", "is_first", "n_chars", "n_words", "n_hedges",
     "question_overlap", "prefix_overlap", "n_prefix_chars", "n_question_chars", "has_question_mark",
-    "mentions_gold",
+    "mentions_gold", "pos_1", "pos_2", "pos_3_4", "pos_5_7", "pos_8_12", "pos_13_20", "pos_21_up",
 )
+# the step's index in buckets (is_first is index 0): P(bad) does not grow with log1p(index) alone
+_POS_EDGES = (1, 2, 3, 5, 8, 13, 21)
 
 
 _NUM_TOKENS = tuple(f"<n{min(k, 6)}>" for k in range(7))  # a number folded to its digit count
@@ -179,6 +182,11 @@ def _words(text: str) -> set[str]:
     return set(_WORDS_RE.findall(text.lower()))
 
 
+def _position_buckets(i: int) -> list[float]:
+    """One-hot of the step index over [1, 2), [2, 3), [3, 5), [5, 8), [8, 13), [13, 21), [21, ...): zeros for 0."""
+    return [float(lo <= i < hi) for lo, hi in zip(_POS_EDGES, (*_POS_EDGES[1:], math.inf), strict=True)]
+
+
 def step_features(question: str, steps: Sequence[str], calcs: Sequence[Sequence[Calculation]], flags,
                   gold: str = "", only: Sequence[int] | None = None,
                   known: dict[str, bool] | None = None) -> list[tuple[list[float], list[int]]]:
@@ -231,6 +239,7 @@ def step_features(question: str, steps: Sequence[str], calcs: Sequence[Sequence[
                 len(words & seen_words) / len(words) if words else 0.0,
                 math.log1p(prefix_chars), math.log1p(len(question)), float("?" in step),
                 float(mentions_gold(gold, step)),
+                *_position_buckets(i),
             ]
             out.append((dense, hashed_indices(step)))
         seen_nums.update(nums)

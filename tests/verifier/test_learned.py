@@ -17,6 +17,7 @@ from verifier.learned import (
     hashed_indices,
     load_scorer,
     mentions_gold,
+    step_features,
 )
 
 Q = "Natalia sold 48 clips in April and half as many in May. How many clips did she sell in all?"
@@ -58,6 +59,16 @@ MENTIONS = [
 @pytest.mark.parametrize(("gold", "step", "want"), MENTIONS)
 def test_mentions_gold_as_a_whole_value(gold, step, want):
     assert mentions_gold(gold, step) is want
+
+
+def test_position_buckets_one_hot_the_step_index():
+    steps = [f"Step {k}: we add {k} + 1 = {k + 1}." for k in range(25)]
+    feats = step_features("Add.", steps, [[] for _ in steps], [], "")
+    cols = [DENSE.index(n) for n in ("pos_1", "pos_2", "pos_3_4", "pos_5_7", "pos_8_12", "pos_13_20", "pos_21_up")]
+    hot = [[k for k, c in enumerate(cols) if d[c]] for d, _ in feats]
+    assert hot[0] == [] and feats[0][0][DENSE.index("is_first")] == 1.0
+    assert [h[0] for h in hot[1:]] == [0, 1, 2, 2, 3, 3, 3, 4, 4, 4, 4, 4, 5, 5, 5, 5, 5, 5, 5, 5, 6, 6, 6, 6]
+    assert all(len(h) == 1 for h in hot[1:])
 
 
 def test_shipped_model_trusts_a_step_that_reaches_the_gold_value():
