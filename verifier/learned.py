@@ -182,9 +182,13 @@ def _words(text: str) -> set[str]:
     return set(_WORDS_RE.findall(text.lower()))
 
 
-def _position_buckets(i: int) -> list[float]:
+def _position_buckets(i: int) -> tuple[float, ...]:
     """One-hot of the step index over [1, 2), [2, 3), [3, 5), [5, 8), [8, 13), [13, 21), [21, ...): zeros for 0."""
-    return [float(lo <= i < hi) for lo, hi in zip(_POS_EDGES, (*_POS_EDGES[1:], math.inf), strict=True)]
+    return _BUCKET_ROWS[min(i, _POS_EDGES[-1])]
+
+
+_BUCKET_ROWS = tuple(tuple(float(lo <= i < hi) for lo, hi in zip(_POS_EDGES, (*_POS_EDGES[1:], math.inf), strict=True))
+                     for i in range(_POS_EDGES[-1] + 1))
 
 
 def step_features(question: str, steps: Sequence[str], calcs: Sequence[Sequence[Calculation]], flags,
