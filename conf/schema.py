@@ -318,7 +318,7 @@ class VerifyConfig(Section):
     max_text_chars: int = 20000
     step_scorer: str | None = Field(
         "auto", description="learned step scorer (verifier/learned.py): 'auto' = the shipped "
-        "verifier/models/step_scorer-v4.json; a path to another file; None = symbolic channel only."
+        "verifier/models/step_scorer-v5.json; a path to another file; None = symbolic channel only."
     )
     step_threshold: float | None = Field(
         None, ge=0, le=1, description="probability above which the learned scorer rejects a step; None = "

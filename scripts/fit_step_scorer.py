@@ -1,4 +1,4 @@
-"""Fit the learned step scorer (``verifier/models/<SCORER_VERSION>.json``, now step_scorer-v4) on PRM800K phase-1 TRAIN.
+"""Fit the learned step scorer (``verifier/models/<SCORER_VERSION>.json``, now v5) on PRM800K phase-1 TRAIN.
 
 Data: ``<data>/prm800k/phase1_train_plus.stepwise.jsonl.gz`` (900 MATH *train* problems; phase1_test is
 MATH-500 and is never read here) and ``<data>/math/train.jsonl`` (gold answers, matched on the problem text
@@ -18,7 +18,7 @@ on it and on a sample of GSM8K train references. Deterministic
 (``--seed``). Usage::
 
     HF_HUB_OFFLINE=1 .venv/bin/python scripts/fit_step_scorer.py [--data ../shared/data] [--workers 2]
-        [--limit N] [--cache /tmp/step_features.json.gz] [--out verifier/models/step_scorer-v4.json]
+        [--limit N] [--cache /tmp/step_features.json.gz] [--out verifier/models/step_scorer-v5.json]
 """
 
 from __future__ import annotations

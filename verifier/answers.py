@@ -73,7 +73,7 @@ _ANSWER_IS_RE = re.compile(
 # sentence goes on about the answer ("check our answer by ...", "the answer because ...")
 _PROSE_START_RE = re.compile(r"(?i)(?:by|because|since|for|from|in|into|of|on|with|without|we|you|i|it|that|"
                              r"which|when|if|and|or|but|so|as|at|using|after|before|again|now|here|there|"
-                             r"first|again|choices?|options?|should|would|could|will|must|can|may|might|"
+                             r"first|choices?|options?|should|would|could|will|must|can|may|might|"
                              r"seems?|looks?|makes?|has|have|had|was|were|are|be|been|not|yet|still|"
                              r"directly|correctly|carefully|quickly)\b")
 _NUMBER_RE = re.compile(

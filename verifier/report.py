@@ -137,8 +137,8 @@ def prm800k_eval(data_root: Path, verifier: MathVerifier, limit: int | None, see
                  with_reference: bool = False) -> dict:
     """Step AUROC and first-error agreement on PRM800K phase-1 test (each rated row: its chosen prefix + the
     candidate), with the MATH-500 gold answer (given for every row, as the verify stage has it for every
-    sample; an unfinished prefix is ``partial``: not graded as a wrong answer) and, when ``with_reference``, its reference
-    solution."""
+    sample; an unfinished prefix is ``partial``: not graded as a wrong answer) and, when ``with_reference``,
+    its reference solution."""
     path = data_root / "prm800k" / "phase1_test.stepwise.jsonl"
     rows = [r for r in _read_jsonl(path) if r.get("rating") in (-1, 0, 1)]
     golds, refs = {}, {}
