@@ -179,7 +179,7 @@ def _answer_candidates(text: str) -> tuple[tuple[str, str], ...]:
     out += [("heading", _block_answer(text[m.end():m.end() + 400])) for m in _HEADING_RE.finditer(text)]
     for m in _ANSWER_IS_RE.finditer(text):
         ans = _sentence_end(_after_text_marker(text, m.start(), m.end()))
-        if ans and not m.group(0)[6:].strip(" \t*") and _PROSE_START_RE.match(ans):
+        if ans and not m.group(0)[len("answer"):].strip(" \t*") and _PROSE_START_RE.match(ans):
             continue  # "verify our answer by listing ...", "that's our answer because ...": no answer follows
         if ans and not ans.lower().startswith(("is ", "to ", "the question", "this ")):
             ans = boxed_answers(ans)[-1] if "\\boxed" in ans and boxed_answers(ans) else ans

@@ -125,11 +125,10 @@ _ALNUM_RUN_RE = re.compile(r"[A-Za-z0-9]+")
 @lru_cache(maxsize=1024)
 def _gold_probe(gold: str) -> tuple[str, re.Pattern, re.Pattern, Fraction | None, str] | None:
     """How to find ``gold`` in a step: its normalised text and the patterns that must hold at its start and
-    end for a whole value (``12`` is not in ``120``, ``x_{12}``, ``12.5``, ``-12`` or ``\\frac{12}{5}``),
-    its value when it is a positive
-    non-integer number (a decimal ``0.75`` in the step is the gold ``\\frac{3}{4}``), and a piece of text that
-    every step writing it holds (the last three characters of its last run of letters or digits: ``000`` of
-    ``1000``, which ``1,000`` holds too)."""
+    end for a whole value (``12`` is not in ``120``, ``x_{12}``, ``12.5``, ``-12`` or ``\\frac{12}{5}``), its
+    value when it is a positive non-integer number (a decimal ``0.75`` in the step is the gold
+    ``\\frac{3}{4}``), and a piece of text that every step writing it holds (the last three characters of its
+    last run of letters or digits: ``000`` of ``1000``, which ``1,000`` holds too)."""
     g = _norm_math(extract_answer(gold) or gold).rstrip(".")
     if not g or len(g) > _GOLD_CAP:
         return None

@@ -43,22 +43,20 @@ IRRELEVANT = [
 # ---------------------------------------------------------------- metrics
 def auroc(scores: list[float], labels: list[int]) -> float | None:
     """Area under the ROC curve (Mann-Whitney U with average ranks for ties); None if one class is empty."""
-    pos = sum(labels)
-    neg = len(labels) - pos
+    import numpy as np
+
+    return _rank_auroc(np.asarray(scores, dtype=float), np.asarray(labels, dtype=int))
+
+
+def _rank_auroc(s, y) -> float | None:
+    """:func:`auroc` on numpy arrays (``y`` in {0, 1}); the bootstrap calls it on every resample."""
+    from scipy.stats import rankdata
+
+    pos = int(y.sum())
+    neg = len(y) - pos
     if not pos or not neg:
         return None
-    order = sorted(range(len(scores)), key=lambda i: scores[i])
-    ranks = [0.0] * len(scores)
-    i = 0
-    while i < len(order):
-        j = i
-        while j + 1 < len(order) and scores[order[j + 1]] == scores[order[i]]:
-            j += 1
-        for k in range(i, j + 1):
-            ranks[order[k]] = (i + j) / 2 + 1
-        i = j + 1
-    rank_pos = sum(r for r, y in zip(ranks, labels, strict=True) if y)
-    return (rank_pos - pos * (pos + 1) / 2) / (pos * neg)
+    return float((rankdata(s)[y == 1].sum() - pos * (pos + 1) / 2) / (pos * neg))
 
 
 def auroc_interval(scores: list[float], labels: list[int], groups: list, n_boot: int = 1000,
@@ -69,7 +67,6 @@ def auroc_interval(scores: list[float], labels: list[int], groups: list, n_boot:
     size detects against a fixed value (two-sided 5%, 80% power: 2.8 standard deviations). None when a class
     is empty or there are fewer than two groups."""
     import numpy as np
-    from scipy.stats import rankdata
 
     s, y = np.asarray(scores, dtype=float), np.asarray(labels, dtype=int)
     keys = {g: k for k, g in enumerate(dict.fromkeys(groups))}
@@ -81,12 +78,9 @@ def auroc_interval(scores: list[float], labels: list[int], groups: list, n_boot:
     out = []
     for _ in range(n_boot):
         take = np.concatenate([members[k] for k in rng.integers(0, len(keys), len(keys))])
-        yy = y[take]
-        pos = int(yy.sum())
-        if pos in (0, len(yy)):
-            continue
-        r = rankdata(s[take])
-        out.append((r[yy == 1].sum() - pos * (pos + 1) / 2) / (pos * (len(yy) - pos)))
+        a = _rank_auroc(s[take], y[take])
+        if a is not None:
+            out.append(a)
     if len(out) < n_boot // 2:
         return None
     lo, hi = np.percentile(out, [2.5, 97.5])
